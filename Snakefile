@@ -1,0 +1,25 @@
+# slimbench: every method x model x dataset x seed x chain, one metrics file each, then tables and figures.
+#
+#   snakemake --cores 2 --configfile config/smoke.yaml          everything in a config
+#   snakemake --cores 2 --configfile config/smoke.yaml -n       the plan (dry run)
+#   snakemake --cores 2 --configfile config/smoke.yaml skeleton one study's tables and figures
+#   snakemake --cores 2 --configfile config/smoke.yaml results/smoke/skeleton/.../seed0/base+int8/metrics.json
+#
+# Without --configfile, config/default.yaml is used. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/base.smk"
+include: "workflow/rules/compress.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        study_targets(list(CFG["studies"])),

@@ -1,0 +1,8 @@
+"""The baselines the methods are compared with. Importing this package imports every module in it, so that
+their stages (and model families) are registered: a new method is one new file."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,42 @@
+"""Post-training quantization: int8 through torchao, fp16 by casting.
+
+``int8``: torchao's dynamic int8 activations with int8 per-channel symmetric weights on every Linear
+(``int8_weight_only`` keeps activations in float). Both run on CPU and CUDA with torchao >= 0.10. The
+checkpoint stores the int8 codes and scales; reloading re-quantizes the dequantized weights.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+# torchao registers an Enum with torch's pytree on import and torch logs a deprecation line for it each time.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_  # noqa: E402
+
+from slimbench.stages import Context, Param, stage  # noqa: E402
+
+SCHEMES = {"dynamic": Int8DynamicActivationInt8WeightConfig, "weight_only": Int8WeightOnlyConfig}
+SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
+
+
+def int8_quantize(model: nn.Module, scheme: str = "dynamic") -> nn.Module:
+    quantize_(model.float(), SCHEMES[scheme]())
+    return model
+
+
+@stage("int8", params=(SCHEME,), primary="scheme", finalize=int8_quantize)
+def int8(model: nn.Module, ctx: Context, scheme: str) -> nn.Module:
+    """Quantize every Linear layer's weights to int8 (torchao); activations too with ``dynamic``."""
+    return int8_quantize(model.cpu(), scheme)
+
+
+def to_half(model: nn.Module) -> nn.Module:
+    return model.half()
+
+
+@stage("fp16", finalize=to_half)
+def fp16(model: nn.Module, ctx: Context) -> nn.Module:
+    """Cast all weights to float16 (half the memory of float32)."""
+    return to_half(model)

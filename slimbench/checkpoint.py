@@ -1,0 +1,153 @@
+"""Save and reload (possibly shrunk or quantized) models as safetensors plus a small JSON; never pickle.
+
+``arch.json`` holds what rebuilds the module tree: the model spec (with e.g. a Hugging Face config), the
+dataset info, the stages applied (replayed through their ``rebuild``/``finalize`` hooks), and every module's
+simple attributes (``num_heads``, ``out_features``, ...). Tensor shapes come from the safetensors file, so a
+pruned model reloads as the smaller model it is, not as a mask. Quantized tensor subclasses (torchao) are
+stored as their integer codes and scales, so the file is really smaller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slimbench.data import DatasetInfo
+from slimbench.models import build_model
+from slimbench.stages import STAGES
+
+WEIGHTS, ARCH = "model.safetensors", "arch.json"
+SIMPLE = (int, float, bool, str, type(None))
+PACK_SEP = "::"
+
+
+def module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Every module's plain attributes (numbers, strings, tuples of numbers) by module path."""
+    found: dict[str, dict[str, Any]] = {}
+    for path, module in model.named_modules():
+        attrs = {}
+        for key, value in vars(module).items():
+            if key.startswith("_") or key == "training":
+                continue
+            if isinstance(value, SIMPLE) or (isinstance(value, (tuple, list)) and all(isinstance(v, SIMPLE) for v in value)):
+                attrs[key] = list(value) if isinstance(value, tuple) else value
+        if attrs:
+            found[path] = attrs
+    return found
+
+
+def restore_attributes(model: nn.Module, saved: dict[str, dict[str, Any]]) -> None:
+    modules = dict(model.named_modules())
+    for path, attrs in saved.items():
+        module = modules.get(path)
+        if module is None:
+            continue
+        for key, value in attrs.items():
+            current = getattr(module, key, None)
+            setattr(module, key, tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value)
+
+
+def pack(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, str]]:
+    """Split quantized subclasses into plain tensors and drop aliases (tied weights) for safetensors."""
+    flat, packed, aliases, seen = {}, {}, {}, {}
+    for key, tensor in state.items():
+        if type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "__tensor_flatten__"):
+            names, _ = tensor.__tensor_flatten__()
+            if not {"qdata", "scale"} <= set(names):
+                raise TypeError(f"cannot save '{key}': {type(tensor).__name__} is not an int8 affine tensor")
+            for name in names:
+                inner = getattr(tensor, name)
+                if inner is not None:
+                    flat[f"{key}{PACK_SEP}{name}"] = inner.detach().contiguous().cpu()
+            packed[key] = type(tensor).__name__
+            continue
+        tensor = tensor.detach()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        flat[key] = tensor.contiguous().cpu()
+    return flat, packed, aliases
+
+
+def unpack(flat: dict[str, torch.Tensor], packed: dict[str, str], aliases: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Dequantize packed tensors (w = (q - zero_point) * scale) and restore aliases."""
+    state = {k: v for k, v in flat.items() if PACK_SEP not in k}
+    for key in packed:
+        q = flat[f"{key}{PACK_SEP}qdata"].float()
+        zero = flat.get(f"{key}{PACK_SEP}zero_point")
+        state[key] = (q - (zero.float() if zero is not None else 0.0)) * flat[f"{key}{PACK_SEP}scale"].float()
+    for key, target in aliases.items():
+        state[key] = state[target]
+    return state
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter/buffer the saved shape and dtype (structured pruning changed them)."""
+    for key, value in state.items():
+        owner_path, _, name = key.rpartition(".")
+        owner = model.get_submodule(owner_path) if owner_path else model
+        current = getattr(owner, name, None)
+        if not isinstance(current, torch.Tensor) or current.shape == value.shape:
+            continue
+        fresh = torch.empty(value.shape, dtype=current.dtype, device=current.device)
+        if isinstance(current, nn.Parameter):
+            setattr(owner, name, nn.Parameter(fresh, requires_grad=current.requires_grad))
+        else:
+            owner.register_buffer(name, fresh)
+
+
+def save_model(model: nn.Module, directory: Path, spec: dict[str, Any], info: DatasetInfo,
+               stages: list[dict[str, Any]]) -> None:
+    """Write ``directory`` atomically: a temporary sibling is renamed into place when complete."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    flat, packed, aliases = pack(model.state_dict())
+    save_file(flat, str(tmp / WEIGHTS))
+    arch = {"model": spec, "dataset": info.to_dict(), "stages": stages, "packed": packed, "aliases": aliases,
+            "attributes": module_attributes(model)}
+    (tmp / ARCH).write_text(json.dumps(arch, indent=1, default=str))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+def replay(model: nn.Module, stages: list[dict[str, Any]], hook: str) -> nn.Module:
+    for applied in stages:
+        fn = getattr(STAGES.get(applied["name"]), hook)
+        if fn is not None:
+            model = fn(model, **applied["params"])
+    return model
+
+
+def load_model(directory: Path, device: torch.device | str = "cpu", finalize: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the architecture offline, restore shapes, attributes and weights, then finalize stages.
+
+    ``finalize=False`` returns the float model before e.g. int8 packing: the same architecture and
+    arithmetic, which is what FLOPs are counted on (bit widths are accounted for separately).
+    """
+    directory = Path(directory)
+    arch = json.loads((directory / ARCH).read_text())
+    info = DatasetInfo(**arch["dataset"])
+    model = build_model(arch["model"], info, pretrained=False, download=False)
+    model = replay(model, arch["stages"], "rebuild")
+    state = unpack(load_file(str(directory / WEIGHTS)), arch["packed"], arch["aliases"])
+    resize_to_state(model, state)
+    restore_attributes(model, arch["attributes"])
+    model.load_state_dict(state, strict=True)
+    if finalize:
+        model = replay(model, arch["stages"], "finalize")
+    return model.to(device).eval(), arch
+
+
+def iter_model_dirs(root: Path) -> Iterator[Path]:
+    yield from (p.parent for p in Path(root).rglob(ARCH))

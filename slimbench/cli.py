@@ -1,0 +1,211 @@
+"""Command line: the steps Snakemake calls, also usable by hand.
+
+  slimbench plan      --config config/smoke.yaml            what would be built
+  slimbench base      --config CFG results/<cfg>/<study>/<dataset>/<model>/seed0/base
+  slimbench compress  --config CFG results/.../seed0/base+kd
+  slimbench evaluate  --config CFG results/.../seed0/base+kd
+  slimbench run       --config CFG results/.../seed0/base+kd+int8   (every missing step of one experiment)
+  slimbench aggregate --config CFG --study skeleton           tables in reports/<cfg>/<study>/
+  slimbench figures   --config CFG --study skeleton           figures in reports/<cfg>/<study>/
+  slimbench study     --config CFG --study skeleton           a whole study without Snakemake
+  slimbench list                                              registered models, datasets, stages, figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from slimbench.errors import SlimbenchError
+
+
+def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
+    from dataclasses import replace
+
+    from slimbench.config import Experiment, experiments
+    from slimbench.pipeline import Workspace
+    from slimbench.stages import chain_prefixes
+
+    exp = Experiment.from_directory(directory)
+    if exp.config != config["name"]:
+        raise SlimbenchError(f"'{directory}' belongs to config '{exp.config}', not '{config['name']}'.")
+    buildable = {replace(k, chain=p) for k in experiments(config, exp.study) for p in chain_prefixes(k.chain)}
+    if exp not in buildable:
+        raise SlimbenchError(f"'{directory}' is not an experiment (or a prefix of one) of config '{config['name']}'. "
+                             f"Run 'slimbench plan --config ...' to list them.")
+    return Workspace.open(config, exp)
+
+
+def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench import pipeline
+
+    ws = experiment_workspace(config, args.experiment)
+    if args.command == "base":
+        if ws.exp.prefix is not None:
+            raise SlimbenchError(f"'base' trains the uncompressed model; '{ws.exp.chain}' is a compressed chain.")
+        print(pipeline.run_base(ws))
+    elif args.command == "compress":
+        print(pipeline.run_compress(ws))
+    else:
+        print(pipeline.run_evaluate(ws, command=" ".join(map(shlex.quote, sys.argv))))
+
+
+def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Build every missing prefix of one experiment, then evaluate it (and its base, for relative costs)."""
+    from dataclasses import replace
+
+    from slimbench import pipeline
+    from slimbench.results import METRICS_FILE
+    from slimbench.stages import chain_prefixes
+
+    ws = experiment_workspace(config, args.experiment)
+    target = ws.exp
+    for chain in chain_prefixes(target.chain):
+        ws.exp = replace(target, chain=chain)
+        if not (ws.directory() / pipeline.MODEL_DIR / "arch.json").exists():
+            (pipeline.run_base if ws.exp.prefix is None else pipeline.run_compress)(ws)
+    for chain in dict.fromkeys(["base", target.chain]):
+        ws.exp = replace(target, chain=chain)
+        if args.force or not (ws.directory() / METRICS_FILE).exists():
+            print(pipeline.run_evaluate(ws, command=" ".join(map(shlex.quote, sys.argv))))
+
+
+def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """A whole study without Snakemake (e.g. on a machine without it): every experiment, then reports."""
+    from slimbench.config import experiments
+
+    exps = list(experiments(config, args.study))
+    if not exps:
+        raise SlimbenchError(f"config '{config['name']}' has no study '{args.study}'. Studies: {', '.join(config['studies'])}.")
+    for exp in exps:
+        print(f"== {exp.directory(config['results_dir'])}", flush=True)
+        cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
+    cmd_aggregate(argparse.Namespace(study=args.study, out=None), config)
+    cmd_figures(argparse.Namespace(study=args.study, out=None, only=None), config)
+
+
+def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
+    from slimbench.config import experiments
+    from slimbench.results import METRICS_FILE
+
+    paths = [e.directory(config["results_dir"]) / METRICS_FILE for e in experiments(config, study)]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise SlimbenchError(f"{len(missing)} metrics file(s) of study '{study}' are missing, e.g. {missing[0]}. "
+                             f"Fix: run the workflow first (snakemake --cores N --configfile ...).")
+    return paths
+
+
+def report_dir(config: dict[str, Any], study: str, out: str | None) -> Path:
+    return Path(out) if out else Path(config["reports_dir"]) / config["name"] / study
+
+
+def cmd_aggregate(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.plots import summary_table, write_tables
+    from slimbench.results import load_frame, load_records
+
+    paths = study_metrics(config, args.study)
+    metric = load_records(paths[:1])[0]["metric"]
+    frame = load_frame(paths)
+    out = report_dir(config, args.study, args.out)
+    for path in write_tables(summary_table(frame, metric), out):
+        print(path)
+    frame.to_csv(out / "runs.csv", index=False)
+
+
+def cmd_figures(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.plots import FIGURES
+    from slimbench.results import load_frame, load_records
+
+    paths = study_metrics(config, args.study)
+    metric = load_records(paths[:1])[0]["metric"]
+    frame = load_frame(paths)
+    names = config["studies"][args.study]["figures"]
+    if args.only and args.only not in names:
+        raise SlimbenchError(f"study '{args.study}' has no figure '{args.only}'. Its figures: {', '.join(names)}.")
+    for name in [args.only] if args.only else names:
+        for path in FIGURES.get(name)(frame, metric, report_dir(config, args.study, args.out)):
+            print(path)
+
+
+def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.config import experiments
+    from slimbench.stages import chain_prefixes
+
+    exps = list(experiments(config, args.study))
+    models = {(e.study, e.dataset, e.model, e.seed, p) for e in exps for p in chain_prefixes(e.chain)}
+    trainings = sum(1 for m in models if m[-1] == "base")
+    print(f"config '{config['name']}': {len(exps)} experiments, {len(models)} distinct models "
+          f"({trainings} base trainings, {len(models) - trainings} compression steps)")
+    for exp in exps:
+        print(" ", exp.directory(config["results_dir"]))
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from slimbench.config import load_plugins
+    from slimbench.data import DATASETS
+    from slimbench.models import MODELS
+    from slimbench.plots import FIGURES
+    from slimbench.stages import STAGES
+
+    load_plugins()
+    for title, registry in (("model families", MODELS), ("dataset loaders", DATASETS), ("figures", FIGURES)):
+        print(f"{title}: {', '.join(registry.names())}")
+    print("stages:")
+    for name in STAGES.names():
+        stage = STAGES.get(name)
+        params = ", ".join(f"{p.name}={p.default} {p.range_text() if p.low is not None or p.high is not None else ''}".strip()
+                           for p in stage.params)
+        summary = stage.description.splitlines()[0] if stage.description else ""
+        print(f"  {name:<22} {summary}\n  {'':<22} params: {params or '-'}  (chain value: {stage.primary or '-'})")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="slimbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True)
+    for name in ("base", "compress", "evaluate", "run"):
+        p = sub.add_parser(name, help=f"{name} one experiment folder")
+        p.add_argument("--config", required=True)
+        p.add_argument("experiment", help="results/<config>/<study>/<dataset>/<model>/seed<k>/<chain>")
+        if name == "run":
+            p.add_argument("--force", action="store_true", help="re-evaluate even if metrics exist")
+    for name in ("aggregate", "figures"):
+        p = sub.add_parser(name, help=f"{name} of one study")
+        p.add_argument("--config", required=True)
+        p.add_argument("--study", required=True)
+        p.add_argument("--out", help="output folder (default reports/<config>/<study>)")
+        if name == "figures":
+            p.add_argument("--only", help="draw only this figure")
+    p = sub.add_parser("study", help="run one study end to end without Snakemake, then its reports")
+    p.add_argument("--config", required=True)
+    p.add_argument("--study", required=True)
+    p = sub.add_parser("plan", help="list the experiments of a config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--study")
+    sub.add_parser("list", help="list registered names")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            cmd_list(args)
+            return 0
+        from slimbench.config import load_config
+
+        config = load_config(args.config)
+        handler = {"base": cmd_step, "compress": cmd_step, "evaluate": cmd_step, "run": cmd_run,
+                   "aggregate": cmd_aggregate, "figures": cmd_figures, "plan": cmd_plan, "study": cmd_study}[args.command]
+        handler(args, config)
+    except SlimbenchError as error:
+        print(f"slimbench: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

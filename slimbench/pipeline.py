@@ -1,0 +1,173 @@
+"""The three per-experiment steps: train the base model, apply one stage, evaluate. Called by the CLI.
+
+Each step reads its inputs from the experiment folder of its prefix and writes its own folder atomically,
+so Snakemake (or a user by hand) can run, skip and resume them independently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbench import checkpoint
+from slimbench.config import Experiment, study_settings
+from slimbench.data import Splits, data_root, load_dataset
+from slimbench.metrics import cost
+from slimbench.models import build_model, describe_model, tokenizer_for
+from slimbench.provenance import provenance
+from slimbench.results import METRICS_FILE, write_json
+from slimbench.stages import STAGES, Context, parse_chain
+from slimbench.tasks import Task, make_task
+from slimbench.train import fit, seed_everything
+
+MODEL_DIR = "model"
+STAGE_LOG = "stage.json"
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass
+class Workspace:
+    """A config plus the data, task and device of one (dataset, model) pair, loaded once."""
+
+    config: dict[str, Any]
+    exp: Experiment
+    splits: Splits
+    task: Task
+    device: torch.device
+
+    @classmethod
+    def open(cls, config: dict[str, Any], exp: Experiment) -> "Workspace":
+        root = data_root(config["data_root"])
+        cache = Path(config["cache_dir"])
+        splits = load_dataset(config["datasets"][exp.dataset], root, config["download"], cache)
+        spec = config["models"][exp.model]
+        tokenizer = tokenizer_for(spec, config["download"])
+        task = make_task(splits.info, tokenizer, **config["studies"][exp.study]["task"])
+        splits = Splits(task.prepare(splits.train), task.prepare(splits.eval), splits.info, splits.split)
+        return cls(config, exp, splits, task, pick_device(config["device"]))
+
+    def directory(self, exp: Experiment | None = None) -> Path:
+        return (exp or self.exp).directory(self.config["results_dir"])
+
+    def context(self) -> Context:
+        recipe, _ = study_settings(self.config, self.exp)
+        base_dir = self.directory(self.exp.base) / MODEL_DIR
+        return Context(self.task, self.splits.train, self.splits.eval, self.device, self.exp.seed, recipe,
+                       teacher_loader=lambda: checkpoint.load_model(base_dir, self.device)[0],
+                       progress=self.config["progress"])
+
+
+def run_base(ws: Workspace) -> Path:
+    """Build (pretrained if the spec says so) and train/fine-tune the uncompressed model."""
+    recipe, _ = study_settings(ws.config, ws.exp)
+    seed_everything(ws.exp.seed)
+    spec = ws.config["models"][ws.exp.model]
+    model = build_model(spec, ws.splits.info, pretrained=True, download=ws.config["download"])
+    out = ws.directory() / MODEL_DIR
+    start = time.perf_counter()
+    history = fit(model, ws.task, ws.splits.train, ws.device, recipe, ws.exp.seed,
+                  resume=out.with_name("resume.pt"), progress=ws.config["progress"], desc=f"base {ws.exp.model}")
+    elapsed = time.perf_counter() - start
+    checkpoint.save_model(model.cpu(), out, describe_model(spec, model), ws.splits.info, [])
+    write_json(out / STAGE_LOG, {"stage": "base", "recipe": recipe, "time_s": elapsed, "steps": history["steps"],
+                                 "final_loss": history["losses"][-1] if history["losses"] else None})
+    return out
+
+
+def run_compress(ws: Workspace) -> Path:
+    """Apply the chain's last stage to the saved model of its prefix."""
+    prefix = ws.exp.prefix
+    if prefix is None:
+        raise ValueError("the base chain is trained by run_base, not compressed")
+    _, settings = study_settings(ws.config, ws.exp)
+    call = parse_chain(ws.exp.chain)[-1]
+    stage = STAGES.get(call.name)
+    params = stage.resolve(call.value, settings.get(call.name))
+    model, arch = checkpoint.load_model(ws.directory(prefix) / MODEL_DIR, ws.device)
+    seed_everything(ws.exp.seed)
+    start = time.perf_counter()
+    model = stage(model, ws.context(), **params)
+    if ws.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    out = ws.directory() / MODEL_DIR
+    stages = arch["stages"] + [{"name": stage.name, "params": params}]
+    checkpoint.save_model(model.cpu(), out, arch["model"], ws.splits.info, stages)
+    write_json(out / STAGE_LOG, {"stage": stage.name, "params": params, "time_s": elapsed})
+    return out
+
+
+def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: torch.device) -> Any:
+    batch = ws.task.to_device(next(iter(ws.task.loader(ws.splits.eval, batch_size))), device)
+    return lambda: ws.task.logits(model, batch)
+
+
+def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, Any]:
+    settings = ws.config["evaluation"]
+    latency = settings["latency"]
+    out: dict[str, Any] = {
+        "params": cost.count_parameters(model),
+        "stored_bits": cost.stored_bits(model),
+        "size_bytes": (model_dir / checkpoint.WEIGHTS).stat().st_size,
+    }
+    cpu_model = model.to("cpu")
+    if settings["flops"]:
+        unpacked, _ = checkpoint.load_model(model_dir, "cpu", finalize=False)
+        out["flops"] = cost.count_flops(example_forward(ws, unpacked, 1, torch.device("cpu")))
+    forward = example_forward(ws, cpu_model, latency["batch_size"], torch.device("cpu"))
+    with cost.threads(latency["threads"]):
+        cpu = cost.latency_ms(forward, torch.device("cpu"), latency["warmup"], latency["repeats"])
+        memory = cost.peak_memory(forward, torch.device("cpu"))
+    out.update({"latency_cpu_ms": cpu["median_ms"], "latency_cpu_threads": latency["threads"],
+                "latency_batch_size": latency["batch_size"], **memory})
+    if latency["cuda"] and ws.device.type == "cuda":
+        gpu_model = model.to(ws.device)
+        gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
+        out["latency_cuda_ms"] = cost.latency_ms(gpu, ws.device, latency["warmup"], latency["repeats"])["median_ms"]
+        out["peak_cuda_mib"] = cost.peak_memory(gpu, ws.device)["peak_cuda_mib"]
+    return out
+
+
+def relative_to(base_metrics: Path, own: dict[str, Any]) -> dict[str, float]:
+    """Fractions of the uncompressed model's cost kept (1.0 = no saving)."""
+    if not base_metrics.exists():
+        return {}
+    base_cost = json.loads(base_metrics.read_text())["cost"]
+    return {f"{key}_kept": own[key] / base_cost[key] for key in ("params", "flops", "stored_bits", "size_bytes")
+            if key in own and base_cost.get(key)}
+
+
+def run_evaluate(ws: Workspace, command: str = "") -> Path:
+    """Task metric, cost metrics and provenance -> ``metrics.json`` beside the model."""
+    start = time.perf_counter()
+    model_dir = ws.directory() / MODEL_DIR
+    model, arch = checkpoint.load_model(model_dir, ws.device)
+    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
+    costs = measure_cost(ws, model, model_dir)
+    stage_log = json.loads((model_dir / STAGE_LOG).read_text())
+    record = {
+        "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
+        "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
+        "relative": relative_to(ws.directory(ws.exp.base) / METRICS_FILE, costs) if ws.exp.prefix else {},
+        "stages": arch["stages"], "compress_time_s": stage_log["time_s"],
+        "dataset_info": ws.splits.info.to_dict(), "split": ws.splits.split,
+        "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
+                   "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],
+                   "evaluation": ws.config["evaluation"], "device": str(ws.device)},
+        **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,
+    }
+    record["wall_time_s"] = record["eval_time_s"] + stage_log["time_s"]
+    path = ws.directory() / METRICS_FILE
+    write_json(path, record)
+    return path

@@ -1,0 +1,40 @@
+"""The metrics record (one JSON per experiment) and loading a study's records into a DataFrame."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRICS_FILE = "metrics.json"
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Atomic write: readers never see half a file, and a killed run leaves no partial JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One table row: identity columns, then metrics and cost columns by their own names."""
+    row = {k: record[k] for k in ("study", "dataset", "model", "chain", "seed")}
+    row.update(record.get("metrics", {}))
+    row.update(record.get("cost", {}))
+    row.update({f"relative_{k}": v for k, v in record.get("relative", {}).items()})
+    row["compress_time_s"] = record.get("compress_time_s")
+    row["wall_time_s"] = record.get("wall_time_s")
+    return row
+
+
+def load_records(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def load_frame(paths: list[Path]) -> pd.DataFrame:
+    return pd.DataFrame([flatten(r) for r in load_records(paths)])

@@ -1,0 +1,168 @@
+"""Tasks turn a dataset batch into model inputs, logits, a loss and the task metric.
+
+Three kinds cover the benchmark: image classification (timm-style ``model(x)``), text classification
+(Hugging Face ``model(**tokens).logits``) and causal language modelling (``model(input_ids).logits``).
+Stages and the training loop only talk to a Task, never to a dataset or model type directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.data import ArrayDataset, DatasetInfo, TextCorpus, TokenBlockDataset, batches
+from slimbench.metrics.task import classification_metrics, perplexity
+from slimbench.registry import Registry
+
+
+class Task:
+    """Base: batching, evaluation loop and the logits/loss interface."""
+
+    def __init__(self, info: DatasetInfo, tokenizer: Any = None, **options: Any) -> None:
+        self.info = info
+        self.tokenizer = tokenizer
+        self.options = options
+
+    @property
+    def metric(self) -> str:
+        return self.info.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "perplexity"
+
+    def prepare(self, dataset: Any) -> ArrayDataset:
+        """Turn the loader's split into something batchable (tokenization for corpora)."""
+        return dataset
+
+    def loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Any]:
+        return batches(dataset, batch_size, shuffle, seed)
+
+    def to_device(self, batch: Any, device: torch.device, train: bool = False) -> Any:
+        raise NotImplementedError
+
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def labels(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: ArrayDataset, device: torch.device, batch_size: int = 256) -> dict:
+        model.eval()
+        predictions, labels = [], []
+        for batch in self.loader(dataset, batch_size):
+            batch = self.to_device(batch, device)
+            predictions.append(self.logits(model, batch).argmax(-1).cpu())
+            labels.append(self.labels(batch).cpu())
+        return classification_metrics(torch.cat(labels).tolist(), torch.cat(predictions).tolist(), self.metric)
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+@TASKS.register("image_classification")
+class ImageClassification(Task):
+    """uint8 images -> normalized float on the device; random crop + flip when the dataset asks for it."""
+
+    def to_device(self, batch: Any, device: torch.device, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        x = images.to(device, non_blocking=True).float().div_(255)
+        mean = torch.tensor(self.info.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.info.std, device=device).view(1, -1, 1, 1)
+        x = (x - mean) / std
+        if train and self.info.augment:
+            x = random_crop_flip(x, padding=self.info.image_size // 8)
+        return x, labels.to(device, non_blocking=True)
+
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        dtype = next(model.parameters()).dtype
+        out = model(batch[0].to(dtype) if dtype.is_floating_point else batch[0])
+        out = out.logits if hasattr(out, "logits") else out
+        return out.float()
+
+    def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        return F.cross_entropy(logits, batch[1])
+
+    def labels(self, batch: Any) -> torch.Tensor:
+        return batch[1]
+
+
+def random_crop_flip(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Per-image random crop from a zero-padded copy and horizontal flip, done on the device."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * padding)
+    out = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
+    out = out.gather(3, cols)
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+
+
+@TASKS.register("text_classification")
+class TextClassification(Task):
+    """Sentences (pairs) tokenized per batch with the model's tokenizer, truncated to ``max_length``."""
+
+    def to_device(self, batch: Any, device: torch.device, train: bool = False) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(batch["texts"], batch["pairs"], padding=True, truncation=True,
+                                max_length=self.options.get("max_length", 128), return_tensors="pt")
+        return {**{k: v.to(device) for k, v in tokens.items()}, "labels": batch["labels"].to(device)}
+
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits
+
+    def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["labels"])
+
+    def labels(self, batch: Any) -> torch.Tensor:
+        return batch["labels"]
+
+
+@TASKS.register("language_modeling")
+class LanguageModeling(Task):
+    """Next-token prediction over non-overlapping blocks of ``block_size`` tokens."""
+
+    def prepare(self, dataset: Any) -> ArrayDataset:
+        if not isinstance(dataset, TextCorpus):
+            return dataset
+        block = self.options.get("block_size", 128)
+        lines = [line for line in dataset.text.splitlines() if line.strip()]
+        ids = [i for line in lines for i in self.tokenizer(line, add_special_tokens=False)["input_ids"]]
+        usable = len(ids) // block * block
+        return TokenBlockDataset(torch.tensor(ids[:usable], dtype=torch.long).view(-1, block))
+
+    def to_device(self, batch: Any, device: torch.device, train: bool = False) -> dict[str, torch.Tensor]:
+        return {"input_ids": batch["input_ids"].to(device)}
+
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"]).logits
+
+    def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        ids = batch["input_ids"]
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: ArrayDataset, device: torch.device, batch_size: int = 16) -> dict:
+        model.eval()
+        nll, tokens = 0.0, 0
+        for batch in self.loader(dataset, batch_size):
+            batch = self.to_device(batch, device)
+            logits = self.logits(model, batch)
+            count = batch["input_ids"][:, 1:].numel()
+            nll += float(self.loss(logits, batch)) * count
+            tokens += count
+        return perplexity(nll, tokens)
+
+
+def make_task(info: DatasetInfo, tokenizer: Any = None, **options: Any) -> Task:
+    return TASKS.get(info.task)(info, tokenizer, **options)

@@ -1,0 +1,123 @@
+"""The one training loop: base training, fine-tuning and every recovery/distillation stage use it.
+
+AdamW (or SGD) with a one-cycle/cosine schedule, bf16 autocast on CUDA, gradient clipping, a tqdm bar,
+and per-epoch resume files so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from slimbench.errors import ConfigError
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+RECIPE_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "grad_clip",
+               "max_steps", "eval_batch_size"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_recipe(recipe: dict[str, Any], where: str) -> None:
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown training option(s) {sorted(unknown)}. Known: {sorted(RECIPE_KEYS)}.")
+    if recipe.get("epochs", 1) < 0 or recipe.get("batch_size", 1) <= 0 or recipe.get("lr", 1.0) <= 0:
+        raise ConfigError(f"{where}: epochs must be >= 0, batch_size and lr > 0 (got {recipe}).")
+    if recipe.get("optimizer", "adamw") not in ("adamw", "sgd"):
+        raise ConfigError(f"{where}: optimizer must be adamw or sgd.")
+    if recipe.get("schedule", "onecycle") not in ("onecycle", "cosine", "constant"):
+        raise ConfigError(f"{where}: schedule must be onecycle, cosine or constant.")
+
+
+def make_optimizer(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.get("weight_decay", 0.05)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.get("optimizer", "adamw") == "sgd":
+        return torch.optim.SGD(groups, lr=recipe["lr"], momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=recipe["lr"])
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    warm = max(1, int(total * warmup))
+    if schedule == "constant":
+        return 1.0
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recipe: dict[str, Any], seed: int,
+        loss_fn: Optional[LossFn] = None, resume: Optional[Path] = None, progress: bool = True,
+        desc: str = "train") -> dict[str, Any]:
+    """Train ``model`` in place; returns the loss history. ``loss_fn(model, batch)`` overrides the task loss."""
+    epochs, batch_size = recipe.get("epochs", 1), recipe.get("batch_size", 64)
+    if epochs == 0 or len(train_set) == 0:
+        return {"losses": [], "steps": 0}
+    seed_everything(seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, recipe)
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    total = min(steps_per_epoch * epochs, recipe.get("max_steps") or 10**12)
+    schedule = recipe.get("schedule", "onecycle")
+    warmup = recipe.get("warmup", 0.1 if schedule == "onecycle" else 0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, schedule, warmup))
+    loss_fn = loss_fn or (lambda m, b: task.loss(task.logits(m, b), b))
+    history: dict[str, Any] = {"losses": [], "steps": 0}
+    start_epoch = 0
+    if resume is not None and resume.exists():
+        saved = torch.load(resume, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history, start_epoch = saved["history"], saved["epoch"]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    bar = tqdm(total=total, initial=history["steps"], desc=desc, disable=not progress, dynamic_ncols=True)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        for batch in task.loader(train_set, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            if history["steps"] >= total:
+                break
+            batch = task.to_device(batch, device, train=True)
+            with autocast:
+                loss = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.get("grad_clip", 1.0):
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.get("grad_clip", 1.0))
+            optimizer.step()
+            scheduler.step()
+            history["steps"] += 1
+            value = loss.item()
+            history["losses"].append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+        if resume is not None:
+            resume.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1},
+                       resume.with_suffix(".tmp"))
+            os.replace(resume.with_suffix(".tmp"), resume)
+    bar.close()
+    if resume is not None and resume.exists():
+        resume.unlink()
+    model.eval()
+    return history

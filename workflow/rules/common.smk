@@ -1,0 +1,60 @@
+# Config loading (validated once, before any job), path helpers and wildcard constraints.
+
+import json
+import os
+import sys
+
+from slimbench.config import experiments, read_config, validate_config
+from slimbench.errors import SlimbenchError
+from slimbench.stages import chain_prefixes
+
+if not config:
+    config.update(read_config("config/default.yaml"))
+try:
+    CFG = validate_config(config)
+except SlimbenchError as error:
+    sys.exit(f"slimbench: {error}")
+
+NAME = CFG["name"]
+RESULTS = f"{CFG['results_dir']}/{NAME}"
+REPORTS = f"{CFG['reports_dir']}/{NAME}"
+EXP = RESULTS + "/{study}/{dataset}/{model}/seed{seed}"
+# The CLI reads the resolved config from here; rewritten only when it changes.
+CONFIG_JSON = f"{RESULTS}/config.json"
+_resolved = json.dumps(CFG, indent=1, sort_keys=True)
+if not os.path.exists(CONFIG_JSON) or open(CONFIG_JSON).read() != _resolved:
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(CONFIG_JSON, "w") as handle:
+        handle.write(_resolved)
+
+_rules = {"all", "base", "compress", "evaluate", "aggregate", "figure"}
+_clash = _rules & set(CFG["studies"])
+if _clash:
+    sys.exit(f"slimbench: study name(s) {sorted(_clash)} clash with rule names; rename the study.")
+
+
+wildcard_constraints:
+    study=r"[A-Za-z0-9_.]+",
+    dataset=r"[A-Za-z0-9_.]+",
+    model=r"[A-Za-z0-9_.]+",
+    seed=r"\d+",
+    chain=r"base(\+[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?)*",
+    prefix=r"base(\+[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?)*",
+    stage=r"[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?",
+    figure=r"[A-Za-z0-9_]+",
+
+
+def metrics_files(study):
+    return [str(e.directory(CFG["results_dir"]) / "metrics.json") for e in experiments(CFG, study)]
+
+
+def figure_files(study):
+    return [f"{REPORTS}/{study}/{figure}.{ext}" for figure in CFG["studies"][study]["figures"] for ext in ("png", "pdf")]
+
+
+def table_files(study):
+    return [f"{REPORTS}/{study}/table.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def study_targets(studies):
+    return [path for study in studies for path in table_files(study) + figure_files(study)]
