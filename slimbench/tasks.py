@@ -79,6 +79,9 @@ class ImageClassification(Task):
         x = (x - mean) / std
         if train and self.info.augment:
             x = random_crop_flip(x, padding=self.info.image_size // 8)
+        size = self.options.get("resize")
+        if size and size != x.shape[-1]:  # e.g. 224 for hub-pretrained models on small images
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x, labels.to(device, non_blocking=True)
 
     def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:

@@ -143,12 +143,18 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 @DATASETS.register("cifar10")
-def cifar10(root: Path, download: bool, cache: Path) -> Splits:
-    """CIFAR-10: a JPEG ImageFolder zip pair in <data_root>/cifar10/, else torchvision's pickled batches."""
+def cifar10(root: Path, download: bool, cache: Path, split: str = "official", eval_fraction: float = 0.1,
+            split_seed: int = 0) -> Splits:
+    """CIFAR-10: a JPEG ImageFolder zip pair in <data_root>/cifar10/, else torchvision's pickled batches.
+
+    ``split: train-split`` holds out a seeded ``eval_fraction`` of the training set as eval and needs only
+    train.zip (used where the test zip cannot travel, e.g. the 64 MiB GPU carry limit).
+    """
     info = DatasetInfo("cifar10", "image_classification", "accuracy", 10, 3, 32, CIFAR_MEAN, CIFAR_STD, True)
     how = "put train.zip and test.zip (ImageFolder layout, JPEG) in <data_root>/cifar10/"
+    wanted = ("train",) if split == "train-split" else ("train", "test")
     try:
-        zips = {s: find_file(root, [f"cifar10/{s}.zip"], "cifar10", how) for s in ("train", "test")}
+        zips = {s: find_file(root, [f"cifar10/{s}.zip"], "cifar10", how) for s in wanted}
         parts = {s: cached(cache, f"cifar10-jpeg-{s}", lambda s=s: image_folder_zip(zips[s], s, CIFAR10_CLASSES))
                  for s in zips}
         note = "images re-encoded as JPEG (lossy) by the source repository; accuracies may differ slightly"
@@ -159,11 +165,16 @@ def cifar10(root: Path, download: bool, cache: Path) -> Splits:
         import torchvision.datasets as tvd
 
         parts = {}
-        for s in ("train", "test"):
+        for s in wanted:
             ds = tvd.CIFAR10(str(cache / "torchvision"), train=s == "train", download=True)
             parts[s] = ImageTensorDataset(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
                                           torch.tensor(ds.targets, dtype=torch.long))
         info = DatasetInfo(**{**info.to_dict(), "source": "torchvision.datasets.CIFAR10 (download)"})
+    if split == "train-split":
+        train_idx, eval_idx = seeded_split(len(parts["train"]), eval_fraction, split_seed)
+        return Splits(parts["train"].subset(train_idx), parts["train"].subset(eval_idx), info,
+                      {"scheme": "train-split", "eval_fraction": eval_fraction, "split_seed": split_seed,
+                       "note": f"official train split divided into train/eval with seed {split_seed}"})
     return Splits(parts["train"], parts["test"], info, {"scheme": "official", "train": "train", "eval": "test"})
 
 

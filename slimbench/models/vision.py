@@ -29,8 +29,8 @@ def timm_model(info: DatasetInfo, pretrained: bool, download: bool, arch: str, w
     if weights not in ("scratch", "hub", "checkpoint"):
         raise ConfigError(f"timm model '{arch}': weights must be scratch, hub or checkpoint, not '{weights}'.")
     options: dict[str, Any] = {"num_classes": info.num_classes, "in_chans": info.in_chans, **kwargs}
-    if any(arch.startswith(p) for p in TAKES_IMG_SIZE):
-        options.setdefault("img_size", info.image_size)
+    if weights == "scratch" and any(arch.startswith(p) for p in TAKES_IMG_SIZE):
+        options.setdefault("img_size", info.image_size)  # pretrained models keep theirs (task option resize)
     load = pretrained and weights != "scratch"
     if load and weights == "checkpoint":
         if not checkpoint or not Path(checkpoint).exists():
