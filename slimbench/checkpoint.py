@@ -140,13 +140,27 @@ def load_model(directory: Path, device: torch.device | str = "cpu", finalize: bo
     info = DatasetInfo(**arch["dataset"])
     model = build_model(arch["model"], info, pretrained=False, download=False)
     model = replay(model, arch["stages"], "rebuild")
-    state = unpack(load_file(str(directory / WEIGHTS)), arch["packed"], arch["aliases"])
+    flat = load_file(str(directory / WEIGHTS))
+    state = unpack(flat, arch["packed"], arch["aliases"])
     resize_to_state(model, state)
     restore_attributes(model, arch["attributes"])
     model.load_state_dict(state, strict=True)
     if finalize:
         model = replay(model, arch["stages"], "finalize")
+        restore_packed(model, flat, arch["packed"])
     return model.to(device).eval(), arch
+
+
+def restore_packed(model: nn.Module, flat: dict[str, torch.Tensor], packed: dict[str, str]) -> None:
+    """Put the saved integer codes and scales back into the re-quantized tensors, bit for bit
+    (re-quantizing dequantized weights can move a code by one step)."""
+    for key in packed:
+        owner_path, _, name = key.rpartition(".")
+        tensor = getattr(model.get_submodule(owner_path) if owner_path else model, name)
+        for inner in tensor.__tensor_flatten__()[0]:
+            saved = flat.get(f"{key}{PACK_SEP}{inner}")
+            if saved is not None:
+                getattr(tensor, inner).copy_(saved)
 
 
 def iter_model_dirs(root: Path) -> Iterator[Path]:

@@ -205,5 +205,5 @@ class Context:
         """Unlabeled calibration examples: the first ``num_examples`` of a seeded shuffle of train."""
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(self.train_set), generator=generator)[:num_examples].tolist()
-        subset = torch.utils.data.Subset(self.train_set, order)
+        subset = self.train_set.subset(order)
         yield from self.task.loader(subset, batch_size, shuffle=False, seed=self.seed)

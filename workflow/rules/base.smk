@@ -3,15 +3,16 @@
 
 rule base:
     output:
-        arch=EXP + "/base/model/arch.json",
-        weights=EXP + "/base/model/model.safetensors",
+        arch=exp("base", "model", "arch.json"),
+        weights=exp("base", "model", "model.safetensors"),
     log:
-        EXP + "/base/base.log",
+        exp("base", "base.log"),
     params:
+        config=CONFIG_JSON,
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
         "../../envs/slimbench.yaml"
     resources:
         gpu=1,
     shell:
-        "slimbench base --config {CONFIG_JSON} {params.directory} > {log} 2>&1"
+        "slimbench base --config {params.config} {params.directory} > {log} 2>&1"

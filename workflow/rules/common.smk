@@ -16,11 +16,10 @@ except SlimbenchError as error:
     sys.exit(f"slimbench: {error}")
 
 NAME = CFG["name"]
-RESULTS = f"{CFG['results_dir']}/{NAME}"
-REPORTS = f"{CFG['reports_dir']}/{NAME}"
-EXP = RESULTS + "/{study}/{dataset}/{model}/seed{seed}"
+RESULTS = os.path.join(CFG["results_dir"], NAME)
+REPORTS = os.path.join(CFG["reports_dir"], NAME)
 # The CLI reads the resolved config from here; rewritten only when it changes.
-CONFIG_JSON = f"{RESULTS}/config.json"
+CONFIG_JSON = os.path.join(RESULTS, "config.json")
 _resolved = json.dumps(CFG, indent=1, sort_keys=True)
 if not os.path.exists(CONFIG_JSON) or open(CONFIG_JSON).read() != _resolved:
     os.makedirs(RESULTS, exist_ok=True)
@@ -44,16 +43,34 @@ wildcard_constraints:
     figure=r"[A-Za-z0-9_]+",
 
 
+def exp(*parts):
+    """A path inside one experiment's folder (wildcards study, dataset, model, seed)."""
+    return os.path.join(RESULTS, "{study}", "{dataset}", "{model}", "seed{seed}", *parts)
+
+
+def rep(*parts):
+    """A path inside one study's report folder."""
+    return os.path.join(REPORTS, "{study}", *parts)
+
+
+def base_metrics(wildcards):
+    """Compressed chains read the uncompressed model's metrics (for the share of cost kept)."""
+    if wildcards.chain == "base":
+        return []
+    return exp("base", "metrics.json").format(**wildcards)
+
+
 def metrics_files(study):
     return [str(e.directory(CFG["results_dir"]) / "metrics.json") for e in experiments(CFG, study)]
 
 
 def figure_files(study):
-    return [f"{REPORTS}/{study}/{figure}.{ext}" for figure in CFG["studies"][study]["figures"] for ext in ("png", "pdf")]
+    figures = CFG["studies"][study]["figures"]
+    return [os.path.join(REPORTS, study, f"{figure}.{ext}") for figure in figures for ext in ("png", "pdf")]
 
 
 def table_files(study):
-    return [f"{REPORTS}/{study}/table.{ext}" for ext in ("csv", "md", "tex")]
+    return [os.path.join(REPORTS, study, f"table.{ext}") for ext in ("csv", "md", "tex")]
 
 
 def study_targets(studies):

@@ -4,17 +4,18 @@
 
 rule compress:
     input:
-        arch=EXP + "/{prefix}/model/arch.json",
+        arch=exp("{prefix}", "model", "arch.json"),
     output:
-        arch=EXP + "/{prefix}+{stage}/model/arch.json",
-        weights=EXP + "/{prefix}+{stage}/model/model.safetensors",
+        arch=exp("{prefix}+{stage}", "model", "arch.json"),
+        weights=exp("{prefix}+{stage}", "model", "model.safetensors"),
     log:
-        EXP + "/{prefix}+{stage}/compress.log",
+        exp("{prefix}+{stage}", "compress.log"),
     params:
+        config=CONFIG_JSON,
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
         "../../envs/slimbench.yaml"
     resources:
         gpu=1,
     shell:
-        "slimbench compress --config {CONFIG_JSON} {params.directory} > {log} 2>&1"
+        "slimbench compress --config {params.config} {params.directory} > {log} 2>&1"

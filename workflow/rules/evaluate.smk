@@ -2,23 +2,18 @@
 # metrics, to report the share of parameters/FLOPs kept.
 
 
-def base_metrics(wildcards):
-    if wildcards.chain == "base":
-        return []
-    return EXP.format(**wildcards) + "/base/metrics.json"
-
-
 rule evaluate:
     input:
-        arch=EXP + "/{chain}/model/arch.json",
+        arch=exp("{chain}", "model", "arch.json"),
         base=base_metrics,
     output:
-        EXP + "/{chain}/metrics.json",
+        exp("{chain}", "metrics.json"),
     log:
-        EXP + "/{chain}/evaluate.log",
+        exp("{chain}", "evaluate.log"),
     params:
+        config=CONFIG_JSON,
         directory=lambda wc, output: os.path.dirname(output[0]),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench evaluate --config {CONFIG_JSON} {params.directory} > {log} 2>&1"
+        "slimbench evaluate --config {params.config} {params.directory} > {log} 2>&1"

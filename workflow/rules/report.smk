@@ -6,31 +6,35 @@ rule aggregate:
     input:
         lambda wc: metrics_files(wc.study),
     output:
-        csv=report(REPORTS + "/{study}/table.csv", caption="../report/table.rst", category="{study}",
+        csv=report(rep("table.csv"), caption="../report/table.rst", category="{study}",
                    labels={"study": "{study}", "type": "table"}),
-        md=REPORTS + "/{study}/table.md",
-        tex=REPORTS + "/{study}/table.tex",
+        md=rep("table.md"),
+        tex=rep("table.tex"),
     log:
-        REPORTS + "/{study}/aggregate.log",
+        rep("aggregate.log"),
+    params:
+        config=CONFIG_JSON,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench aggregate --config {CONFIG_JSON} --study {wildcards.study} > {log} 2>&1"
+        "slimbench aggregate --config {params.config} --study {wildcards.study} > {log} 2>&1"
 
 
 rule figure:
     input:
         lambda wc: metrics_files(wc.study),
     output:
-        png=report(REPORTS + "/{study}/{figure}.png", caption="../report/figure.rst", category="{study}",
+        png=report(rep("{figure}.png"), caption="../report/figure.rst", category="{study}",
                    labels={"study": "{study}", "figure": "{figure}"}),
-        pdf=REPORTS + "/{study}/{figure}.pdf",
+        pdf=rep("{figure}.pdf"),
     log:
-        REPORTS + "/{study}/{figure}.log",
+        rep("{figure}.log"),
+    params:
+        config=CONFIG_JSON,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench figures --config {CONFIG_JSON} --study {wildcards.study} --only {wildcards.figure} > {log} 2>&1"
+        "slimbench figures --config {params.config} --study {wildcards.study} --only {wildcards.figure} > {log} 2>&1"
 
 
 for _study in CFG["studies"]:

@@ -1,0 +1,70 @@
+"""Bad input fails at config time (or at data loading, before any training) with a message naming the fix."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from slimbench.config import REPO, Experiment, experiments, load_config, validate_config
+from slimbench.errors import ConfigError, DataNotFoundError
+
+SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+
+
+def broken(edit):
+    config = copy.deepcopy(SMOKE)
+    edit(config)
+    return config
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["studies"]["skeleton"]["grid"][0].update(models=["vit_mcro"]), "unknown model 'vit_mcro'"),
+    (lambda c: c["studies"]["skeleton"]["grid"][0].update(datasets=["mnst"]), "unknown dataset 'mnst'"),
+    (lambda c: c["studies"]["skeleton"]["chains"].append("base+prune_everything-0.5"), "unknown stage 'prune_everything'"),
+    (lambda c: c["studies"]["skeleton"]["chains"].append("base+mlp_magnitude-1.5"), "out of range"),
+    (lambda c: c["studies"]["skeleton"].update(figures=["pie_chart"]), "unknown figure 'pie_chart'"),
+    (lambda c: c["studies"]["skeleton"]["base"].update(epoch=3) if "base" in c["studies"]["skeleton"]
+     else c["studies"]["skeleton"].update(base={"epoch": 3}), "unknown training option"),
+    (lambda c: c["studies"]["skeleton"]["grid"][0].update(models=["minilm"]), "is for text_classification"),
+    (lambda c: c["datasets"]["mnist_smoke"].update(splitt="x"), "unknown option"),
+    (lambda c: c.update(device="tpu"), "device"),
+])
+def test_bad_config_is_rejected_before_any_work(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(broken(edit))
+
+
+def test_every_shipped_config_validates():
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        if path.name == "catalog.yaml":
+            continue
+        config = load_config(path)
+        assert list(experiments(config)), path
+
+
+def test_experiment_folder_round_trips():
+    exp = Experiment("smoke", "skeleton", "mnist_smoke", "vit_micro", 3, "base+mlp_magnitude-0.5+kd")
+    assert Experiment.from_directory(exp.directory("results")) == exp
+    assert exp.prefix.chain == "base+mlp_magnitude-0.5" and exp.base.chain == "base"
+
+
+def test_missing_data_fails_fast_and_writes_nothing(tmp_path):
+    config = broken(lambda c: c.update(data_root=str(tmp_path / "nowhere"), results_dir=str(tmp_path / "results")))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    folder = tmp_path / "results" / "smoke" / "skeleton" / "mnist_smoke" / "vit_micro" / "seed0" / "base"
+    proc = subprocess.run([sys.executable, "-m", "slimbench.cli", "base", "--config", str(path), str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "t10k-images-idx3-ubyte.gz" in proc.stderr and "data_root" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_data_error_names_the_files(tmp_path):
+    from slimbench.data import load_dataset
+
+    with pytest.raises(DataNotFoundError, match=r"(?s)glue/rte/train.tsv.*Fix"):
+        load_dataset({"loader": "glue", "task": "rte"}, tmp_path, False, tmp_path / "cache")

@@ -1,0 +1,51 @@
+"""Cost and task metrics with known answers."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from slimbench.metrics import cost
+from slimbench.metrics.task import classification_metrics, perplexity
+
+
+def test_flops_of_a_linear_layer():
+    layer = nn.Linear(64, 32)
+    x = torch.randn(5, 64)
+    assert cost.count_flops(lambda: layer(x)) == 2 * 5 * 64 * 32
+
+
+def test_flops_of_a_convolution():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    x = torch.randn(1, 3, 10, 10)
+    assert cost.count_flops(lambda: conv(x)) == 2 * 8 * 10 * 10 * 3 * 3 * 3
+
+
+def test_parameters_and_stored_bits():
+    model = nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 2))
+    assert cost.count_parameters(model) == 10 * 4 + 4 + 4 * 2 + 2
+    assert cost.stored_bits(model) == 32 * cost.count_parameters(model)
+    assert cost.stored_bits(model.half()) == 16 * cost.count_parameters(model)
+
+
+def test_peak_memory_sees_a_known_allocation():
+    size = 256 * 2**20
+
+    def allocate():
+        block = torch.ones(size, dtype=torch.uint8)
+        return block.sum()
+
+    assert cost.peak_memory(allocate, torch.device("cpu"))["rss_rise_mib"] >= 200
+
+
+def test_classification_metrics_match_definitions():
+    labels, preds = [1, 1, 0, 0], [1, 0, 0, 0]
+    out = classification_metrics(labels, preds, "mcc")
+    assert out["accuracy"] == 0.75
+    assert out["mcc"] == pytest.approx(1 / math.sqrt(3))
+    assert classification_metrics(labels, preds, "f1")["f1"] == pytest.approx(2 / 3)
+
+
+def test_perplexity_is_exp_of_mean_nll():
+    assert perplexity(math.log(7) * 10, 10)["perplexity"] == pytest.approx(7)
