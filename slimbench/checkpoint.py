@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -162,6 +162,3 @@ def restore_packed(model: nn.Module, flat: dict[str, torch.Tensor], packed: dict
             if saved is not None:
                 getattr(tensor, inner).copy_(saved)
 
-
-def iter_model_dirs(root: Path) -> Iterator[Path]:
-    yield from (p.parent for p in Path(root).rglob(ARCH))

@@ -73,7 +73,7 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, out: Path, cost: str, stem:
     column = f"relative_{cost}_kept"
     data = frame.copy()
     data["method"] = data["chain"].map(method_label)
-    data[column] = data[column].fillna(1.0) * 100 if column in data else 100.0
+    data[column] = data[column] * 100
     panels = data.groupby(["dataset", "model"], sort=False)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
@@ -95,3 +95,4 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, out: Path, cost: str, stem:
 
 FIGURES.add("metric_vs_params", lambda f, m, o: metric_vs_cost(f, m, o, "params", "metric_vs_params"))
 FIGURES.add("metric_vs_flops", lambda f, m, o: metric_vs_cost(f, m, o, "flops", "metric_vs_flops"))
+FIGURES.add("metric_vs_stored_bits", lambda f, m, o: metric_vs_cost(f, m, o, "stored_bits", "metric_vs_stored_bits"))

@@ -89,6 +89,7 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         history, start_epoch = saved["history"], saved["epoch"]
+        torch.set_rng_state(saved["rng"].cpu())  # augmentation draws continue where they stopped
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=total, initial=history["steps"], desc=desc, disable=not progress, dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
@@ -113,7 +114,8 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
         if resume is not None:
             resume.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1},
+                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                        "rng": torch.get_rng_state()},
                        resume.with_suffix(".tmp"))
             os.replace(resume.with_suffix(".tmp"), resume)
     bar.close()
