@@ -52,7 +52,8 @@ def make_optimizer(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Opti
               {"params": no_decay, "weight_decay": 0.0}]
     if recipe.get("optimizer", "adamw") == "sgd":
         return torch.optim.SGD(groups, lr=recipe["lr"], momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=recipe["lr"])
+    fused = all(p.is_cuda for group in groups for p in group["params"])
+    return torch.optim.AdamW(groups, lr=recipe["lr"], fused=fused or None)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
@@ -74,6 +75,8 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
         return {"losses": [], "steps": 0}
     seed_everything(seed)
     model.to(device).train()
+    if hasattr(train_set, "to"):
+        train_set = train_set.to(device)  # small in-memory sets live on the device: no copy per step
     optimizer = make_optimizer(model, recipe)
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     total = min(steps_per_epoch * epochs, recipe.get("max_steps") or 10**12)
@@ -94,6 +97,7 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
     bar = tqdm(total=total, initial=history["steps"], desc=desc, disable=not progress, dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
         model.train()
+        losses = []  # kept on the device; read once per epoch so the GPU never waits for the host
         for batch in task.loader(train_set, batch_size, shuffle=True, seed=seed * 1000 + epoch):
             if history["steps"] >= total:
                 break
@@ -107,10 +111,11 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
             optimizer.step()
             scheduler.step()
             history["steps"] += 1
-            value = loss.item()
-            history["losses"].append(value)
+            losses.append(loss.detach())
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
+        if losses:
+            history["losses"] += torch.stack(losses).float().cpu().tolist()
+            bar.set_postfix(loss=f"{history['losses'][-1]:.4f}", epoch=epoch)
         if resume is not None:
             resume.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

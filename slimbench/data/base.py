@@ -61,8 +61,11 @@ class ImageTensorDataset:
         return ImageTensorDataset(self.images[index], self.labels[index])
 
     def collate(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(list(indices), dtype=torch.long)
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.labels.device)
         return self.images[index], self.labels[index]
+
+    def to(self, device: torch.device) -> "ImageTensorDataset":
+        return ImageTensorDataset(self.images.to(device), self.labels.to(device))
 
 
 @dataclass
@@ -111,7 +114,10 @@ class TokenBlockDataset:
         return TokenBlockDataset(self.blocks[torch.as_tensor(list(indices), dtype=torch.long)])
 
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.blocks[torch.as_tensor(list(indices), dtype=torch.long)]}
+        return {"input_ids": self.blocks[torch.as_tensor(list(indices), dtype=torch.long, device=self.blocks.device)]}
+
+    def to(self, device: torch.device) -> "TokenBlockDataset":
+        return TokenBlockDataset(self.blocks.to(device))
 
 
 @dataclass
