@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_study.sh config/default.yaml <study> [data root]
 #
-# Expects the wheels of ../shared/wheels-gpu in .whl/ (pip installs them offline into .site/) and the data
+# Expects the wheels from scripts/gpu_wheels.sh in .whl/ (pip installs them offline into .site/) and the data
 # the study needs under the data root (default .carry/data). Writes $OUT/<study>.tgz holding
 # reports/<config>/<study>/ and every metrics.json of the study, and $OUT/<study>.log.
 set -euo pipefail
