@@ -17,6 +17,7 @@ include: "workflow/rules/base.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/order.smk"
 
 
 rule all:

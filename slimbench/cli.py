@@ -23,19 +23,21 @@ from slimbench.errors import SlimbenchError
 
 
 def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
-    from dataclasses import replace
-
-    from slimbench.config import Experiment, experiments
+    """The workspace of an experiment folder, after checking it belongs to the config: its study has a grid
+    entry for the dataset and model, the seed is one of the study's, and every stage of the chain resolves
+    with the study's settings (chains derived at run time, e.g. by the order study's checkpoint, qualify)."""
+    from slimbench.config import Experiment, study_settings
     from slimbench.pipeline import Workspace
-    from slimbench.stages import chain_prefixes
+    from slimbench.stages import resolve_chain
 
     exp = Experiment.from_directory(directory)
     if exp.config != config["name"]:
         raise SlimbenchError(f"'{directory}' belongs to config '{exp.config}', not '{config['name']}'.")
-    buildable = {replace(k, chain=p) for k in experiments(config, exp.study) for p in chain_prefixes(k.chain)}
-    if exp not in buildable:
-        raise SlimbenchError(f"'{directory}' is not an experiment (or a prefix of one) of config '{config['name']}'. "
-                             f"Run 'slimbench plan --config ...' to list them.")
+    _, settings = study_settings(config, exp)
+    if exp.seed not in config["studies"][exp.study]["seeds"]:
+        raise SlimbenchError(f"seed {exp.seed} is not a seed of study '{exp.study}' "
+                             f"({config['studies'][exp.study]['seeds']}).")
+    resolve_chain(exp.chain, settings)
     return Workspace.open(config, exp)
 
 

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CATALOG = REPO / "config" / "catalog.yaml"
 FAMILY_TASKS = {"timm": "image_classification", "cifar_resnet": "image_classification",
+                "minimal_transformer": "image_classification",
                 "hf_classifier": "text_classification", "hf_causal_lm": "language_modeling"}
 LOADER_TASKS = {"mnist": "image_classification", "fashion_mnist": "image_classification",
                 "cifar10": "image_classification", "tiny_imagenet": "image_classification",

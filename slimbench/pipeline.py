@@ -18,7 +18,7 @@ from torch import nn
 from slimbench import checkpoint
 from slimbench.config import Experiment, study_settings
 from slimbench.data import Splits, data_root, load_dataset
-from slimbench.metrics import cost
+from slimbench.metrics import bitops, cost
 from slimbench.models import build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
 from slimbench.results import METRICS_FILE, write_json
@@ -121,6 +121,7 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, 
         "stored_bits": cost.stored_bits(model),
         "size_bytes": (model_dir / checkpoint.WEIGHTS).stat().st_size,
     }
+    out.update(bitops.cost_record(model, ws.task, ws.splits.eval, ws.device, settings["batch_size"]))
     cpu_model = model.to("cpu")
     if settings["flops"]:
         unpacked, _ = checkpoint.load_model(model_dir, "cpu", finalize=False)
@@ -139,13 +140,17 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, 
     return out
 
 
-def relative_to(base_metrics: Path, own: dict[str, Any]) -> dict[str, float]:
-    """Fractions of the uncompressed model's cost kept (1.0 = no saving)."""
-    if not base_metrics.exists():
-        return {}
-    base_cost = json.loads(base_metrics.read_text())["cost"]
+def relative_to(base_cost: dict[str, Any], own: dict[str, Any]) -> dict[str, float]:
+    """Fractions of the uncompressed model's cost kept (1.0 = no saving; the base model itself is 1.0)."""
     return {f"{key}_kept": own[key] / base_cost[key] for key in ("params", "flops", "stored_bits", "size_bytes")
             if key in own and base_cost.get(key)}
+
+
+def base_cost(ws: Workspace, own: dict[str, Any]) -> dict[str, Any]:
+    if ws.exp.prefix is None:
+        return own
+    path = ws.directory(ws.exp.base) / METRICS_FILE
+    return json.loads(path.read_text())["cost"] if path.exists() else {}
 
 
 def run_evaluate(ws: Workspace, command: str = "") -> Path:
@@ -159,7 +164,7 @@ def run_evaluate(ws: Workspace, command: str = "") -> Path:
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
-        "relative": relative_to(ws.directory(ws.exp.base) / METRICS_FILE, costs) if ws.exp.prefix else {},
+        "relative": relative_to(base_cost(ws, costs), costs),
         "stages": arch["stages"], "compress_time_s": stage_log["time_s"],
         "dataset_info": ws.splits.info.to_dict(), "split": ws.splits.split,
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from methods.order_graph import pairwise_chains
 from slimbench.config import experiments, read_config, validate_config
 from slimbench.errors import SlimbenchError
 from slimbench.stages import chain_prefixes
@@ -26,7 +27,7 @@ if not os.path.exists(CONFIG_JSON) or open(CONFIG_JSON).read() != _resolved:
     with open(CONFIG_JSON, "w") as handle:
         handle.write(_resolved)
 
-_rules = {"all", "base", "compress", "evaluate", "aggregate", "figure"}
+_rules = {"all", "base", "compress", "evaluate", "aggregate", "figure", "order_decide", "order_derived", "order_chains"}
 _clash = _rules & set(CFG["studies"])
 if _clash:
     sys.exit(f"slimbench: study name(s) {sorted(_clash)} clash with rule names; rename the study.")
@@ -75,3 +76,25 @@ def table_files(study):
 
 def study_targets(studies):
     return [path for study in studies for path in table_files(study) + figure_files(study)]
+
+
+# Order of compression (workflow/rules/order.smk): studies that draw the precedence graph, and the
+# inputs of their checkpoint and of the chains it derives.
+ORDER_STUDIES = [s for s, spec in CFG["studies"].items() if "order_graph" in spec["figures"]]
+ORDER_STUDY = "|".join(s.replace(".", r"\.") for s in ORDER_STUDIES) or "(?!)"
+ORDER_RANDOM = 2
+
+
+def order_pairwise_metrics(wildcards):
+    spec = CFG["studies"][wildcards.study]
+    return [exp(chain, "metrics.json").format(seed=seed, **wildcards)
+            for seed in spec["seeds"] for chain in ["base", *pairwise_chains(spec["chains"])]]
+
+
+def order_derived_metrics(wildcards):
+    decided = json.loads(open(checkpoints.order_decide.get(**wildcards).output[0]).read())
+    found = decided["chains"]
+    chains = [found["sorted"], found["reverse"], *found["random"]] if decided["order"] else []
+    prefixes = dict.fromkeys(p for chain in chains for p in chain_prefixes(chain))
+    return [exp(p, "metrics.json").format(seed=seed, **wildcards)
+            for seed in CFG["studies"][wildcards.study]["seeds"] for p in prefixes]

@@ -1,0 +1,325 @@
+"""Minimal transformers: Bermeitinger, Hrycej, Pavone, Kath and Handschuh (2024), "Reducing the Transformer
+Architecture to a Minimum", arXiv:2410.13732.
+
+A model family (``minimal_transformer``) whose options select the paper's reductions of the encoder block,
+the closed-form count of their attention parameters, and the study's paper-like table and figure.
+
+What the paper proposes (its abstract and the sections on the MLP-free transformer and on the single- and
+multi-head configurations, as far as could be checked here):
+  * omit the MLP of every encoder block: attention's softmax similarity is itself nonlinear;
+  * collapse query and key into one d x d matrix, logits ``X W X^T`` instead of ``X Wq (X Wk)^T``; this saves
+    parameters in the single-head case (``d^2`` instead of ``2 d^2``), while in the multi-head case a full
+    ``W_h = Wq_h Wk_h^T`` per head is ``h d^2`` and not a saving (single- vs multi-head configuration);
+  * omit the value and output projections: the attention output is then a convex combination of the input
+    embeddings;
+  * a symmetric similarity (a token is then never "dissimilar to itself"), with half of the parameters of the
+    collapsed matrix.
+
+Not verifiable here (only the abstract and secondary summaries of the paper were reachable): the exact symmetric
+parameterisation, pre- or post-norm, biases, patch size, width, depth, heads and the training schedule. Sizes are
+options of :func:`minimal_transformer` (set per model in config/catalog.yaml); fixed choices made here:
+  * symmetric: ``W_h = L_h L_h^T`` with ``L_h`` lower triangular (``d(d+1)/2`` parameters per head; a Cholesky
+    factor, as in the public reimplementation github.com/Abdessamad-Badaoui/Reducing_the_Transformer_Architecture_
+    to_a_Minimum). It makes ``W`` symmetric positive semi-definite, so ``x^T W x >= 0``: a token is never
+    dissimilar to itself;
+  * no V/O with ``h`` heads: ``W_V = W_O = I``, i.e. head ``h`` mixes its own ``d/h`` slice of the input features
+    (for one head: exactly the softmax-weighted sum of the inputs);
+  * pre-norm ViT blocks (LayerNorm before attention and MLP), a class token, learned position embeddings and no
+    biases in the attention maps (so the counts are exactly the matrices' sizes).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from slimbench.config import CATALOG
+from slimbench.data import DatasetInfo
+from slimbench.errors import ConfigError
+from slimbench.models.registry import family
+from slimbench.plots import FIGURES, plt, save, write_tables
+
+QK_MODES = ("separate", "merged", "symmetric")
+STUDY_STEM = "minimal_attention"
+
+
+def qk_parameters(embed_dim: int, num_heads: int, qk: str) -> int:
+    """Similarity parameters of one block: ``2 d^2`` (Wq, Wk), ``h d^2`` (collapsed W_h) or
+    ``h d(d+1)/2`` (symmetric W_h = L_h L_h^T)."""
+    if qk == "separate":
+        return 2 * embed_dim * embed_dim
+    if qk == "merged":
+        return num_heads * embed_dim * embed_dim
+    if qk == "symmetric":
+        return num_heads * embed_dim * (embed_dim + 1) // 2
+    raise ConfigError(f"minimal_transformer: qk must be one of {list(QK_MODES)}, not '{qk}'.")
+
+
+def attention_parameters(embed_dim: int, num_heads: int, qk: str, value_output: bool) -> int:
+    """Closed-form trainable parameters of one attention layer: similarity plus ``2 d^2`` for Wv and Wo."""
+    return qk_parameters(embed_dim, num_heads, qk) + (2 * embed_dim * embed_dim if value_output else 0)
+
+
+def closed_form_parameters(info: DatasetInfo, embed_dim: int, depth: int, num_heads: int, patch_size: int,
+                           mlp: bool, mlp_ratio: float, qk: str, value_output: bool) -> dict[str, int]:
+    """Every parameter of :class:`MinimalTransformer`, by part, counted from the sizes alone."""
+    d = embed_dim
+    hidden = int(d * mlp_ratio)
+    tokens = (info.image_size // patch_size) ** 2 + 1
+    attention = attention_parameters(d, num_heads, qk, value_output)
+    mlp_block = (2 * d * hidden + hidden + d) if mlp else 0
+    norms = 2 * d * (2 if mlp else 1)
+    embedding = info.in_chans * patch_size**2 * d + d + d + tokens * d  # patch conv + bias, class token, positions
+    head = 2 * d + d * info.num_classes + info.num_classes  # final norm + classifier
+    block = attention + mlp_block + norms
+    return {"attention_per_block": attention, "attention_total": depth * attention, "block": block,
+            "embedding": embedding, "head": head, "total": embedding + depth * block + head}
+
+
+class MinimalAttention(nn.Module):
+    """Self-attention with the paper's optional reductions.
+
+    ``qk``: ``separate`` (standard, logits ``(X Wq_h)(X Wk_h)^T``), ``merged`` (one ``d x d`` matrix per head,
+    logits ``X W_h X^T``) or ``symmetric`` (``W_h = L_h L_h^T``). ``value_output=False`` drops Wv and Wo, so the
+    output is the attention-weighted sum of the inputs. Logits are scaled by ``1/sqrt(d/h)`` in every mode, so a
+    merged layer with ``W_h = Wq_h Wk_h^T`` computes exactly the standard layer's logits.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, qk: str = "separate", value_output: bool = True) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ConfigError(f"minimal_transformer: embed_dim {embed_dim} is not divisible by num_heads {num_heads}.")
+        qk_parameters(embed_dim, num_heads, qk)  # validates the mode
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.qk, self.value_output = qk, value_output
+        self.scale = self.head_dim**-0.5
+        if qk == "separate":
+            self.query = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.key = nn.Linear(embed_dim, embed_dim, bias=False)
+        elif qk == "merged":
+            self.w_qk = nn.Parameter(torch.empty(num_heads, embed_dim, embed_dim))
+        else:
+            rows, cols = torch.tril_indices(embed_dim, embed_dim)
+            self.register_buffer("tril_rows", rows, persistent=False)
+            self.register_buffer("tril_cols", cols, persistent=False)
+            self.l_qk = nn.Parameter(torch.empty(num_heads, rows.numel()))
+        if value_output:
+            self.value = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.proj = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.reset_similarity()
+
+    def reset_similarity(self, std: float = 0.02) -> None:
+        for name in ("w_qk", "l_qk"):
+            if hasattr(self, name):
+                nn.init.trunc_normal_(getattr(self, name), std=std)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, d) -> (B, h, N, d/h)."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def cholesky_factor(self) -> torch.Tensor:
+        """The lower-triangular (h, d, d) factors L_h of the symmetric similarity, filled from d(d+1)/2 values."""
+        lower = self.l_qk.new_zeros(self.num_heads, self.embed_dim, self.embed_dim)
+        lower[:, self.tril_rows, self.tril_cols] = self.l_qk
+        return lower
+
+    def similarity_matrix(self) -> torch.Tensor:
+        """The collapsed (h, d, d) matrices W_h; for ``separate`` the product Wq_h Wk_h^T."""
+        if self.qk == "merged":
+            return self.w_qk
+        if self.qk == "symmetric":
+            lower = self.cholesky_factor()
+            return lower @ lower.transpose(1, 2)
+        wq = self.query.weight.t().reshape(self.embed_dim, self.num_heads, self.head_dim).transpose(0, 1)
+        wk = self.key.weight.t().reshape(self.embed_dim, self.num_heads, self.head_dim).transpose(0, 1)
+        return wq @ wk.transpose(1, 2)
+
+    def query_key(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two (B, h, N, k) tensors whose scaled product is the logits: ``(X Wq_h, X Wk_h)``, ``(X W_h, X)`` or
+        ``(X L_h, X L_h)`` (so ``X L_h L_h^T X^T`` is formed without building W_h)."""
+        if self.qk == "separate":
+            return self.heads(self.query(x)), self.heads(self.key(x))
+        if self.qk == "merged":
+            return torch.einsum("bnd,hde->bhne", x, self.w_qk), x.unsqueeze(1).expand(-1, self.num_heads, -1, -1)
+        projected = torch.einsum("bnd,hde->bhne", x, self.cholesky_factor())
+        return projected, projected
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled attention logits (B, h, N, N), before the softmax."""
+        q, k = self.query_key(x)
+        return (q @ k.transpose(-2, -1)) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = self.query_key(x)
+        v = self.heads(self.value(x) if self.value_output else x)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        out = out.transpose(1, 2).reshape(x.shape)
+        return self.proj(out) if self.value_output else out
+
+
+class Block(nn.Module):
+    """A pre-norm encoder block; ``mlp=False`` is the paper's MLP-free block."""
+
+    def __init__(self, embed_dim: int, num_heads: int, mlp: bool, mlp_ratio: float, qk: str,
+                 value_output: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.attn = MinimalAttention(embed_dim, num_heads, qk, value_output)
+        if mlp:
+            hidden = int(embed_dim * mlp_ratio)
+            self.norm2 = nn.LayerNorm(embed_dim)
+            self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x)) if hasattr(self, "mlp") else x
+
+
+class MinimalTransformer(nn.Module):
+    """ViT-style classifier (patch embedding, class token, learned positions) built from :class:`Block`."""
+
+    def __init__(self, info: DatasetInfo, embed_dim: int, depth: int, num_heads: int, patch_size: int, mlp: bool,
+                 mlp_ratio: float, qk: str, value_output: bool) -> None:
+        super().__init__()
+        if info.image_size % patch_size:
+            raise ConfigError(f"minimal_transformer: image size {info.image_size} is not divisible by "
+                              f"patch_size {patch_size}.")
+        tokens = (info.image_size // patch_size) ** 2 + 1
+        self.patch_embed = nn.Conv2d(info.in_chans, embed_dim, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, embed_dim))
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp, mlp_ratio, qk, value_output)
+                                      for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, info.num_classes)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def init_weights(module: nn.Module) -> None:
+    """ViT initialisation: truncated normal (std 0.02) for every weight matrix, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, MinimalAttention):
+        module.reset_similarity()
+
+
+@family("minimal_transformer")
+def minimal_transformer(info: DatasetInfo, pretrained: bool, download: bool, embed_dim: int = 64, depth: int = 6,
+                        num_heads: int = 4, patch_size: int = 4, mlp: bool = True, mlp_ratio: float = 4.0,
+                        qk: str = "separate", value_output: bool = True) -> nn.Module:
+    """The paper's variants by option (defaults: the standard block; d=64 and 6 blocks as in the public
+    reimplementation, unverified against the paper). Always trained from scratch, as the paper trains every
+    variant from random initialisation, so ``pretrained``/``download`` have nothing to load."""
+    return MinimalTransformer(info, embed_dim, depth, num_heads, patch_size, mlp, mlp_ratio, qk, value_output)
+
+
+def variant_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """A catalog spec with the family's defaults filled in (the options that define the architecture)."""
+    defaults = {name: p.default for name, p in inspect.signature(minimal_transformer).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **{k: v for k, v in spec.items() if k != "family"}}
+
+
+def variant_label(options: dict[str, Any]) -> str:
+    """E.g. ``h1 noMLP W_qk noVO``: the reductions of the paper's table in words."""
+    parts = [f"h{options['num_heads']}", "MLP" if options["mlp"] else "noMLP"]
+    parts += {"separate": [], "merged": ["W_qk"], "symmetric": ["W_qk sym"]}[options["qk"]]
+    parts += [] if options["value_output"] else ["noVO"]
+    return " ".join(parts)
+
+
+def is_standard(options: dict[str, Any]) -> bool:
+    return options["mlp"] and options["qk"] == "separate" and options["value_output"]
+
+
+def catalog_specs() -> dict[str, dict[str, Any]]:
+    """This family's model aliases from config/catalog.yaml (the table's variants must be catalogued)."""
+    models = yaml.safe_load(Path(CATALOG).read_text()).get("models", {})
+    return {name: spec for name, spec in models.items() if spec.get("family") == "minimal_transformer"}
+
+
+def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The paper-like table: per dataset and variant, attention parameters per block and in total, all
+    parameters, their share of the standard model's, the metric over seeds and the base training time.
+
+    Training time is the base stage's own log (``stage.json`` time_s, which ``run_evaluate`` records as
+    ``compress_time_s`` for the base chain); nothing is re-measured here. Parameter counts are the measured
+    ``params`` column; the attention counts come from :func:`attention_parameters` (tested to equal the model).
+    """
+    specs = catalog_specs()
+    missing = sorted(set(frame["model"]) - set(specs))
+    if missing:
+        raise ConfigError(f"minimal_attention table: model(s) {missing} are not minimal_transformer aliases in "
+                          f"config/catalog.yaml.")
+    base = frame[frame["chain"] == "base"]
+    grouped = base.groupby(["dataset", "model"], sort=False)
+    rows = []
+    for (dataset, model), runs in grouped:
+        options = variant_options(specs[model])
+        per_block = attention_parameters(options["embed_dim"], options["num_heads"], options["qk"],
+                                         options["value_output"])
+        rows.append({"dataset": dataset, "model": model, "variant": variant_label(options),
+                     "standard": is_standard(options), "attention_params_per_block": per_block,
+                     "attention_params_total": per_block * options["depth"], "params": int(runs["params"].iloc[0]),
+                     metric: runs[metric].mean(), f"{metric}_std": runs[metric].std(ddof=1) if len(runs) > 1 else 0.0,
+                     "seeds": len(runs), "train_time_s": runs["compress_time_s"].mean()})
+    table = pd.DataFrame(rows)
+    for dataset, rows_of in table.groupby("dataset", sort=False):
+        reference = rows_of[rows_of["standard"]]
+        if reference.empty:
+            raise ConfigError(f"minimal_attention table: dataset '{dataset}' has no standard variant "
+                              f"(mlp: true, qk: separate, value_output: true) to compare with.")
+        ref = reference.iloc[0]
+        table.loc[rows_of.index, "params_share_pct"] = 100 * rows_of["params"] / ref["params"]
+        table.loc[rows_of.index, "attention_share_pct"] = (100 * rows_of["attention_params_total"]
+                                                          / ref["attention_params_total"])
+        table.loc[rows_of.index, f"{metric}_vs_standard"] = rows_of[metric] - ref[metric]
+    order = ["dataset", "model", "variant", "standard", "attention_params_per_block", "attention_params_total",
+             "attention_share_pct", "params", "params_share_pct", metric, f"{metric}_std", f"{metric}_vs_standard",
+             "seeds", "train_time_s"]
+    return table[order]
+
+
+def write_study_table(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    return write_tables(study_table(frame, metric), out, stem=f"{STUDY_STEM}_table")
+
+
+def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    """Metric against all parameters (log scale), one panel per dataset, seeds as standard-deviation bars."""
+    table = study_table(frame, metric)
+    panels = list(table.groupby("dataset", sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (dataset, rows) in zip(axes[0], panels):
+        for _, row in rows.iterrows():
+            ax.errorbar(row["params"], row[metric], yerr=row[f"{metric}_std"], capsize=3, label=row["variant"],
+                        fmt="s" if "noMLP" in row["variant"] else "o")
+        ax.axhline(rows.loc[rows["standard"], metric].iloc[0], color="black", ls="--", lw=1, label="standard")
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("parameters (log scale)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save(fig, out, f"{STUDY_STEM}_vs_params")
+
+
+FIGURES.add("minimal_attention_table", write_study_table)
+FIGURES.add("minimal_attention_vs_params", metric_vs_params)

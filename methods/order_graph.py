@@ -1,0 +1,408 @@
+"""Pairwise orders -> precedence graph -> topological sort -> the full compression chain (Shen et al., 2024).
+
+Order of Compression (arXiv 2403.17447) builds its sequence in three steps, each a function here:
+
+1. *Pairwise foundations* (paper Sec. 3): for every two methods A, B run A then B and B then A with the
+   same settings, and let the better order win. :func:`pair_winner` is the criterion used: the order with
+   the higher mean task metric over seeds wins when the two differ by more than ``tolerance``; otherwise the
+   order with fewer BitOps wins (by more than 1%); otherwise the pair is a tie and adds no edge.
+2. *Precedence graph*: each win is an edge winner-first -> winner-second (:func:`precedence_edges`). The
+   paper shows that inserting a third method between two keeps their order (checked by
+   :func:`insertion_checks` on chains A+X+B vs B+X+A), so the pairwise edges compose.
+3. *Topological sort* (:func:`topological_order`): Kahn's algorithm gives the full order (the paper finds
+   distillation -> pruning -> quantization -> early exit); a cycle means no consistent order and is
+   reported with its members, never broken silently.
+
+Also here: the figures of the study (the drawn precedence graph, accuracy against BitOps reduction for the
+sorted, reverse and random orders) registered into ``slimbench.plots.FIGURES``, and the command line the
+Snakemake checkpoint of ``workflow/rules/order.smk`` calls (``python -m methods.order_graph ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import networkx as nx
+import pandas as pd
+
+from slimbench.plots import FIGURES, save, write_tables
+from slimbench.stages import BASE, StageCall, format_chain, parse_chain
+
+ORDER_STAGES = ("distill", "prune", "quant", "exit")
+SHORT = {"distill": "D", "prune": "P", "quant": "Q", "exit": "E"}
+TOLERANCE = 0.002  # 0.2 accuracy points: below this the two orders' accuracies count as equal
+TARGET_REDUCTION, TARGET_DROP = 100.0, 0.01  # the issue's target: >= 100x BitOps within 1 point
+
+
+def names(chain: str) -> tuple[str, ...]:
+    return tuple(c.name for c in parse_chain(chain))
+
+
+def short(chain_or_names: str | Sequence[str]) -> str:
+    seq = names(chain_or_names) if isinstance(chain_or_names, str) else chain_or_names
+    return "".join(SHORT.get(n, n) for n in seq) or "base"
+
+
+# ----------------------------------------------------------------------------------------------- criterion
+def pair_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float,
+                tolerance: float = TOLERANCE) -> int:
+    """+1 if A->B is the better order, -1 if B->A, 0 for a tie (paper Sec. 3: the order that keeps more
+    accuracy wins; equal accuracy is decided by the lower cost)."""
+    if abs(metric_ab - metric_ba) > tolerance:
+        return 1 if metric_ab > metric_ba else -1
+    if abs(bitops_ab - bitops_ba) > 0.01 * max(bitops_ab, bitops_ba):
+        return 1 if bitops_ab < bitops_ba else -1
+    return 0
+
+
+def with_reduction(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``bitops_reduction`` (base BitOps / BitOps, per seed) and ``drop`` (base metric - metric)."""
+    data = frame.copy()
+    base = data[data["chain"] == BASE].set_index(["dataset", "model", "seed"])
+    key = list(zip(data["dataset"], data["model"], data["seed"]))
+    data["bitops_reduction"] = [base["bitops"].get(k, math.nan) / b for k, b in zip(key, data["bitops"])]
+    return data
+
+
+def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """One row per (dataset, model, unordered pair) whose both orders were run: means, stds, winner."""
+    rows = []
+    data = frame[frame["chain"].map(lambda c: len(names(c)) == 2 and len(set(names(c))) == 2)]
+    for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
+        stats = panel.groupby("chain").agg(mean=(metric, "mean"), std=(metric, "std"), bitops=("bitops", "mean"),
+                                           seeds=("seed", "nunique"))
+        done = set()
+        for chain in stats.index:
+            a, b = names(chain)
+            reverse = next((c for c in stats.index if names(c) == (b, a)), None)
+            if reverse is None or frozenset((a, b)) in done:
+                continue
+            done.add(frozenset((a, b)))
+            ab, ba = stats.loc[chain], stats.loc[reverse]
+            win = pair_winner(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], tolerance)
+            first, second = (a, b) if win >= 0 else (b, a)
+            rows.append({"dataset": dataset, "model": model, "A": a, "B": b,
+                         f"{metric}_AB": ab["mean"], f"{metric}_AB_std": ab["std"],
+                         f"{metric}_BA": ba["mean"], f"{metric}_BA_std": ba["std"],
+                         "bitops_AB": ab["bitops"], "bitops_BA": ba["bitops"], "seeds": int(ab["seeds"]),
+                         "winner": "tie" if win == 0 else f"{SHORT.get(first, first)}->{SHORT.get(second, second)}",
+                         "first": None if win == 0 else first, "second": None if win == 0 else second,
+                         "margin": abs(ab["mean"] - ba["mean"])})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------- graph
+def precedence_edges(pairs: pd.DataFrame) -> list[tuple[str, str]]:
+    """Winner-first edges of the non-tied pairs."""
+    won = pairs.dropna(subset=["first"]) if len(pairs) else pairs
+    return [(r["first"], r["second"]) for _, r in won.iterrows()]
+
+
+@dataclass
+class SortResult:
+    """A full order, or the cycles that make one impossible (then ``order`` is None)."""
+
+    order: list[str] | None
+    cycles: list[list[str]] = field(default_factory=list)
+
+
+def topological_order(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> SortResult:
+    """Kahn's algorithm; among ready nodes the earliest in ``nodes`` goes first (deterministic)."""
+    edges = sorted(set(edges))
+    indegree = {n: 0 for n in nodes}
+    successors: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        successors[a].append(b)
+        indegree[b] += 1
+    rank = {n: i for i, n in enumerate(nodes)}
+    ready = sorted((n for n in nodes if indegree[n] == 0), key=rank.get)
+    order = []
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for nxt in successors[node]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                ready.append(nxt)
+        ready.sort(key=rank.get)
+    if len(order) == len(nodes):
+        return SortResult(order)
+    left = [n for n in nodes if n not in order]
+    graph = nx.DiGraph([(a, b) for a, b in edges if a in left and b in left])
+    return SortResult(None, sorted(sorted(c) for c in nx.simple_cycles(graph)))
+
+
+def method_tokens(chains: Iterable[str]) -> dict[str, str]:
+    """Each method's chain token as the pairwise chains write it (``prune`` -> ``prune-0.5``)."""
+    tokens: dict[str, str] = {}
+    for chain in chains:
+        calls = parse_chain(chain)
+        if len(calls) == 2 and calls[0].name != calls[1].name:
+            for call in calls:
+                tokens.setdefault(call.name, str(call))
+    return tokens
+
+
+def chain_of(order: Sequence[str], tokens: dict[str, str]) -> str:
+    return format_chain([StageCall(*tokens[n].partition("-")[::2]) if "-" in tokens[n] else StageCall(n)
+                         for n in order])
+
+
+def random_orders(nodes: Sequence[str], count: int, seed: int, exclude: Iterable[Sequence[str]]) -> list[list[str]]:
+    """Up to ``count`` distinct seeded permutations not in ``exclude``."""
+    rng = random.Random(seed)
+    seen = {tuple(e) for e in exclude}
+    found: list[list[str]] = []
+    for _ in range(1000):
+        if len(found) == count or len(seen) == math.factorial(len(nodes)):
+            break
+        perm = list(nodes)
+        rng.shuffle(perm)
+        if tuple(perm) not in seen:
+            seen.add(tuple(perm))
+            found.append(perm)
+    return found
+
+
+def decide(pairs: pd.DataFrame, tokens: dict[str, str], random_count: int, seed: int) -> dict[str, Any]:
+    """The checkpoint's decision: sorted order, its reverse, random orders (as chains) or the cycles."""
+    nodes = [n for n in ORDER_STAGES if n in tokens] + sorted(set(tokens) - set(ORDER_STAGES))
+    result = topological_order(nodes, precedence_edges(pairs))
+    record: dict[str, Any] = {"nodes": nodes, "edges": precedence_edges(pairs), "cycles": result.cycles,
+                              "order": result.order, "chains": {}}
+    if result.order is not None:
+        reverse = result.order[::-1]
+        record["chains"] = {"sorted": chain_of(result.order, tokens), "reverse": chain_of(reverse, tokens),
+                            "random": [chain_of(p, tokens) for p in random_orders(nodes, random_count, seed,
+                                                                                   [result.order, reverse])]}
+    return record
+
+
+def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
+                     tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """Chains A+X+B against B+X+A: does the pairwise winner of (A, B) still win with X inserted?"""
+    rows = []
+    triple = frame[frame["chain"].map(lambda c: len(names(c)) == 3 and len(set(names(c))) == 3)]
+    for (dataset, model), panel in triple.groupby(["dataset", "model"], sort=False):
+        stats = panel.groupby("chain").agg(mean=(metric, "mean"), bitops=("bitops", "mean"))
+        for chain in stats.index:
+            a, x, b = names(chain)
+            other = next((c for c in stats.index if names(c) == (b, x, a)), None)
+            if other is None or a > b:
+                continue
+            win = pair_winner(stats.loc[chain, "mean"], stats.loc[other, "mean"], stats.loc[chain, "bitops"],
+                              stats.loc[other, "bitops"], tolerance)
+            pair = pairs[(pairs["dataset"] == dataset) & (pairs["model"] == model)
+                         & (pairs["A"].isin([a, b])) & (pairs["B"].isin([a, b]))]
+            pairwise = pair["winner"].iloc[0] if len(pair) else "n/a"
+            with_x = "tie" if win == 0 else (f"{SHORT[a]}->{SHORT[b]}" if win > 0 else f"{SHORT[b]}->{SHORT[a]}")
+            rows.append({"dataset": dataset, "model": model, "chains": f"{short(chain)} vs {short(other)}",
+                         "inserted": x, f"{metric}_first": stats.loc[chain, "mean"],
+                         f"{metric}_second": stats.loc[other, "mean"], "winner_with_insert": with_x,
+                         "pairwise_winner": pairwise, "order_kept": with_x == pairwise})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def chain_kinds(chains: Iterable[str], order: list[str] | None, methods: set[str]) -> dict[str, str]:
+    """Label every full-length chain (each method once): sorted, its reverse, the paper's order (DPQE) and
+    its reverse when they differ from those, else random."""
+    paper = [n for n in ORDER_STAGES if n in methods]
+    kinds = {}
+    for chain in chains:
+        seq = list(names(chain))
+        if sorted(seq) != sorted(methods) or len(seq) != len(methods):
+            continue
+        if order is not None and seq == order:
+            kinds[chain] = "sorted (from pairwise)"
+        elif order is not None and seq == order[::-1]:
+            kinds[chain] = "reverse of sorted"
+        elif seq == paper:
+            kinds[chain] = "paper order"
+        elif seq == paper[::-1]:
+            kinds[chain] = "reverse of paper order"
+        else:
+            kinds[chain] = "random"
+    return kinds
+
+
+def panel_order(panel: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, SortResult, set[str]]:
+    pairs = pairwise_table(panel, metric)
+    methods = set(pairs["A"]).union(pairs["B"]) if len(pairs) else set()
+    nodes = [n for n in ORDER_STAGES if n in methods] + sorted(methods - set(ORDER_STAGES))
+    return pairs, topological_order(nodes, precedence_edges(pairs)), methods
+
+
+def draw_precedence(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    """The precedence graph per (dataset, model): an arrow A->B when A-then-B won, labelled with the
+    accuracy margin; cycle edges red; the sorted order (or the cycle) in the title. Also writes the pairwise
+    table (order_pairwise.csv/md/tex)."""
+    panels = list(frame.groupby(["dataset", "model"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.4), squeeze=False)
+    tables = []
+    for ax, ((dataset, model), panel) in zip(axes[0], panels):
+        pairs, result, methods = panel_order(panel, metric)
+        tables.append(pairs)
+        graph = nx.DiGraph()
+        graph.add_nodes_from(SHORT.get(n, n) for n in sorted(methods, key=lambda n: ORDER_STAGES.index(n)
+                                                             if n in ORDER_STAGES else 99))
+        labels = {}
+        for _, row in pairs.dropna(subset=["first"]).iterrows() if len(pairs) else []:
+            edge = (SHORT[row["first"]], SHORT[row["second"]])
+            graph.add_edge(*edge)
+            labels[edge] = f"+{100 * row['margin']:.1f}"
+        cyclic = {(SHORT[a], SHORT[b]) for c in result.cycles for a, b in zip(c, c[1:] + c[:1])}
+        pos = nx.circular_layout(graph)
+        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color="#cfe3f7", node_size=900)
+        nx.draw_networkx_labels(graph, pos, ax=ax, font_size=12)
+        nx.draw_networkx_edges(graph, pos, ax=ax, arrowsize=18, node_size=900, connectionstyle="arc3,rad=0.08",
+                               edge_color=["red" if e in cyclic else "black" for e in graph.edges])
+        nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8)
+        title = (" -> ".join(SHORT[n] for n in result.order) if result.order
+                 else "cycle: " + "; ".join("".join(SHORT[n] for n in c) for c in result.cycles))
+        ax.set_title(f"{model} on {dataset}\n{title}", fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    paths = save(fig, out, "order_graph")
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return paths + write_tables(table.drop(columns=["first", "second"], errors="ignore"), out, "order_pairwise")
+
+
+def chains_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every chain's mean metric, drop from the uncompressed model and BitOps reduction, with its kind."""
+    data = with_reduction(frame)
+    rows = []
+    for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
+        _, result, methods = panel_order(panel, metric)
+        kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
+        base = panel[panel["chain"] == BASE][metric].mean()
+        for chain, group in panel.groupby("chain", sort=False):
+            seq = names(chain)
+            kind = kinds.get(chain) or ("base" if not seq else "repeated" if len(set(seq)) < len(seq)
+                                        else "pairwise" if len(seq) == 2 else "single" if len(seq) == 1
+                                        else "insertion/partial")
+            drop = base - group[metric].mean()
+            reduction = group["bitops_reduction"].mean()
+            rows.append({"dataset": dataset, "model": model, "chain": short(chain), "kind": kind,
+                         "seeds": group["seed"].nunique(), metric: group[metric].mean(),
+                         f"{metric}_std": group[metric].std(), "drop_points": 100 * drop,
+                         "bitops_reduction": reduction, "params": group["params"].mean(),
+                         "model_bits": group["model_bits"].mean() if "model_bits" in group else math.nan,
+                         "meets_target": bool(reduction >= TARGET_REDUCTION and drop <= TARGET_DROP),
+                         "full_chain": chain})
+    return pd.DataFrame(rows)
+
+
+def draw_tradeoff(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    """Accuracy against BitOps reduction (log scale) along each full-length order's prefixes: the sorted
+    order, its reverse and random orders; the uncompressed model dashed. Also writes order_chains.csv/md/tex
+    and order_insertion.csv/md/tex."""
+    data = with_reduction(frame)
+    panels = list(data.groupby(["dataset", "model"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    insertion = []
+    styles = {"sorted (from pairwise)": ("tab:green", "o"), "reverse of sorted": ("tab:red", "s"),
+              "paper order": ("tab:blue", "D"), "reverse of paper order": ("tab:orange", "v"),
+              "random": ("tab:gray", "^")}
+    for ax, ((dataset, model), panel) in zip(axes[0], panels):
+        pairs, result, methods = panel_order(panel, metric)
+        insertion.append(insertion_checks(panel, metric, pairs))
+        kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
+        stats = panel.groupby("chain").agg(y=(metric, "mean"), yerr=(metric, "std"), x=("bitops_reduction", "mean"))
+        for chain, kind in sorted(kinds.items(), key=lambda kv: list(styles).index(kv[1])):
+            prefixes = [format_chain(parse_chain(chain)[:i]) for i in range(len(names(chain)) + 1)]
+            points = stats.loc[[p for p in prefixes if p in stats.index]]
+            color, marker = styles[kind]
+            ax.errorbar(points["x"], 100 * points["y"], yerr=100 * points["yerr"].fillna(0), color=color,
+                        marker=marker, lw=2 if kind.startswith("sorted") else 1, capsize=2,
+                        alpha=1.0 if kind != "random" else 0.6, label=f"{short(chain)}: {kind}")
+        ax.axhline(100 * stats.loc[BASE, "y"], color="black", ls="--", lw=1, label="uncompressed")
+        ax.axhline(100 * (stats.loc[BASE, "y"] - TARGET_DROP), color="black", ls=":", lw=1, label="-1 point")
+        ax.axvline(TARGET_REDUCTION, color="purple", ls=":", lw=1, label="100x")
+        ax.set_xscale("log")
+        ax.set_xlabel("BitOps reduction (x, expected over the eval set)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{model} on {dataset}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths = save(fig, out, "order_tradeoff")
+    paths += write_tables(chains_table(frame, metric), out, "order_chains")
+    table = pd.concat(insertion, ignore_index=True) if insertion else pd.DataFrame()
+    return paths + write_tables(table, out, "order_insertion")
+
+
+FIGURES.add("order_graph", draw_precedence)
+FIGURES.add("order_tradeoff", draw_tradeoff)
+
+
+# ----------------------------------------------------------------------------------------------- command line
+def cmd_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Checkpoint: the pairwise metrics of one (study, dataset, model) -> order.json with the chains to run."""
+    from slimbench.config import Experiment
+    from slimbench.results import METRICS_FILE, load_frame
+
+    study = config["studies"][args.study]
+    tokens = method_tokens(study["chains"])
+    paths = [Experiment(config["name"], args.study, args.dataset, args.model, seed, chain)
+             .directory(config["results_dir"]) / METRICS_FILE
+             for seed in study["seeds"] for chain in pairwise_chains(study["chains"])]
+    frame = load_frame(paths)
+    metric = json.loads(paths[0].read_text())["metric"]
+    record = decide(pairwise_table(frame, metric), tokens, args.random, args.seed)
+    if record["order"] is None:
+        print(f"order: precedence graph has cycles {record['cycles']}; no full order", file=sys.stderr)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def pairwise_chains(chains: Iterable[str]) -> list[str]:
+    return [c for c in chains if len(names(c)) == 2 and len(set(names(c))) == 2]
+
+
+def cmd_summarize(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """The derived chains' results (with their base) as a table beside the checkpoint's order.json."""
+    from slimbench.results import load_frame
+
+    frame = load_frame([Path(p) for p in args.metrics])
+    metric = json.loads(Path(args.metrics[0]).read_text())["metric"]
+    table = chains_table(frame, metric)
+    out = Path(args.out)
+    write_tables(table, out.parent, out.stem)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from slimbench.config import load_config
+    from slimbench.errors import SlimbenchError
+
+    root = argparse.ArgumentParser(prog="python -m methods.order_graph", description=__doc__.split("\n")[0])
+    sub = root.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("decide", help="pairwise metrics -> order.json (the Snakemake checkpoint)")
+    for name in ("--config", "--study", "--dataset", "--model", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--random", type=int, default=2, help="random orders to run besides sorted and reverse")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("summarize", help="table of the derived chains' metrics")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("metrics", nargs="+")
+    args = root.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        {"decide": cmd_decide, "summarize": cmd_summarize}[args.command](args, config)
+    except SlimbenchError as error:
+        print(f"order: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
