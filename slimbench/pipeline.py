@@ -132,6 +132,10 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, 
         memory = cost.peak_memory(forward, torch.device("cpu"))
     out.update({"latency_cpu_ms": cpu["median_ms"], "latency_cpu_threads": latency["threads"],
                 "latency_batch_size": latency["batch_size"], **memory})
+    budget = settings.get("budget")
+    if budget:
+        out.update({"budget": budget["name"], "budget_memory_mib": budget["memory_mib"],
+                    "fits_budget": memory["peak_rss_mib"] <= budget["memory_mib"]})
     if latency["cuda"] and ws.device.type == "cuda":
         gpu_model = model.to(ws.device)
         gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)

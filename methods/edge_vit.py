@@ -1,0 +1,494 @@
+"""Edge ViT compression: Swin-to-student distillation, structured/unstructured pruning, post-training quantization.
+
+Paper: E. Youn, S. Mitheran J, S. Prabhu, S. Chen, "Compressing Vision Transformers for Low-Resource Visual
+Learning", arXiv 2309.02617 (2023); the authors' code is github.com/chensy7/efficient-vit. The paper fits a
+ViT-style model to a Jetson-Nano-class device (4 GB RAM, Sec. 1 "Motivation"; its CPU has 4 cores) by
+(i) distilling a Swin teacher into a MobileViT student (ResNet-18 as a CNN reference),
+(ii) structured pruning of filters/channels, linear rows and attention heads, one-shot or iterative, with
+unstructured pruning as the comparison, and (iii) fp16 post-training quantization (the paper's pipeline and ablations; details here follow the authors'
+``train_upernet.py``, ``upernet.py``, ``prune.py``, ``evaluate.py``, ``Uper_mobilevit.yml``). Here it is done for
+image classification; the paper's setting is UPerNet segmentation on LPCV 2023 UAV data.
+
+Stages registered here:
+
+- ``feature_kd-<student alias>``: logit KD plus feature mimicking of intermediate stages into a *different*
+  model, the student, built from a catalog alias (see :func:`feature_kd`).
+- ``structured_prune-<target>`` (one-shot) and ``iterative_prune-<target>`` (several prune/fine-tune
+  rounds), target ``filters`` | ``channels`` | ``rows`` | ``heads``; filters/channels/rows go through
+  Torch-Pruning's DependencyGraph (coupled layers shrink together), heads through slimbench.surgery.
+- ``unstructured_prune-<ratio>``: per-layer magnitude pruning to zeros (no memory saving: the comparison).
+
+Quantization reuses ``fp16`` and ``int8`` from baselines/quantize.py. The report figure/table
+``edge_budget`` (registered into slimbench.plots.FIGURES) checks every model against the device budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+import yaml
+from torch import nn
+
+from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
+from slimbench.config import CATALOG
+from slimbench.data import DatasetInfo
+from slimbench.errors import ConfigError
+from slimbench.models import build_model
+from slimbench.plots import FIGURES, save, write_tables
+from slimbench.stages import Context, Param, parse_chain, stage
+from slimbench.surgery import find_attentions, find_mlps, keep_heads, kept_count
+from slimbench.train import fit
+
+# --------------------------------------------------------------------------------------------------------------
+# Students: the KD stage turns the study's base model (the teacher) into a different, smaller model.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def catalog_spec(alias: str) -> dict[str, Any]:
+    """The model spec of a catalog alias (config/catalog.yaml), the only place a stage can look one up."""
+    models = yaml.safe_load(Path(CATALOG).read_text()).get("models", {})
+    if alias not in models:
+        raise ConfigError(f"feature_kd: student '{alias}' is not a model alias of {CATALOG}. Fix: add it to the "
+                          f"catalog's 'models:' (e.g. mobilevit_xs, resnet18_cifar).")
+    return dict(models[alias])
+
+
+def teacher_shape(teacher: nn.Module) -> DatasetInfo:
+    """Classes, channels and image size a student must share with ``teacher``, read from its layers: the
+    classifier's outputs, the first convolution's inputs, and a patch embedding's ``img_size`` if any.
+
+    The KD stage's ``rebuild`` hook only sees the freshly built teacher, so the student's shape comes from it.
+    """
+    linears = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
+    convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
+    if not linears or not convs:
+        raise ConfigError("feature_kd needs an image classifier teacher (a convolution in, a linear head out).")
+    size = getattr(getattr(teacher, "patch_embed", None), "img_size", None)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return DatasetInfo("teacher", "image_classification", "accuracy", linears[-1].out_features,
+                       convs[0].in_channels, int(size) if size else 0)
+
+
+def build_student(teacher: nn.Module, student: str, pretrained: bool = False) -> nn.Module:
+    """The student of catalog alias ``student`` for the teacher's classes, channels and image size."""
+    return build_model(catalog_spec(student), teacher_shape(teacher), pretrained=pretrained, download=False)
+
+
+def rebuild_student(model: nn.Module, student: str, **_: Any) -> nn.Module:
+    """``rebuild`` hook: a saved distilled model is the student, so rebuild it before its weights load."""
+    return build_student(model, student)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feature mimicking (FitNets-style hints with learned 1x1 projections where widths differ).
+# --------------------------------------------------------------------------------------------------------------
+
+
+def feature_modules(model: nn.Module) -> list[str]:
+    """The modules whose outputs are mimicked: the stage outputs of the backbone, as the authors' UPerNet taps
+    them (``upernet.py``: ``swin_v2_t_forward`` / ``mobilevit_forward`` return the four stage outputs).
+
+    timm models name them in ``feature_info``; other models (the CIFAR ResNet) expose a ``layers`` Sequential.
+    """
+    info = getattr(model, "feature_info", None)
+    if info:
+        return [entry["module"] for entry in info]
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, nn.Sequential):
+        return [f"layers.{i}" for i in range(len(layers))]
+    raise ConfigError(f"feature_kd: cannot find the stages of {type(model).__name__} (no timm feature_info, no "
+                      f"'layers' Sequential). Fix: set feature_kd's beta to 0 (logit KD only).")
+
+
+class FeatureTap:
+    """Forward hooks collecting the stage outputs of a model as NCHW tensors (timm Swin emits NHWC)."""
+
+    def __init__(self, model: Optional[nn.Module]) -> None:
+        self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
+        self.features: list[torch.Tensor] = []
+        self.handles = [] if model is None else [model.get_submodule(name).register_forward_hook(self._keep)
+                                                 for name in feature_modules(model)]
+
+    @classmethod
+    def nothing(cls) -> "FeatureTap":
+        """A tap on no module (logit-only distillation)."""
+        return cls(None)
+
+    def _keep(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self.features.append(output.permute(0, 3, 1, 2) if self.channels_last else output)
+
+    def take(self) -> list[torch.Tensor]:
+        features, self.features = self.features, []
+        return features
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The NCHW stage outputs of one forward pass of ``model`` on ``x``."""
+    tap = FeatureTap(model)
+    try:
+        model(x)
+        return tap.take()
+    finally:
+        tap.close()
+
+
+def pair_by_resolution(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """(student index, teacher index) of stage outputs with the same spatial size; the deepest student stage
+    of each size is used, as a backbone's stage output is the last map at that stride. Only feature maps
+    (N, C, H, W) pair: token sequences (plain ViT blocks) have no resolution to match."""
+    by_size = {tuple(f.shape[-2:]): i for i, f in enumerate(student) if f.ndim == 4}
+    return [(by_size[tuple(t.shape[-2:])], j) for j, t in enumerate(teacher)
+            if t.ndim == 4 and tuple(t.shape[-2:]) in by_size]
+
+
+def projection(student_channels: int, teacher_channels: int) -> nn.Module:
+    """A learned 1x1 convolution from the student's width to the teacher's (identity when they agree)."""
+    if student_channels == teacher_channels:
+        return nn.Identity()
+    return nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+
+
+def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], projections: nn.ModuleList,
+                 pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """Mean over paired stages of the MSE between the projected student map and the teacher map, both
+    normalized over channels (layer norm without parameters) so that no stage dominates by its scale."""
+    losses = []
+    for proj, (s, t) in zip(projections, pairs):
+        mimic = proj(student[s].float())
+        target = teacher[t].float()
+        losses.append(F.mse_loss(F.layer_norm(mimic.transpose(1, -1), mimic.shape[1:2]),
+                                 F.layer_norm(target.transpose(1, -1), target.shape[1:2])))
+    return torch.stack(losses).mean()
+
+
+class Distiller(nn.Module):
+    """The student plus its projections: what the optimizer trains (the projections are dropped after)."""
+
+    def __init__(self, student: nn.Module, projections: nn.ModuleList) -> None:
+        super().__init__()
+        self.student = student
+        self.projections = projections
+
+
+def distillation_pairs(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> tuple[list[tuple[int, int]], nn.ModuleList]:
+    """Pair the stage outputs of student and teacher on one batch and build the projections."""
+    s_feats, t_feats = stage_outputs(student.eval(), x), stage_outputs(teacher, x)
+    pairs = pair_by_resolution(s_feats, t_feats)
+    if not pairs:
+        raise ConfigError("feature_kd: no student stage has the spatial size of a teacher stage. Fix: set beta 0.")
+    return pairs, nn.ModuleList([projection(s_feats[s].shape[1], t_feats[t].shape[1]) for s, t in pairs])
+
+
+def distillation_loss(ctx: Context, teacher: nn.Module, teacher_tap: FeatureTap, pairs: list[tuple[int, int]],
+                      temperature: float, alpha: float, beta: float) -> Callable[[Distiller, Any], torch.Tensor]:
+    """Loss = CE(student, y) + alpha * T^2 KL(teacher/T || student/T) + beta * feature mimicking.
+
+    The authors' training adds the distillation term to the task loss with weight 1 (``upernet.py``,
+    ``UperNet.forward``: ``loss += t_loss``; its KL variant uses T = 1, alpha = 1), hence the defaults.
+    """
+
+    def loss(distiller: Distiller, batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            target = ctx.task.logits(teacher, batch)
+        t_feats = teacher_tap.take()
+        if beta == 0:
+            logits = ctx.task.logits(distiller.student, batch)
+            return ctx.task.loss(logits, batch) + alpha * kd_loss(logits, target, temperature)
+        s_tap = FeatureTap(distiller.student)
+        try:
+            logits = ctx.task.logits(distiller.student, batch)
+            s_feats = s_tap.take()
+        finally:
+            s_tap.close()
+        return (ctx.task.loss(logits, batch) + alpha * kd_loss(logits, target, temperature)
+                + beta * feature_loss(s_feats, t_feats, distiller.projections, pairs))
+
+    return loss
+
+
+@stage("feature_kd", params=(Param("student", str, "mobilevit_xs", help="catalog alias of the student model"),
+                             EPOCHS, LR, Param("temperature", float, 1.0, 0.0, None, low_open=True),
+                             Param("alpha", float, 1.0, 0.0, None, help="weight of the logit KL term"),
+                             Param("beta", float, 1.0, 0.0, None, help="weight of the feature-mimicking term")),
+       primary="student", rebuild=rebuild_student)
+def feature_kd(model: nn.Module, ctx: Context, student: str, epochs: Optional[int], lr: Optional[float],
+               temperature: float, alpha: float, beta: float) -> nn.Module:
+    """Distil the teacher (``ctx.teacher``, the study's uncompressed base model, e.g. a Swin) into a new
+    student built from the catalog alias ``student`` (e.g. MobileViT-XS); returns the student.
+
+    How a stage yields a different model: the student is built here for the teacher's classes, channels and
+    input size (:func:`teacher_shape`), trained with :func:`distillation_loss` through the shared training loop,
+    and saved; its ``rebuild`` hook rebuilds the same student when the checkpoint is loaded, so later stages
+    (pruning, quantization) and the evaluation see the student. Paper: knowledge distillation step (logit and
+    feature distillation from a Swin teacher into MobileViT, ResNet-18 as reference; ``train_upernet.py``).
+    """
+    teacher = ctx.teacher
+    net = build_student(model, student, pretrained=True).to(ctx.device)
+    if teacher_shape(net).num_classes != ctx.task.info.num_classes:
+        raise ConfigError(f"feature_kd: student '{student}' does not predict {ctx.task.info.num_classes} classes.")
+    sample = ctx.task.to_device(next(ctx.calibration_batches(8, 8)), ctx.device)[0]
+    pairs, projections = distillation_pairs(net, teacher, sample) if beta > 0 else ([], nn.ModuleList())
+    distiller = Distiller(net, projections.to(ctx.device))
+    teacher_tap = FeatureTap(teacher) if beta > 0 else FeatureTap.nothing()
+    try:
+        fit(distiller, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed,
+            loss_fn=distillation_loss(ctx, teacher, teacher_tap, pairs, temperature, alpha, beta),
+            progress=ctx.progress, desc=f"feature_kd {student}")
+    finally:
+        teacher_tap.close()
+    return distiller.student.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Structured pruning through Torch-Pruning's DependencyGraph, and head pruning through slimbench.surgery.
+# --------------------------------------------------------------------------------------------------------------
+
+TARGETS = ("filters", "channels", "rows", "heads")
+CONV_OUT = (tp.prune_conv_out_channels,)
+CONV_IN = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+LINEAR_OUT = (tp.prune_linear_out_channels,)
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The classification head (kept whole: its outputs are the classes)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """The layer coupling of ``model`` traced on ``example`` (the classifier is kept out of pruning roots by
+    the callers, not ignored here: it must lose the input columns of removed channels)."""
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+
+
+def convolutional_group(group: tp.Group, head: nn.Module) -> bool:
+    """True when a group couples only convolutions, batch norms and parameter-free ops (plus the head's input
+    columns): filter/channel pruning leaves transformer widths (linear/LayerNorm layers) to ``rows``/``heads``."""
+    for dep, _ in group:
+        layer = dep.layer
+        if isinstance(layer, nn.Linear) and layer is head and dep.handler in CONV_IN:
+            continue
+        if isinstance(layer, nn.Module) and not isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)) \
+                and any(True for _ in layer.parameters(recurse=False)):
+            return False
+    return True
+
+
+def slice_norms(group: tp.Group, handlers: tuple) -> Optional[torch.Tensor]:
+    """L2 norm, per channel of the group's root, of the weight slices the listed pruning functions remove:
+    output filters/rows (``prune_*_out_channels``) or input channels/columns (``prune_*_in_channels``).
+    Depthwise convolutions count only as filters (their input slice is the filter)."""
+    total: Optional[torch.Tensor] = None
+    for i, (dep, idxs) in enumerate(group):
+        layer, handler = dep.layer, dep.handler
+        if handler not in handlers or not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        weight = layer.weight.detach().float()
+        if handler in CONV_IN:
+            if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+                continue
+            weight = weight.transpose(0, 1)
+        local = weight[idxs].flatten(1).pow(2).sum(1)
+        root = torch.as_tensor(group[i].root_idxs, dtype=torch.long, device=local.device)
+        size = int(root.max()) + 1 if total is None else max(len(total), int(root.max()) + 1)
+        grown = torch.zeros(size, device=local.device)
+        if total is not None:
+            grown[: len(total)] += total
+        total = grown.index_add_(0, root, local)
+    return None if total is None else total.sqrt()
+
+
+def prune_group(dg: tp.DependencyGraph, group: tp.Group, scores: torch.Tensor, ratio: float) -> Optional[tp.Group]:
+    """The group restricted to its ``ratio`` share of lowest-scoring channels (None if nothing to remove)."""
+    remove = len(scores) - kept_count(len(scores), ratio)
+    if remove <= 0:
+        return None
+    idxs = scores.argsort()[:remove].tolist()
+    root = group[0].dep
+    return dg.get_pruning_group(root.target.module, root.handler, idxs)
+
+
+def prune_convolutions(model: nn.Module, example: torch.Tensor, ratio: float, criterion: str) -> nn.Module:
+    """Remove ``ratio`` of every convolutional group's channels by the L2 norm of its filters (``filters``,
+    the output slices) or of the channels' input slices in the layers that read them (``channels``): the
+    authors' ``prune.py`` ranks by ``ln_structured(n=2, dim=1)``; here the channels are really removed."""
+    head = classifier(model)
+    dg = dependency_graph(model, example)
+    handlers = CONV_OUT if criterion == "filters" else CONV_IN
+    plans = []
+    for group in dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d]):
+        scores = slice_norms(group, handlers) if convolutional_group(group, head) else None
+        if scores is not None:
+            plans.append((group, scores))
+    for group, scores in plans:
+        pruning = prune_group(dg, group, scores, ratio)
+        if pruning is not None:
+            pruning.prune()
+    return model
+
+
+def prune_linear_rows(model: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
+    """Remove ``ratio`` of the rows (output neurons) of every MLP's input linear layer by their L2 norm; the
+    DependencyGraph removes the matching input columns of the next layer (and anything else coupled)."""
+    dg = dependency_graph(model, example)
+    plans = []
+    for mlp in find_mlps(model):
+        for layer in mlp.inputs[:1]:
+            group = dg.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
+            plans.append((group, slice_norms(group, LINEAR_OUT)))
+    for group, scores in plans:
+        pruning = prune_group(dg, group, scores, ratio)
+        if pruning is not None:
+            pruning.prune()
+    return model
+
+
+def prune_attention_heads(model: nn.Module, ratio: float) -> nn.Module:
+    """Remove ``ratio`` of every attention layer's heads, those whose weights (their query/key/value rows and
+    output-projection columns) have the smallest L2 norm (``head_group_norms`` of the heads_magnitude
+    baseline), by slimbench.surgery's head surgery. Attention modules the surgery does not recognise (timm
+    Swin's window attention, with its per-head relative-position bias) are left whole."""
+    from baselines.heads_magnitude import head_group_norms  # here: that module imports methods.stat
+
+    for attention in find_attentions(model):
+        keep = kept_count(attention.heads, ratio)
+        if keep < attention.heads:
+            keep_heads(attention, head_group_norms(attention).topk(keep).indices)
+    return model
+
+
+def structured(model: nn.Module, ctx: Context, target: str, ratio: float) -> nn.Module:
+    """One structured pruning step of ``ratio`` on ``target``."""
+    if target == "heads":
+        return prune_attention_heads(model, ratio)
+    example = ctx.task.to_device(next(ctx.calibration_batches(2, 2)), torch.device("cpu"))[0]
+    model = model.cpu()
+    if target == "rows":
+        return prune_linear_rows(model, example, ratio)
+    return prune_convolutions(model, example, ratio, target)
+
+
+TARGET = Param("target", str, "filters", choices=TARGETS, help="what to remove: conv filters/channels, MLP rows, heads")
+RATIO = Param("ratio", float, 0.2, 0.0, 1.0, high_open=True, help="share removed (the authors' prune_percentage 0.2)")
+
+
+@stage("structured_prune", params=(TARGET, RATIO), primary="target")
+def structured_prune(model: nn.Module, ctx: Context, target: str, ratio: float) -> nn.Module:
+    """One-shot structured pruning of ``ratio`` of the ``target`` units (paper: pruning step; the authors
+    prune 20% once (``Uper_mobilevit.yml``: prune_percentage 0.2), then train with the teacher: chain a ``kd`` stage after this one for that)."""
+    return structured(model, ctx, target, ratio)
+
+
+@stage("iterative_prune", params=(TARGET, RATIO, Param("steps", int, 3, 2, None),
+                                  Param("epochs", int, 1, 0, None, help="fine-tuning epochs after each step"), LR),
+       primary="target")
+def iterative_prune(model: nn.Module, ctx: Context, target: str, ratio: float, steps: int, epochs: int,
+                    lr: Optional[float]) -> nn.Module:
+    """Iterative structured pruning (paper: pruning ablation, iterative vs one-shot): ``steps`` rounds, each
+    removing the same share of what is left (1 - (1 - ratio)^(1/steps)) and fine-tuning on the labels, so
+    that ``ratio`` is removed in all."""
+    share = 1.0 - (1.0 - ratio) ** (1.0 / steps)
+    for step in range(steps):
+        model = structured(model, ctx, target, share)
+        fit(model, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed + step,
+            progress=ctx.progress, desc=f"iterative_prune {step + 1}/{steps}")
+    return model
+
+
+def prunable_weights(model: nn.Module) -> Iterator[nn.Parameter]:
+    head = classifier(model)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module is not head:
+            yield module.weight
+
+
+@stage("unstructured_prune", params=(Param("ratio", float, 0.2, 0.0, 1.0, high_open=True),), primary="ratio")
+def unstructured_prune(model: nn.Module, ctx: Context, ratio: float) -> nn.Module:
+    """Zero ``ratio`` of every convolution's and linear layer's weights, the smallest in magnitude (paper:
+    pruning ablation, the unstructured comparison): dense storage, so memory and latency stay as they were."""
+    with torch.no_grad():
+        for weight in prunable_weights(model):
+            remove = weight.numel() - kept_count(weight.numel(), ratio)
+            if remove > 0:
+                threshold = weight.abs().flatten().kthvalue(remove).values
+                weight.masked_fill_(weight.abs() <= threshold, 0.0)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The device budget and the report figure/table.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def budget_of(frame: pd.DataFrame) -> tuple[str, float]:
+    """The device budget the metrics were measured against (the config's ``evaluation.budget``)."""
+    if "budget_memory_mib" not in frame:
+        raise ConfigError("figure 'edge_budget' needs a device budget: set evaluation.budget "
+                          "(e.g. {name: Jetson Nano (4 GB), memory_mib: 4096}) and latency.threads in the config.")
+    return str(frame["budget"].iloc[0]), float(frame["budget_memory_mib"].iloc[0])
+
+
+def budget_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per model: accuracy, parameters, weight memory, measured peak memory, latency and FPS at the config's
+    thread count, and whether it fits (``fits_budget``: peak process RSS under the budget, from evaluate)."""
+    means = frame.groupby(["dataset", "model", "chain"], sort=False).mean(numeric_only=True).reset_index()
+    table = pd.DataFrame({
+        "dataset": means["dataset"], "model": means["model"], "chain": means["chain"], metric: means[metric],
+        "params_M": means["params"] / 1e6, "params_vs_base": means.get("relative_params_kept", 1.0),
+        "weights_mib": means["stored_bits"] / 8 / 2**20, "peak_rss_mib": means["peak_rss_mib"],
+        "peak_tensor_mib": means["stored_bits"] / 8 / 2**20 + means.get("peak_tensor_mib", float("nan")),
+        "latency_ms": means["latency_cpu_ms"], "threads": means["latency_cpu_threads"],
+        "fps": 1000.0 * means["latency_batch_size"] / means["latency_cpu_ms"]})
+    table["params_vs_base"] = table["params_vs_base"].fillna(1.0)
+    table["fits_budget"] = means["fits_budget"] == 1.0
+    return table
+
+
+def deployed_model(chain: str, base_model: str) -> str:
+    """Which network a chain deploys: the KD student's alias, else the study's base model."""
+    students = [call.value for call in parse_chain(chain) if call.name == "feature_kd" and call.value]
+    return students[-1] if students else base_model
+
+
+def edge_budget(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    """Accuracy vs measured peak memory (process RSS; tensor memory = weights + peak activations) and vs CPU
+    latency at the budget's threads, the memory budget drawn as a line; plus the table edge_budget.csv/md/tex."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    name, memory_mib = budget_of(frame)
+    threads = int(frame["latency_cpu_threads"].iloc[0])
+    table = budget_table(frame, metric)
+    table["network"] = [deployed_model(c, m) for c, m in zip(table["chain"], table["model"])]
+    table["chain_label"] = table["chain"].map(lambda c: c.removeprefix("base+") if c != "base" else "uncompressed")
+    paths = write_tables(table.drop(columns="chain_label"), out, "edge_budget")
+    panels = (("peak_rss_mib", "peak process RSS (MiB)", True), ("peak_tensor_mib", "tensor memory (MiB)", True),
+              ("latency_ms", f"CPU latency per image (ms, {threads} threads)", False))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    for ax, (column, label, budget_line) in zip(axes, panels):
+        sns.scatterplot(data=table, x=column, y=metric, hue="chain_label", style="network", s=70, ax=ax,
+                        legend=ax is axes[-1])
+        if budget_line:
+            ax.axvline(memory_mib, color="red", ls="--", lw=1.2, label=f"{name} budget")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].legend(fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(f"Accuracy against the {name} budget ({memory_mib:.0f} MiB dashed, {threads} CPU threads)")
+    fig.tight_layout()
+    return paths + save(fig, out, "edge_budget")
+
+
+FIGURES.add("edge_budget", edge_budget)
