@@ -24,7 +24,6 @@ Quantization reuses ``fp16`` and ``int8`` from baselines/quantize.py. The report
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 

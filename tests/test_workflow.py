@@ -1,9 +1,7 @@
 """The Snakemake workflow: the DAG builds for every config, lint is clean, and the smoke run works end to end."""
 
 import json
-import shutil
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest

