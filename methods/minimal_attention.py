@@ -260,7 +260,7 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     parameters, their share of the standard model's, the metric over seeds and the base training time.
 
     Training time is the base stage's own log (``stage.json`` time_s, which ``run_evaluate`` records as
-    ``compress_time_s`` for the base chain); nothing is re-measured here. Parameter counts are the measured
+    ``stage_time_s`` for the base chain); nothing is re-measured here. Parameter counts are the measured
     ``params`` column; the attention counts come from :func:`attention_parameters` (tested to equal the model).
     """
     specs = catalog_specs()
@@ -279,7 +279,7 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
                      "standard": is_standard(options), "attention_params_per_block": per_block,
                      "attention_params_total": per_block * options["depth"], "params": int(runs["params"].iloc[0]),
                      metric: runs[metric].mean(), f"{metric}_std": runs[metric].std(ddof=1) if len(runs) > 1 else 0.0,
-                     "seeds": len(runs), "train_time_s": runs["compress_time_s"].mean()})
+                     "seeds": len(runs), "train_time_s": runs["stage_time_s"].mean()})
     table = pd.DataFrame(rows)
     for dataset, rows_of in table.groupby("dataset", sort=False):
         reference = rows_of[rows_of["standard"]]

@@ -169,7 +169,7 @@ def run_evaluate(ws: Workspace, command: str = "") -> Path:
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
         "relative": relative_to(base_cost(ws, costs), costs),
-        "stages": arch["stages"], "compress_time_s": stage_log["time_s"],
+        "stages": arch["stages"], "stage_time_s": stage_log["time_s"],
         "dataset_info": ws.splits.info.to_dict(), "split": ws.splits.split,
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],

@@ -40,7 +40,7 @@ def summary_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean and standard deviation over seeds of the task metric and the costs, one row per experiment."""
     columns = [c for c in [metric, "accuracy", "params", "flops", "size_bytes", "latency_cpu_ms", "latency_cuda_ms",
                            "peak_rss_mib", "relative_params_kept", "relative_flops_kept",
-                           "relative_stored_bits_kept", "compress_time_s"] if c in frame.columns]
+                           "relative_stored_bits_kept", "stage_time_s"] if c in frame.columns]
     columns = list(dict.fromkeys(columns))
     grouped = frame.groupby(IDENTITY, sort=False)
     table = grouped[columns].mean()

@@ -27,7 +27,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update(record.get("metrics", {}))
     row.update(record.get("cost", {}))
     row.update({f"relative_{k}": v for k, v in record.get("relative", {}).items()})
-    row["compress_time_s"] = record.get("compress_time_s")
+    row["stage_time_s"] = record.get("stage_time_s")
     row["wall_time_s"] = record.get("wall_time_s")
     return row
 

@@ -87,6 +87,19 @@ def set_submodule(owner: nn.Module, path: str, module: nn.Module) -> None:
     setattr(owner.get_submodule(parent_path) if parent_path else owner, name, module)
 
 
+def replace_output(owner: nn.Module, path: str, cols: torch.Tensor, weight: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None) -> None:
+    """Keep the consuming layer's input columns ``cols``; optionally overwrite its weight and bias with a
+    correction computed for the kept units (e.g. STAT's interpolation matrix folded in)."""
+    new = slice_linear(owner.get_submodule(path), cols=cols)
+    with torch.no_grad():
+        if weight is not None:
+            new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    set_submodule(owner, path, new)
+
+
 def keep_mlp_neurons(mlp: MLP, keep: Sequence[int] | torch.Tensor, output_weight: torch.Tensor | None = None,
                      output_bias: torch.Tensor | None = None) -> None:
     """Keep only hidden neurons ``keep`` (sorted); optionally replace the output layer's weight/bias
@@ -94,13 +107,7 @@ def keep_mlp_neurons(mlp: MLP, keep: Sequence[int] | torch.Tensor, output_weight
     index = torch.as_tensor(keep, dtype=torch.long, device=mlp.output.weight.device).sort().values
     for name in mlp.input_names:
         set_submodule(mlp.owner, name, slice_linear(mlp.owner.get_submodule(name), rows=index))
-    new_out = slice_linear(mlp.output, cols=index)
-    with torch.no_grad():
-        if output_weight is not None:
-            new_out.weight.copy_(output_weight)
-        if output_bias is not None:
-            new_out.bias.copy_(output_bias)
-    set_submodule(mlp.owner, mlp.output_name, new_out)
+    replace_output(mlp.owner, mlp.output_name, index, output_weight, output_bias)
 
 
 def kept_count(hidden: int, ratio_removed: float) -> int:
@@ -245,13 +252,7 @@ def keep_heads(attn: Attention, heads: Sequence[int] | torch.Tensor, output_weig
         module.num_heads = len(index)
         if hasattr(module, "attn_dim"):
             module.attn_dim = len(index) * d
-    new_out = slice_linear(attn.output, cols=cols)
-    with torch.no_grad():
-        if output_weight is not None:
-            new_out.weight.copy_(output_weight)
-        if output_bias is not None:
-            new_out.bias.copy_(output_bias)
-    set_submodule(module, attn.output_name, new_out)
+    replace_output(module, attn.output_name, cols, output_weight, output_bias)
 
 
 # Prunable units and their FLOPs: the currency of FLOPs-budget pruning (STAT and its magnitude baseline).

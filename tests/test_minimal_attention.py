@@ -139,9 +139,9 @@ def test_study_table_reads_params_and_training_time():
     rows = []
     for seed, (acc_std, acc_min) in enumerate([(0.90, 0.88), (0.92, 0.90)]):
         rows.append({"dataset": "d", "model": "minattn_std_h4", "chain": "base", "seed": seed, "accuracy": acc_std,
-                     "params": 1000, "compress_time_s": 10.0 + seed})
+                     "params": 1000, "stage_time_s": 10.0 + seed})
         rows.append({"dataset": "d", "model": "minattn_sym_novo_h1", "chain": "base", "seed": seed,
-                     "accuracy": acc_min, "params": 100, "compress_time_s": 4.0})
+                     "accuracy": acc_min, "params": 100, "stage_time_s": 4.0})
     table = study_table(pd.DataFrame(rows), "accuracy").set_index("model")
     assert table.loc["minattn_std_h4", "attention_params_per_block"] == 4 * 128 * 128
     assert table.loc["minattn_sym_novo_h1", "attention_params_total"] == 6 * 8256

@@ -9,17 +9,13 @@ from torch import nn
 from slimbench.models import build_model
 from slimbench.surgery import components, find_attentions, keep_heads, prunable_flops
 
-from conftest import IMAGE_INFO, LM_INFO, TEXT_INFO
+from conftest import IMAGE_INFO, LM_INFO, TEXT_INFO, TINY_BERT, TINY_LLAMA, TINY_VIT
 
-HEADS_BERT = {"family": "hf_classifier", "config": {
-    "model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "intermediate_size": 48, "max_position_embeddings": 64, "num_labels": 2}}
-HEADS_LLAMA = {"family": "hf_causal_lm", "config": {
-    "model_type": "llama", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64}}
+HEADS_BERT = {**TINY_BERT, "config": {**TINY_BERT["config"], "num_attention_heads": 4, "intermediate_size": 48}}
+HEADS_LLAMA = {**TINY_LLAMA, "config": {**TINY_LLAMA["config"], "num_attention_heads": 4, "num_key_value_heads": 4,
+                                        "intermediate_size": 48}}
 GQA_LLAMA = {"family": "hf_causal_lm", "config": {**HEADS_LLAMA["config"], "num_key_value_heads": 2}}
-HEADS_VIT = {"family": "timm", "arch": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32, "depth": 2,
-             "num_heads": 4}
+HEADS_VIT = {**TINY_VIT, "num_heads": 4}
 FAMILIES = {"bert": (HEADS_BERT, TEXT_INFO), "llama": (HEADS_LLAMA, LM_INFO), "gqa": (GQA_LLAMA, LM_INFO),
             "vit": (HEADS_VIT, IMAGE_INFO)}
 
