@@ -22,6 +22,11 @@ from typing import Any
 from slimbench.errors import SlimbenchError
 
 
+def invocation() -> str:
+    """The command line as typed, without the machine-specific path of the executable."""
+    return " ".join(map(shlex.quote, ["slimbench", *sys.argv[1:]]))
+
+
 def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
     """The workspace of an experiment folder, after checking it belongs to the config: its study has a grid
     entry for the dataset and model, the seed is one of the study's, and every stage of the chain resolves
@@ -52,7 +57,7 @@ def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
     elif args.command == "compress":
         print(pipeline.run_compress(ws))
     else:
-        print(pipeline.run_evaluate(ws, command=" ".join(map(shlex.quote, sys.argv))))
+        print(pipeline.run_evaluate(ws, command=invocation()))
 
 
 def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -72,7 +77,7 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     for chain in dict.fromkeys(["base", target.chain]):
         ws.exp = replace(target, chain=chain)
         if args.force or not (ws.directory() / METRICS_FILE).exists():
-            print(pipeline.run_evaluate(ws, command=" ".join(map(shlex.quote, sys.argv))))
+            print(pipeline.run_evaluate(ws, command=invocation()))
 
 
 def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:

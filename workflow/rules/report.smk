@@ -11,7 +11,7 @@ rule aggregate:
         md=rep("table.md"),
         tex=rep("table.tex"),
     log:
-        rep("aggregate.log"),
+        os.path.join(RESULTS, "{study}", "aggregate.log"),
     params:
         config=CONFIG_JSON,
     conda:
@@ -28,7 +28,7 @@ rule figure:
                    labels={"study": "{study}", "figure": "{figure}"}),
         pdf=rep("{figure}.pdf"),
     log:
-        rep("{figure}.log"),
+        os.path.join(RESULTS, "{study}", "{figure}.log"),
     params:
         config=CONFIG_JSON,
     conda:
