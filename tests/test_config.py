@@ -1,6 +1,7 @@
 """Bad input fails at config time (or at data loading, before any training) with a message naming the fix."""
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from slimbench.config import REPO, Experiment, experiments, load_config, validate_config
+from slimbench.data import DATA_ROOT_ENV
 from slimbench.errors import ConfigError, DataNotFoundError
 
 SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
@@ -55,8 +57,9 @@ def test_missing_data_fails_fast_and_writes_nothing(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     folder = tmp_path / "results" / "smoke" / "skeleton" / "mnist_smoke" / "vit_micro" / "seed0" / "base"
+    env = {k: v for k, v in os.environ.items() if k != DATA_ROOT_ENV}  # the config's data_root must count
     proc = subprocess.run([sys.executable, "-m", "slimbench.cli", "base", "--config", str(path), str(folder)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert "t10k-images-idx3-ubyte.gz" in proc.stderr and "data_root" in proc.stderr
     assert "Traceback" not in proc.stderr
