@@ -113,7 +113,7 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
     return lambda: ws.task.logits(model, batch)
 
 
-def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, Any]:
+def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]]) -> dict[str, Any]:
     settings = ws.config["evaluation"]
     latency = settings["latency"]
     out: dict[str, Any] = {
@@ -124,8 +124,10 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path) -> dict[str, 
     out.update(bitops.cost_record(model, ws.task, ws.splits.eval, ws.device, settings["batch_size"]))
     cpu_model = model.to("cpu")
     if settings["flops"]:
-        unpacked, _ = checkpoint.load_model(model_dir, "cpu", finalize=False)
-        out["flops"] = cost.count_flops(example_forward(ws, unpacked, 1, torch.device("cpu")))
+        # FLOPs are counted on the float model: packed kernels (int8) hide their matmuls from the counter.
+        packed = any(STAGES.get(s["name"]).finalize for s in stages)
+        counted = checkpoint.load_model(model_dir, "cpu", finalize=False)[0] if packed else cpu_model
+        out["flops"] = cost.count_flops(example_forward(ws, counted, 1, torch.device("cpu")))
     forward = example_forward(ws, cpu_model, latency["batch_size"], torch.device("cpu"))
     with cost.threads(latency["threads"]):
         cpu = cost.latency_ms(forward, torch.device("cpu"), latency["warmup"], latency["repeats"])
@@ -163,7 +165,7 @@ def run_evaluate(ws: Workspace, command: str = "") -> Path:
     model_dir = ws.directory() / MODEL_DIR
     model, arch = checkpoint.load_model(model_dir, ws.device)
     metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
-    costs = measure_cost(ws, model, model_dir)
+    costs = measure_cost(ws, model, model_dir, arch["stages"])
     stage_log = json.loads((model_dir / STAGE_LOG).read_text())
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,

@@ -26,16 +26,6 @@ def method_label(chain: str) -> str:
     return "+".join(names) if names else "uncompressed"
 
 
-def chain_value(chain: str) -> float | None:
-    """The first numeric value in the chain (the budget or ratio), used to order a method's points."""
-    for call in parse_chain(chain):
-        try:
-            return float(call.value) if call.value is not None else None
-        except ValueError:
-            continue
-    return None
-
-
 def summary_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean and standard deviation over seeds of the task metric and the costs, one row per experiment."""
     columns = [c for c in [metric, "accuracy", "params", "flops", "size_bytes", "latency_cpu_ms", "latency_cuda_ms",

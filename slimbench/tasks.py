@@ -30,10 +30,6 @@ class Task:
     def metric(self) -> str:
         return self.info.metric
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric != "perplexity"
-
     def prepare(self, dataset: Any) -> ArrayDataset:
         """Turn the loader's split into something batchable (tokenization for corpora)."""
         return dataset

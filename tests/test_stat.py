@@ -222,17 +222,22 @@ def rank_r_mlps(model: nn.Module, rank: int) -> None:
                     lin.bias.copy_(lin.bias[source])
 
 
-@pytest.mark.parametrize("correct", [True, False])
-def test_rank_r_mlp_pruned_to_r_neurons_reproduces_the_output(correct):
+def prune_rank6_mlps(correct: bool, sketch_rows: int):
+    """A BERT whose MLP activations have rank 6, its MLPs pruned to 6 neurons: logits before, after, MLPs."""
     model, ctx = tiny("bert"), stat_context("bert")
     rank_r_mlps(model, rank=6)
     before = calibration_logits(model, ctx)
     batches = [ctx.task.to_device(b, ctx.device) for b in ctx.calibration_batches(48, 16)]
     mlps = [p for p in components(model) if not p.is_attention]
-    for part, gram in zip(mlps, collect_grams(model, mlps, batches, ctx, sketch_rows=0)):
+    for part, gram in zip(mlps, collect_grams(model, mlps, batches, ctx, sketch_rows=sketch_rows)):
         prune_component(part, gram, keep=6, correct=correct)
+    return before, calibration_logits(model, ctx), mlps
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_rank_r_mlp_pruned_to_r_neurons_reproduces_the_output(correct):
+    before, after, mlps = prune_rank6_mlps(correct, sketch_rows=0)
     assert [p.view.hidden for p in mlps] == [6, 6]
-    after = calibration_logits(model, ctx)
     if correct:
         torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
     else:  # the same 6 neurons without T lose the 42 copies' contribution
@@ -240,14 +245,8 @@ def test_rank_r_mlp_pruned_to_r_neurons_reproduces_the_output(correct):
 
 
 def test_sketched_id_is_exact_for_low_rank_activations():
-    model, ctx = tiny("bert"), stat_context("bert")
-    rank_r_mlps(model, rank=6)
-    before = calibration_logits(model, ctx)
-    batches = [ctx.task.to_device(b, ctx.device) for b in ctx.calibration_batches(48, 16)]
-    mlps = [p for p in components(model) if not p.is_attention]
-    for part, gram in zip(mlps, collect_grams(model, mlps, batches, ctx, sketch_rows=40)):
-        prune_component(part, gram, keep=6, correct=True)
-    torch.testing.assert_close(calibration_logits(model, ctx), before, atol=1e-4, rtol=1e-4)
+    before, after, _ = prune_rank6_mlps(correct=True, sketch_rows=40)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind,ratio", [("bert", 0.3), ("bert", 0.6), ("llama", 0.4), ("gqa", 0.5)])
