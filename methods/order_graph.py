@@ -40,6 +40,7 @@ ORDER_STAGES = ("distill", "prune", "quant", "exit")
 SHORT = {"distill": "D", "prune": "P", "quant": "Q", "exit": "E"}
 TOLERANCE = 0.002  # 0.2 accuracy points: below this the two orders' accuracies count as equal
 TARGET_REDUCTION, TARGET_DROP = 100.0, 0.01  # the issue's target: >= 100x BitOps within 1 point
+RANDOM_ORDERS = 2  # random full orders run beside the sorted one and its reverse
 
 
 def names(chain: str) -> tuple[str, ...]:
@@ -345,23 +346,61 @@ FIGURES.add("order_tradeoff", draw_tradeoff)
 
 
 # ----------------------------------------------------------------------------------------------- command line
-def cmd_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Checkpoint: the pairwise metrics of one (study, dataset, model) -> order.json with the chains to run."""
+def decided_path(config: dict[str, Any], study: str, dataset: str, model: str) -> Path:
+    """Where the decision for one (study, dataset, model) lives: the checkpoint's output in workflow/rules/order.smk."""
+    return Path(config["reports_dir"]) / config["name"] / study / "derived" / dataset / model / "order.json"
+
+
+def decide_panel(config: dict[str, Any], study: str, dataset: str, model: str, random_count: int = RANDOM_ORDERS,
+                 seed: int = 0) -> dict[str, Any]:
+    """The pairwise metrics of one (study, dataset, model) -> the decision record (see :func:`decide`)."""
     from slimbench.config import Experiment
     from slimbench.results import METRICS_FILE, load_frame
 
-    study = config["studies"][args.study]
-    tokens = method_tokens(study["chains"])
-    paths = [Experiment(config["name"], args.study, args.dataset, args.model, seed, chain)
-             .directory(config["results_dir"]) / METRICS_FILE
-             for seed in study["seeds"] for chain in pairwise_chains(study["chains"])]
+    spec = config["studies"][study]
+    paths = [Experiment(config["name"], study, dataset, model, s, chain).directory(config["results_dir"]) / METRICS_FILE
+             for s in spec["seeds"] for chain in pairwise_chains(spec["chains"])]
     frame = load_frame(paths)
     metric = json.loads(paths[0].read_text())["metric"]
-    record = decide(pairwise_table(frame, metric), tokens, args.random, args.seed)
+    return decide(pairwise_table(frame, metric), method_tokens(spec["chains"]), random_count, seed)
+
+
+def write_decision(record: dict[str, Any], out: Path) -> None:
     if record["order"] is None:
         print(f"order: precedence graph has cycles {record['cycles']}; no full order", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def derived_chains(record: dict[str, Any]) -> list[str]:
+    """The full chains a decision asks for: sorted, reverse and random orders (none if the graph has a cycle)."""
+    found = record["chains"]
+    return [found["sorted"], found["reverse"], *found["random"]] if record["order"] else []
+
+
+def derived_experiments(config: dict[str, Any], study: str) -> list[Any]:
+    """The experiments of the decisions already written for a study, beyond its configured chains."""
+    from slimbench.config import Experiment
+
+    spec, found = config["studies"][study], []
+    for entry in spec["grid"]:
+        for dataset in entry["datasets"]:
+            for model in entry["models"]:
+                path = decided_path(config, study, dataset, model)
+                if path.exists():
+                    found += [Experiment(config["name"], study, dataset, model, seed, chain)
+                              for chain in derived_chains(json.loads(path.read_text())) for seed in spec["seeds"]
+                              if chain not in spec["chains"]]
+    return found
+
+
+def is_order_study(config: dict[str, Any], study: str) -> bool:
+    return "order_graph" in config["studies"][study]["figures"]
+
+
+def cmd_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Checkpoint: the pairwise metrics of one (study, dataset, model) -> order.json with the chains to run."""
+    write_decision(decide_panel(config, args.study, args.dataset, args.model, args.random, args.seed), Path(args.out))
 
 
 def pairwise_chains(chains: Iterable[str]) -> list[str]:
@@ -388,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("decide", help="pairwise metrics -> order.json (the Snakemake checkpoint)")
     for name in ("--config", "--study", "--dataset", "--model", "--out"):
         p.add_argument(name, required=True)
-    p.add_argument("--random", type=int, default=2, help="random orders to run besides sorted and reverse")
+    p.add_argument("--random", type=int, default=RANDOM_ORDERS, help="random orders to run besides sorted and reverse")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("summarize", help="table of the derived chains' metrics")
     p.add_argument("--config", required=True)

@@ -61,7 +61,8 @@ def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Build every missing prefix of one experiment, then evaluate it (and its base, for relative costs)."""
+    """Build every missing prefix of one experiment, then evaluate it (and its base, for relative costs).
+    An experiment whose metrics (and its base's) exist is done and skipped, so a rerun resumes."""
     from dataclasses import replace
 
     from slimbench import pipeline
@@ -70,39 +71,98 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
     ws = experiment_workspace(config, args.experiment)
     target = ws.exp
+    evaluated = [replace(target, chain=chain) for chain in dict.fromkeys(["base", target.chain])]
+    if not args.force and all((e.directory(config["results_dir"]) / METRICS_FILE).exists() for e in evaluated):
+        print(f"done already: {args.experiment}")
+        return
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
         if not (ws.directory() / pipeline.MODEL_DIR / "arch.json").exists():
             (pipeline.run_base if ws.exp.prefix is None else pipeline.run_compress)(ws)
-    for chain in dict.fromkeys(["base", target.chain]):
-        ws.exp = replace(target, chain=chain)
+    for exp in evaluated:
+        ws.exp = exp
         if args.force or not (ws.directory() / METRICS_FILE).exists():
             print(pipeline.run_evaluate(ws, command=invocation()))
 
 
-def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """A whole study without Snakemake (e.g. on a machine without it): every experiment, then reports."""
-    from slimbench.config import experiments
-
-    exps = list(experiments(config, args.study))
-    if not exps:
-        raise SlimbenchError(f"config '{config['name']}' has no study '{args.study}'. Studies: {', '.join(config['studies'])}.")
+def run_all(config: dict[str, Any], exps: list[Any]) -> None:
     for exp in exps:
         print(f"== {exp.directory(config['results_dir'])}", flush=True)
         cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
+
+
+def matching(exps: list[Any], patterns: list[str] | None) -> list[Any]:
+    """The experiments whose id <dataset>/<model>/seed<k>/<chain> matches one of the glob patterns."""
+    from fnmatch import fnmatchcase
+
+    if not patterns:
+        return exps
+    return [e for e in exps if any(fnmatchcase(f"{e.dataset}/{e.model}/seed{e.seed}/{e.chain}", p) for p in patterns)]
+
+
+def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """A whole study without Snakemake (e.g. on a machine without it): every experiment, the chains an order
+    study derives from its pairwise results (as the workflow's checkpoint does), then the reports. With
+    --match only the matching experiments run; the reports follow once every experiment has metrics."""
+    from slimbench.config import experiments
+
+    if args.study not in config["studies"]:
+        raise SlimbenchError(f"config '{config['name']}' has no study '{args.study}'. Studies: {', '.join(config['studies'])}.")
+    exps = list(experiments(config, args.study))
+    chosen = matching(exps, args.match)
+    if not chosen:
+        raise SlimbenchError(f"no experiment of study '{args.study}' matches {args.match}; ids look like "
+                             f"'{exps[0].dataset}/{exps[0].model}/seed{exps[0].seed}/{exps[0].chain}'.")
+    run_all(config, chosen)
+    if is_order_study(config, args.study):
+        run_all(config, matching(decide_order(config, args.study), args.match))
+    try:
+        study_metrics(config, args.study)
+    except SlimbenchError as missing:
+        print(f"reports not written: {missing}")
+        return
     cmd_aggregate(argparse.Namespace(study=args.study, out=None), config)
     cmd_figures(argparse.Namespace(study=args.study, out=None, only=None), config)
 
 
+def is_order_study(config: dict[str, Any], study: str) -> bool:
+    from methods.order_graph import is_order_study as check
+
+    return check(config, study)
+
+
+def decide_order(config: dict[str, Any], study: str) -> list[Any]:
+    """The order checkpoint without Snakemake: a decision per (dataset, model) whose pairwise chains are all
+    evaluated, then the experiments of every decision written."""
+    from methods.order_graph import decide_panel, decided_path, derived_experiments, write_decision
+
+    for entry in config["studies"][study]["grid"]:
+        for dataset in entry["datasets"]:
+            for model in entry["models"]:
+                try:
+                    record = decide_panel(config, study, dataset, model)
+                except FileNotFoundError as missing:
+                    print(f"order of {dataset}/{model} not decided yet: {missing}")
+                    continue
+                write_decision(record, decided_path(config, study, dataset, model))
+    return derived_experiments(config, study)
+
+
 def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
+    """Every metrics file of a study (an order study's derived chains included); all must exist."""
     from slimbench.config import experiments
     from slimbench.results import METRICS_FILE
 
-    paths = [e.directory(config["results_dir"]) / METRICS_FILE for e in experiments(config, study)]
+    exps = list(experiments(config, study))
+    if is_order_study(config, study):
+        from methods.order_graph import derived_experiments
+
+        exps += derived_experiments(config, study)
+    paths = [e.directory(config["results_dir"]) / METRICS_FILE for e in exps]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise SlimbenchError(f"{len(missing)} metrics file(s) of study '{study}' are missing, e.g. {missing[0]}. "
-                             f"Fix: run the workflow first (snakemake --cores N --configfile ...).")
+        raise SlimbenchError(f"{len(missing)} of {len(paths)} metrics file(s) of study '{study}' are missing, "
+                             f"e.g. {missing[0]}. Fix: run the workflow first (snakemake --cores N --configfile ...).")
     return paths
 
 
@@ -189,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run one study end to end without Snakemake, then its reports")
     p.add_argument("--config", required=True)
     p.add_argument("--study", required=True)
+    p.add_argument("--match", action="append", metavar="GLOB",
+                   help="run only experiments whose <dataset>/<model>/seed<k>/<chain> matches (repeatable), "
+                        "e.g. 'fashion_mnist/swin_*/*/*'")
     p = sub.add_parser("plan", help="list the experiments of a config")
     p.add_argument("--config", required=True)
     p.add_argument("--study")

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from methods.order_graph import pairwise_chains
+from methods.order_graph import RANDOM_ORDERS, derived_chains, is_order_study, pairwise_chains
 from slimbench.config import experiments, read_config, validate_config
 from slimbench.errors import SlimbenchError
 from slimbench.stages import chain_prefixes
@@ -80,9 +80,17 @@ def study_targets(studies):
 
 # Order of compression (workflow/rules/order.smk): studies that draw the precedence graph, and the
 # inputs of their checkpoint and of the chains it derives.
-ORDER_STUDIES = [s for s, spec in CFG["studies"].items() if "order_graph" in spec["figures"]]
+ORDER_STUDIES = [s for s in CFG["studies"] if is_order_study(CFG, s)]
 ORDER_STUDY = "|".join(s.replace(".", r"\.") for s in ORDER_STUDIES) or "(?!)"
-ORDER_RANDOM = 2
+ORDER_RANDOM = RANDOM_ORDERS
+
+
+def order_summaries(study):
+    """The derived chains' tables of an order study: its tables and figures wait for those chains."""
+    if study not in ORDER_STUDIES:
+        return []
+    return [os.path.join(REPORTS, study, "derived", dataset, model, "order_chains.csv")
+            for entry in CFG["studies"][study]["grid"] for dataset in entry["datasets"] for model in entry["models"]]
 
 
 def order_pairwise_metrics(wildcards):
@@ -93,8 +101,7 @@ def order_pairwise_metrics(wildcards):
 
 def order_derived_metrics(wildcards):
     decided = json.loads(open(checkpoints.order_decide.get(**wildcards).output[0]).read())
-    found = decided["chains"]
-    chains = [found["sorted"], found["reverse"], *found["random"]] if decided["order"] else []
+    chains = derived_chains(decided)
     prefixes = dict.fromkeys(p for chain in chains for p in chain_prefixes(chain))
     return [exp(p, "metrics.json").format(seed=seed, **wildcards)
             for seed in CFG["studies"][wildcards.study]["seeds"] for p in prefixes]

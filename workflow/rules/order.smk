@@ -47,6 +47,4 @@ rule order_derived:
 
 rule order_chains:
     input:
-        [os.path.join(REPORTS, study, "derived", dataset, model, "order_chains.csv")
-         for study in ORDER_STUDIES for entry in CFG["studies"][study]["grid"]
-         for dataset in entry["datasets"] for model in entry["models"]],
+        [path for study in ORDER_STUDIES for path in order_summaries(study)],

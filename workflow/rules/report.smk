@@ -4,7 +4,7 @@
 
 rule aggregate:
     input:
-        lambda wc: metrics_files(wc.study),
+        lambda wc: metrics_files(wc.study) + order_summaries(wc.study),
     output:
         csv=report(rep("table.csv"), caption="../report/table.rst", category="{study}",
                    labels={"study": "{study}", "type": "table"}),
@@ -22,7 +22,7 @@ rule aggregate:
 
 rule figure:
     input:
-        lambda wc: metrics_files(wc.study),
+        lambda wc: metrics_files(wc.study) + order_summaries(wc.study),
     output:
         png=report(rep("{figure}.png"), caption="../report/figure.rst", category="{study}",
                    labels={"study": "{study}", "figure": "{figure}"}),
