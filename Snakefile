@@ -2,8 +2,10 @@
 #
 #   snakemake --cores 2 --configfile config/smoke.yaml          everything in a config
 #   snakemake --cores 2 --configfile config/smoke.yaml -n       the plan (dry run)
-#   snakemake --cores 2 --configfile config/smoke.yaml skeleton one study's tables and figures
-#   snakemake --cores 2 --configfile config/smoke.yaml results/smoke/skeleton/.../seed0/base+int8/metrics.json
+#   snakemake --cores 2 skeleton --configfile config/smoke.yaml       one study's tables and figures
+#   snakemake --cores 2 results/smoke/skeleton/.../seed0/base+int8/metrics.json --configfile config/smoke.yaml
+#                                                                     one experiment (targets before --configfile,
+#                                                                     which takes several files)
 #
 # Without --configfile, config/default.yaml is used. See README.md.
 

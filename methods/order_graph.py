@@ -4,8 +4,10 @@ Order of Compression (arXiv 2403.17447) builds its sequence in three steps, each
 
 1. *Pairwise foundations* (paper Sec. 3): for every two methods A, B run A then B and B then A with the
    same settings, and let the better order win. :func:`pair_winner` is the criterion used: the order with
-   the higher mean task metric over seeds wins when the two differ by more than ``tolerance``; otherwise the
-   order with fewer BitOps wins (by more than 1%); otherwise the pair is a tie and adds no edge.
+   the higher mean task metric over seeds *at the same BitOps reduction* wins when the two differ by more
+   than ``tolerance`` (orders of different cost are brought to the same reduction by
+   :func:`at_matched_cost`); otherwise the order with fewer BitOps wins (by more than 1%); otherwise the
+   pair is a tie and adds no edge.
 2. *Precedence graph*: each win is an edge winner-first -> winner-second (:func:`precedence_edges`). The
    paper shows that inserting a third method between two keeps their order (checked by
    :func:`insertion_checks` on chains A+X+B vs B+X+A), so the pairwise edges compose.
@@ -53,13 +55,32 @@ def short(chain_or_names: str | Sequence[str]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- criterion
+def at_matched_cost(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float, base_metric: float,
+                    base_bitops: float) -> tuple[float, float]:
+    """Both orders' metric at the smaller of their two BitOps reductions.
+
+    The paper compares two orders at the same compression. When the orders end at different costs (P then D
+    loses P's savings, because D trains a fixed-size student), each order's loss is taken as a constant rate
+    per halving of BitOps from the uncompressed model, and both are read off at the lesser reduction."""
+    halvings_ab, halvings_ba = math.log2(base_bitops / bitops_ab), math.log2(base_bitops / bitops_ba)
+    matched = min(halvings_ab, halvings_ba)
+    if matched <= 0:
+        return metric_ab, metric_ba
+    return (base_metric - (base_metric - metric_ab) * matched / halvings_ab,
+            base_metric - (base_metric - metric_ba) * matched / halvings_ba)
+
+
 def pair_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float,
-                tolerance: float = TOLERANCE) -> int:
+                base: tuple[float, float] | None = None, tolerance: float = TOLERANCE) -> int:
     """+1 if A->B is the better order, -1 if B->A, 0 for a tie (paper Sec. 3: the order that keeps more
-    accuracy wins; equal accuracy is decided by the lower cost)."""
+    accuracy at the same compression wins). With ``base`` = (metric, BitOps) of the uncompressed model, orders
+    of different cost are compared by :func:`at_matched_cost`; equal accuracy is decided by the lower cost."""
+    same_cost = abs(bitops_ab - bitops_ba) <= 0.01 * max(bitops_ab, bitops_ba)
+    if base is not None and not same_cost:
+        metric_ab, metric_ba = at_matched_cost(metric_ab, metric_ba, bitops_ab, bitops_ba, *base)
     if abs(metric_ab - metric_ba) > tolerance:
         return 1 if metric_ab > metric_ba else -1
-    if abs(bitops_ab - bitops_ba) > 0.01 * max(bitops_ab, bitops_ba):
+    if not same_cost:
         return 1 if bitops_ab < bitops_ba else -1
     return 0
 
@@ -73,13 +94,21 @@ def with_reduction(frame: pd.DataFrame) -> pd.DataFrame:
     return data
 
 
+def base_point(frame: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    """(mean metric, mean BitOps) of the uncompressed model in a (dataset, model) panel, if it was run."""
+    base = frame[frame["chain"] == BASE]
+    return (base[metric].mean(), base["bitops"].mean()) if len(base) else None
+
+
 def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANCE) -> pd.DataFrame:
-    """One row per (dataset, model, unordered pair) whose both orders were run: means, stds, winner."""
+    """One row per (dataset, model, unordered pair) whose both orders were run: means, stds, BitOps
+    reductions, both metrics at matched cost, winner."""
     rows = []
-    data = frame[frame["chain"].map(lambda c: len(names(c)) == 2 and len(set(names(c))) == 2)]
-    for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
-        stats = panel.groupby("chain").agg(mean=(metric, "mean"), std=(metric, "std"), bitops=("bitops", "mean"),
-                                           seeds=("seed", "nunique"))
+    pairwise = frame["chain"].map(lambda c: len(names(c)) == 2 and len(set(names(c))) == 2)
+    for (dataset, model), panel in frame.groupby(["dataset", "model"], sort=False):
+        base = base_point(panel, metric)
+        stats = panel[pairwise[panel.index]].groupby("chain").agg(
+            mean=(metric, "mean"), std=(metric, "std"), bitops=("bitops", "mean"), seeds=("seed", "nunique"))
         done = set()
         for chain in stats.index:
             a, b = names(chain)
@@ -88,15 +117,21 @@ def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANC
                 continue
             done.add(frozenset((a, b)))
             ab, ba = stats.loc[chain], stats.loc[reverse]
-            win = pair_winner(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], tolerance)
+            win = pair_winner(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], base, tolerance)
+            matched = (at_matched_cost(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], *base) if base
+                       else (math.nan, math.nan))
             first, second = (a, b) if win >= 0 else (b, a)
             rows.append({"dataset": dataset, "model": model, "A": a, "B": b,
                          f"{metric}_AB": ab["mean"], f"{metric}_AB_std": ab["std"],
                          f"{metric}_BA": ba["mean"], f"{metric}_BA_std": ba["std"],
-                         "bitops_AB": ab["bitops"], "bitops_BA": ba["bitops"], "seeds": int(ab["seeds"]),
+                         "bitops_AB": ab["bitops"], "bitops_BA": ba["bitops"],
+                         "reduction_AB": base[1] / ab["bitops"] if base else math.nan,
+                         "reduction_BA": base[1] / ba["bitops"] if base else math.nan,
+                         f"{metric}_AB_matched": matched[0], f"{metric}_BA_matched": matched[1],
+                         "seeds": int(ab["seeds"]),
                          "winner": "tie" if win == 0 else f"{SHORT.get(first, first)}->{SHORT.get(second, second)}",
                          "first": None if win == 0 else first, "second": None if win == 0 else second,
-                         "margin": abs(ab["mean"] - ba["mean"])})
+                         "margin": abs(matched[0] - matched[1]) if base else abs(ab["mean"] - ba["mean"])})
     return pd.DataFrame(rows)
 
 
@@ -193,6 +228,7 @@ def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
     rows = []
     triple = frame[frame["chain"].map(lambda c: len(names(c)) == 3 and len(set(names(c))) == 3)]
     for (dataset, model), panel in triple.groupby(["dataset", "model"], sort=False):
+        base = base_point(frame[(frame["dataset"] == dataset) & (frame["model"] == model)], metric)
         stats = panel.groupby("chain").agg(mean=(metric, "mean"), bitops=("bitops", "mean"))
         for chain in stats.index:
             a, x, b = names(chain)
@@ -200,7 +236,7 @@ def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
             if other is None or a > b:
                 continue
             win = pair_winner(stats.loc[chain, "mean"], stats.loc[other, "mean"], stats.loc[chain, "bitops"],
-                              stats.loc[other, "bitops"], tolerance)
+                              stats.loc[other, "bitops"], base, tolerance)
             pair = pairs[(pairs["dataset"] == dataset) & (pairs["model"] == model)
                          & (pairs["A"].isin([a, b])) & (pairs["B"].isin([a, b]))]
             pairwise = pair["winner"].iloc[0] if len(pair) else "n/a"
@@ -359,7 +395,7 @@ def decide_panel(config: dict[str, Any], study: str, dataset: str, model: str, r
 
     spec = config["studies"][study]
     paths = [Experiment(config["name"], study, dataset, model, s, chain).directory(config["results_dir"]) / METRICS_FILE
-             for s in spec["seeds"] for chain in pairwise_chains(spec["chains"])]
+             for s in spec["seeds"] for chain in [BASE, *pairwise_chains(spec["chains"])]]
     frame = load_frame(paths)
     metric = json.loads(paths[0].read_text())["metric"]
     return decide(pairwise_table(frame, metric), method_tokens(spec["chains"]), random_count, seed)

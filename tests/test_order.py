@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods.order import EarlyExit, FakeQuant, add_exits, prune_channels, quantize, select_exit
-from methods.order_graph import (decide, insertion_checks, method_tokens, pair_winner, pairwise_table,
-                                 precedence_edges, topological_order)
+from methods.order_graph import (at_matched_cost, decide, insertion_checks, method_tokens, pair_winner,
+                                 pairwise_table, precedence_edges, topological_order)
 from slimbench import checkpoint
 from slimbench.config import experiments, load_config
 from slimbench.data import DatasetInfo
@@ -129,6 +129,17 @@ def test_pair_criterion_accuracy_then_bitops() -> None:
     assert pair_winner(0.80, 0.90, 1, 10) == -1
     assert pair_winner(0.900, 0.901, 10, 5) == -1  # equal accuracy: fewer BitOps wins
     assert pair_winner(0.900, 0.901, 10, 10) == 0  # a tie adds no edge
+
+
+def test_orders_of_different_cost_are_compared_at_the_same_reduction() -> None:
+    base = (0.90, 1024.0)
+    # A->B: 4 halvings (64 BitOps) for 8 points; B->A: 2 halvings (256) for 5 points. At 2 halvings A->B would
+    # have lost 4 points (86%), B->A lost 5 (85%): A->B is better although its own accuracy is lower.
+    assert at_matched_cost(0.82, 0.85, 64.0, 256.0, *base) == pytest.approx((0.86, 0.85))
+    assert pair_winner(0.82, 0.85, 64.0, 256.0, base) == 1
+    assert pair_winner(0.82, 0.85, 64.0, 256.0) == -1  # without the base, plain accuracy
+    assert pair_winner(0.85, 0.86, 256.0, 256.0, base) == -1  # same cost: plain accuracy
+    assert at_matched_cost(0.80, 0.90, 1024.0, 512.0, *base) == (0.80, 0.90)  # no reduction to match at
 
 
 def frame_of(results: dict[str, float]) -> pd.DataFrame:

@@ -7,7 +7,7 @@
 # ordinary compress/evaluate rules on the same folders as the config's chains, so a prefix shared with a
 # pairwise chain (base+distill+prune) or with another derived chain is built once. A cycle in the graph is written to order.json and no chain is derived.
 #
-#   snakemake --cores 2 --configfile config/default.yaml order_chains
+#   snakemake --cores 2 order_chains --configfile config/default.yaml
 
 checkpoint order_decide:
     input:

@@ -1,0 +1,78 @@
+"""The command line without Snakemake: selecting part of a study, skipping finished work, and the order
+study's checkpoint (decide, then run the derived chains) done by `slimbench study`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slimbench import cli
+from slimbench.config import REPO, experiments, load_config
+from slimbench.errors import SlimbenchError
+from slimbench.results import METRICS_FILE
+
+
+def config_in(tmp_path: Path) -> dict[str, Any]:
+    config = load_config(REPO / "config" / "default.yaml")
+    config["results_dir"], config["reports_dir"] = str(tmp_path / "results"), str(tmp_path / "reports")
+    return config
+
+
+def write_metrics(config: dict[str, Any], exp: Any, accuracy: float, bitops: float = 100.0) -> None:
+    path = exp.directory(config["results_dir"]) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"study": exp.study, "dataset": exp.dataset, "model": exp.model, "chain": exp.chain,
+                                "seed": exp.seed, "metric": "accuracy", "metrics": {"accuracy": accuracy},
+                                "cost": {"bitops": bitops}}))
+
+
+def test_match_selects_experiments_by_their_id() -> None:
+    exps = list(experiments(load_config(REPO / "config" / "default.yaml"), "dgmr"))
+    swin_seed1 = cli.matching(exps, ["*/swin_tiny_p2/seed1/*"])
+    assert len(swin_seed1) == len(exps) // 4 and {(e.model, e.seed) for e in swin_seed1} == {("swin_tiny_p2", 1)}
+    assert cli.matching(exps, None) == exps
+    both = cli.matching(exps, ["*/*/seed0/base", "*/*/seed1/base"])
+    assert [(e.model, e.seed) for e in both] == [("vit_tiny_p4", 0), ("vit_tiny_p4", 1), ("swin_tiny_p2", 0),
+                                                 ("swin_tiny_p2", 1)]
+
+
+def test_study_match_without_experiments_names_the_id_format(tmp_path: Path) -> None:
+    args = argparse.Namespace(study="dgmr", match=["nothing/*"])
+    with pytest.raises(SlimbenchError, match="fashion_mnist/vit_tiny_p4/seed0/base"):
+        cli.cmd_study(args, config_in(tmp_path))
+
+
+def test_a_finished_experiment_is_skipped_without_building_anything(tmp_path: Path, capsys) -> None:
+    config = config_in(tmp_path)
+    exp = next(e for e in experiments(config, "dgmr") if e.chain == "base+dgmr-0.5+dgmr_kd")
+    for done in (exp.base, exp):
+        write_metrics(config, done, 0.8)
+    cli.cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
+    assert "done already" in capsys.readouterr().out
+    assert sorted(p.name for p in exp.directory(config["results_dir"]).parent.iterdir()) == ["base",
+                                                                                                exp.chain]
+    assert not any(exp.directory(config["results_dir"]).parent.rglob("arch.json"))
+
+
+def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(tmp_path: Path) -> None:
+    config = config_in(tmp_path)
+    rank = {"quant": 0, "prune": 1, "exit": 2, "distill": 3}  # the wins give Q -> P -> E -> D
+    for exp in experiments(config, "order"):
+        stages = [s.split("-")[0] for s in exp.chain.split("+")[1:]]
+        if exp.chain == "base":
+            write_metrics(config, exp, 0.9)
+        elif len(stages) == 2 and stages[0] != stages[1]:
+            write_metrics(config, exp, 0.8 if rank[stages[0]] < rank[stages[1]] else 0.7)
+    derived = cli.decide_order(config, "order")
+    record = json.loads((Path(config["reports_dir"]) / "default" / "order" / "derived" / "cifar10_train_split"
+                         / "resnet_small_cifar" / "order.json").read_text())
+    assert record["order"] == ["quant", "prune", "exit", "distill"] and record["cycles"] == []
+    sorted_chain = "base+quant-8+prune-0.5+exit-0.9+distill"
+    assert record["chains"]["sorted"] == sorted_chain
+    assert {(e.seed, e.chain) for e in derived} >= {(0, sorted_chain), (1, sorted_chain)}
+    with pytest.raises(SlimbenchError, match="missing"):  # the reports wait for the derived chains too
+        cli.study_metrics(config, "order")
