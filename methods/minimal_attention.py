@@ -301,8 +301,12 @@ def write_study_table(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]
     return write_tables(study_table(frame, metric), out, stem=f"{STUDY_STEM}_table")
 
 
+TARGET_SHARE, TARGET_DROP = 0.25, 0.01  # the issue's target: within 1 point with at most 25% of the parameters
+
+
 def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    """Metric against all parameters (log scale), one panel per dataset, seeds as standard-deviation bars."""
+    """Metric against all parameters (log scale), one panel per dataset, seeds as standard-deviation bars; the
+    target region (at most 25% of the standard's parameters, within 1 point of it) is marked."""
     table = study_table(frame, metric)
     panels = list(table.groupby("dataset", sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
@@ -310,7 +314,11 @@ def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         for _, row in rows.iterrows():
             ax.errorbar(row["params"], row[metric], yerr=row[f"{metric}_std"], capsize=3, label=row["variant"],
                         fmt="s" if "noMLP" in row["variant"] else "o")
-        ax.axhline(rows.loc[rows["standard"], metric].iloc[0], color="black", ls="--", lw=1, label="standard")
+        standard = rows.loc[rows["standard"]].iloc[0]
+        ax.axhline(standard[metric], color="black", ls="--", lw=1, label="standard")
+        ax.axhline(standard[metric] - TARGET_DROP, color="black", ls=":", lw=1, label="standard - 1 point")
+        ax.axvspan(rows["params"].min() / 1.5, TARGET_SHARE * standard["params"], color="tab:green", alpha=0.08,
+                   label=f"<= {TARGET_SHARE:.0%} of its parameters")
         ax.set_xscale("log")
         ax.set_title(dataset)
         ax.set_xlabel("parameters (log scale)")
