@@ -1,7 +1,8 @@
-"""Where a number came from: git commit, package versions and hardware, recorded in every metrics file."""
+"""Where a number came from: git commit, source hash, package versions and hardware, recorded in every metrics file."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from functools import lru_cache
@@ -25,6 +26,18 @@ def git_commit(repo: Path = Path(__file__).resolve().parents[1]) -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+SOURCE_DIRS = ("slimbench", "methods", "baselines")
+
+
+def source_hash(repo: Path = Path(__file__).resolve().parents[1]) -> str:
+    """SHA-256 over the Python sources that compute results (path and content of each file, in path order).
+    Identifies the code even where git cannot: a copy of the working tree, a dirty checkout, a tarball."""
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in SOURCE_DIRS for p in (repo / folder).rglob("*.py")):
+        digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)
@@ -65,4 +78,5 @@ def hardware() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, Any]:
-    return {"git_commit": git_commit(), "packages": package_versions(), "hardware": hardware()}
+    return {"git_commit": git_commit(), "source_sha256": source_hash(), "packages": package_versions(),
+            "hardware": hardware()}

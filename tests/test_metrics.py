@@ -49,3 +49,16 @@ def test_classification_metrics_match_definitions():
 
 def test_perplexity_is_exp_of_mean_nll():
     assert perplexity(math.log(7) * 10, 10)["perplexity"] == pytest.approx(7)
+
+
+def test_source_hash_follows_the_code_and_nothing_else(tmp_path) -> None:
+    from slimbench.provenance import source_hash
+
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "m.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("a")
+    first = source_hash(tmp_path)
+    (tmp_path / "notes.md").write_text("b")  # outside the sources: same hash
+    assert source_hash(tmp_path) == first
+    (tmp_path / "methods" / "m.py").write_text("x = 2\n")
+    assert source_hash(tmp_path) != first

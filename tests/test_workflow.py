@@ -60,7 +60,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for figure in ("metric_vs_params", "metric_vs_flops"):
         assert (reports / "smoke" / "skeleton" / f"{figure}.png").stat().st_size > 10_000
     record = json.loads(next(results.rglob("base+int8/metrics.json")).read_text())
-    for key in ("git_commit", "packages", "hardware", "config", "seed", "wall_time_s", "cost", "metrics"):
+    for key in ("git_commit", "source_sha256", "packages", "hardware", "config", "seed", "wall_time_s", "cost",
+                "metrics"):
         assert key in record
     pruned = json.loads(next(results.rglob("vit_micro/seed0/base+mlp_magnitude-0.5/metrics.json")).read_text())
     assert pruned["relative"]["params_kept"] < 1.0
