@@ -302,7 +302,7 @@ def draw_precedence(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         nx.draw_networkx_labels(graph, pos, ax=ax, font_size=12)
         nx.draw_networkx_edges(graph, pos, ax=ax, arrowsize=18, node_size=900, connectionstyle="arc3,rad=0.08",
                                edge_color=["red" if e in cyclic else "black" for e in graph.edges])
-        nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8)
+        nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8, label_pos=0.3)
         title = (" -> ".join(SHORT[n] for n in result.order) if result.order
                  else "cycle: " + "; ".join("".join(SHORT[n] for n in c) for c in result.cycles))
         ax.set_title(f"{model} on {dataset}\n{title}", fontsize=10)
