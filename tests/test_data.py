@@ -34,3 +34,28 @@ def test_wikitext_reads_valid_and_test(tmp_path):
     root = needs_shared_data("wikitext2")
     splits = load_dataset({"loader": "wikitext2", "train_split": "valid", "eval_split": "test"}, root, False, tmp_path)
     assert "Homarus gammarus" in splits.train.text and len(splits.eval.text) > 1_000_000
+
+
+def test_tiny_imagenet_train_split_needs_only_the_train_zip(tmp_path):
+    import zipfile
+
+    from torchvision.io import encode_jpeg
+
+    folder = tmp_path / "tiny-imagenet"
+    folder.mkdir()
+    wnids = ["n03", "n01", "n02"]  # the zip's order; classes are numbered in sorted order
+    with zipfile.ZipFile(folder / "tiny-imagenet-200-train100.zip", "w") as archive:
+        for k, wnid in enumerate(wnids):
+            for i in range(10):
+                image = torch.full((3, 64, 64), 40 * k + i, dtype=torch.uint8)
+                name = f"tiny-imagenet-200/train/{wnid}/images/{wnid}_{i}.JPEG"
+                archive.writestr(name, encode_jpeg(image).numpy().tobytes())
+    spec = {"loader": "tiny_imagenet", "split": "train-split", "eval_fraction": 0.2, "split_seed": 0}
+    splits = load_dataset(spec, tmp_path, False, tmp_path / "cache")
+    assert (len(splits.train), len(splits.eval)) == (24, 6) and splits.info.num_classes == 3
+    assert splits.split["scheme"] == "train-split"
+    labels = torch.cat([splits.train.labels, splits.eval.labels]).sort().values
+    assert labels.tolist() == [0] * 10 + [1] * 10 + [2] * 10
+    # class 0 is the first wnid in sorted order (n01), whose images are the mid-grey ones (k = 1)
+    grey = [float(x.float().mean()) for x, y in zip(splits.train.images, splits.train.labels) if int(y) == 0]
+    assert all(35 <= g <= 55 for g in grey)

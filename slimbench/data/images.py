@@ -104,10 +104,7 @@ def mnist_like(
             raise
         test, source = from_hub(False), f"torchvision.datasets.{torchvision_cls} (download)"
     if split == "test-split":
-        train_idx, eval_idx = seeded_split(len(test), eval_fraction, split_seed)
-        splits = {"scheme": "test-split", "eval_fraction": eval_fraction, "split_seed": split_seed,
-                  "note": f"official test split divided into train/eval with seed {split_seed}"}
-        return Splits(test.subset(train_idx), test.subset(eval_idx), _with_source(info, source), splits)
+        return held_out(test, _with_source(info, source), split, eval_fraction, split_seed)
     try:
         train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
     except DataNotFoundError:
@@ -115,6 +112,17 @@ def mnist_like(
             raise
         train, source = from_hub(True), f"torchvision.datasets.{torchvision_cls} (download)"
     return Splits(train, test, _with_source(info, source), {"scheme": "official", "train": "train", "eval": "test"})
+
+
+def held_out(dataset: ImageTensorDataset, info: DatasetInfo, scheme: str, eval_fraction: float,
+             split_seed: int) -> Splits:
+    """One official split divided into train/eval with a seed, for when only that split is available
+    (``scheme`` names which: ``test-split`` or ``train-split``)."""
+    train_idx, eval_idx = seeded_split(len(dataset), eval_fraction, split_seed)
+    official = scheme.split("-")[0]
+    return Splits(dataset.subset(train_idx), dataset.subset(eval_idx), info,
+                  {"scheme": scheme, "eval_fraction": eval_fraction, "split_seed": split_seed,
+                   "note": f"official {official} split divided into train/eval with seed {split_seed}"})
 
 
 def _with_source(info: DatasetInfo, source: str) -> DatasetInfo:
@@ -171,11 +179,19 @@ def cifar10(root: Path, download: bool, cache: Path, split: str = "official", ev
                                           torch.tensor(ds.targets, dtype=torch.long))
         info = DatasetInfo(**{**info.to_dict(), "source": "torchvision.datasets.CIFAR10 (download)"})
     if split == "train-split":
-        train_idx, eval_idx = seeded_split(len(parts["train"]), eval_fraction, split_seed)
-        return Splits(parts["train"].subset(train_idx), parts["train"].subset(eval_idx), info,
-                      {"scheme": "train-split", "eval_fraction": eval_fraction, "split_seed": split_seed,
-                       "note": f"official train split divided into train/eval with seed {split_seed}"})
+        return held_out(parts["train"], info, split, eval_fraction, split_seed)
     return Splits(parts["train"], parts["test"], info, {"scheme": "official", "train": "train", "eval": "test"})
+
+
+def tiny_imagenet_train(train_zip: Path, index: dict[str, int] | None = None) -> ImageTensorDataset:
+    """The training images of a Tiny-ImageNet zip, labelled by ``index`` (wnid -> class; by default the
+    sorted wnids of the zip itself)."""
+    with zipfile.ZipFile(train_zip) as archive:
+        members = sorted(n for n in archive.namelist() if n.endswith(".JPEG") and "/train/" in n)
+        wnids = [m.split("/train/")[1].split("/")[0] for m in members]
+        index = index or {w: i for i, w in enumerate(sorted(set(wnids)))}
+        return ImageTensorDataset(decode_jpegs([archive.read(m) for m in members], 64),
+                                  torch.tensor([index[w] for w in wnids], dtype=torch.long))
 
 
 def tiny_imagenet_zip(train_zip: Path, val_zip: Path) -> tuple[ImageTensorDataset, ImageTensorDataset]:
@@ -188,27 +204,34 @@ def tiny_imagenet_zip(train_zip: Path, val_zip: Path) -> tuple[ImageTensorDatase
         rows = [line.split("\t")[:2] for line in annotations if line.strip()]
         val = ImageTensorDataset(decode_jpegs([archive.read(f"{top}/val/images/{f}") for f, _ in rows], 64),
                                  torch.tensor([index[w] for _, w in rows], dtype=torch.long))
-    with zipfile.ZipFile(train_zip) as archive:
-        members = sorted(n for n in archive.namelist() if n.endswith(".JPEG") and "/train/" in n)
-        labels = [index[m.split("/train/")[1].split("/")[0]] for m in members]
-        train = ImageTensorDataset(decode_jpegs([archive.read(m) for m in members], 64),
-                                   torch.tensor(labels, dtype=torch.long))
-    return train, val
+    return tiny_imagenet_train(train_zip, index), val
 
 
 @DATASETS.register("tiny_imagenet")
-def tiny_imagenet(root: Path, download: bool, cache: Path) -> Splits:
-    """Tiny-ImageNet (64x64 ImageNet crops): the offline ImageNet subset; validation split as eval."""
+def tiny_imagenet(root: Path, download: bool, cache: Path, split: str = "official", eval_fraction: float = 0.1,
+                  split_seed: int = 0) -> Splits:
+    """Tiny-ImageNet (64x64 ImageNet crops): the offline ImageNet subset; validation split as eval.
+
+    ``split: train-split`` holds out a seeded ``eval_fraction`` of the training zip as eval and needs only that
+    zip (the GPU carry limit of 64 MiB does not fit both zips)."""
     how = "put tiny-imagenet-200-train100.zip and tiny-imagenet-200-val.zip in <data_root>/tiny-imagenet/"
     try:
         train_zip = find_file(root, ["tiny-imagenet/tiny-imagenet-200-train100.zip",
                                      "tiny-imagenet/tiny-imagenet-200-train.zip"], "tiny_imagenet", how)
-        val_zip = find_file(root, ["tiny-imagenet/tiny-imagenet-200-val.zip"], "tiny_imagenet", how)
+        val_zip = None if split == "train-split" else find_file(root, ["tiny-imagenet/tiny-imagenet-200-val.zip"],
+                                                                 "tiny_imagenet", how)
     except DataNotFoundError:
         if not download:
             raise
         return _tiny_imagenet_hub(cache)
     key = f"tiny-imagenet-{train_zip.stem}"
+    info = DatasetInfo("tiny_imagenet", "image_classification", "accuracy", 0, 3, 64, IMAGENET_MEAN,
+                       IMAGENET_STD, True, source=f"local zips ({train_zip.name})",
+                       notes="Tiny-ImageNet used as the offline ImageNet subset")
+    if split == "train-split":
+        train = cached(cache, f"{key}-sorted-wnids", lambda: tiny_imagenet_train(train_zip))
+        info = DatasetInfo(**{**info.to_dict(), "num_classes": int(train.labels.max()) + 1})
+        return held_out(train, info, split, eval_fraction, split_seed)
     holder: dict = {}
 
     def part(which: str) -> ImageTensorDataset:
@@ -218,10 +241,7 @@ def tiny_imagenet(root: Path, download: bool, cache: Path) -> Splits:
 
     train = cached(cache, f"{key}-train", lambda: part("train"))
     val = cached(cache, f"{key}-val", lambda: part("eval"))
-    classes = int(val.labels.max()) + 1
-    info = DatasetInfo("tiny_imagenet", "image_classification", "accuracy", classes, 3, 64, IMAGENET_MEAN,
-                       IMAGENET_STD, True, source=f"local zips ({train_zip.name})",
-                       notes="Tiny-ImageNet used as the offline ImageNet subset")
+    info = DatasetInfo(**{**info.to_dict(), "num_classes": int(val.labels.max()) + 1})
     return Splits(train, val, info, {"scheme": "official", "train": train_zip.name, "eval": "val"})
 
 
