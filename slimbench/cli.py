@@ -104,6 +104,7 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
     """A whole study without Snakemake (e.g. on a machine without it): every experiment, the chains an order
     study derives from its pairwise results (as the workflow's checkpoint does), then the reports. With
     --match only the matching experiments run; the reports follow once every experiment has metrics."""
+    from methods.order_graph import is_order_study
     from slimbench.config import experiments
 
     if args.study not in config["studies"]:
@@ -125,12 +126,6 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
     cmd_figures(argparse.Namespace(study=args.study, out=None, only=None), config)
 
 
-def is_order_study(config: dict[str, Any], study: str) -> bool:
-    from methods.order_graph import is_order_study as check
-
-    return check(config, study)
-
-
 def decide_order(config: dict[str, Any], study: str) -> list[Any]:
     """The order checkpoint without Snakemake: a decision per (dataset, model) whose pairwise chains are all
     evaluated, then the experiments of every decision written."""
@@ -150,13 +145,12 @@ def decide_order(config: dict[str, Any], study: str) -> list[Any]:
 
 def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
     """Every metrics file of a study (an order study's derived chains included); all must exist."""
+    from methods.order_graph import derived_experiments, is_order_study
     from slimbench.config import experiments
     from slimbench.results import METRICS_FILE
 
     exps = list(experiments(config, study))
     if is_order_study(config, study):
-        from methods.order_graph import derived_experiments
-
         exps += derived_experiments(config, study)
     paths = [e.directory(config["results_dir"]) / METRICS_FILE for e in exps]
     missing = [p for p in paths if not p.exists()]
