@@ -104,7 +104,7 @@ def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANC
     """One row per (dataset, model, unordered pair) whose both orders were run: means, stds, BitOps
     reductions, both metrics at matched cost, winner."""
     rows = []
-    pairwise = frame["chain"].map(lambda c: len(names(c)) == 2 and len(set(names(c))) == 2)
+    pairwise = frame["chain"].isin(pairwise_chains(frame["chain"].unique()))
     for (dataset, model), panel in frame.groupby(["dataset", "model"], sort=False):
         base = base_point(panel, metric)
         stats = panel[pairwise[panel.index]].groupby("chain").agg(
@@ -416,17 +416,15 @@ def derived_chains(record: dict[str, Any]) -> list[str]:
 
 def derived_experiments(config: dict[str, Any], study: str) -> list[Any]:
     """The experiments of the decisions already written for a study, beyond its configured chains."""
-    from slimbench.config import Experiment
+    from slimbench.config import Experiment, panels
 
     spec, found = config["studies"][study], []
-    for entry in spec["grid"]:
-        for dataset in entry["datasets"]:
-            for model in entry["models"]:
-                path = decided_path(config, study, dataset, model)
-                if path.exists():
-                    found += [Experiment(config["name"], study, dataset, model, seed, chain)
-                              for chain in derived_chains(json.loads(path.read_text())) for seed in spec["seeds"]
-                              if chain not in spec["chains"]]
+    for dataset, model in panels(config, study):
+        path = decided_path(config, study, dataset, model)
+        if path.exists():
+            found += [Experiment(config["name"], study, dataset, model, seed, chain)
+                      for chain in derived_chains(json.loads(path.read_text())) for seed in spec["seeds"]
+                      if chain not in spec["chains"]]
     return found
 
 

@@ -130,16 +130,15 @@ def decide_order(config: dict[str, Any], study: str) -> list[Any]:
     """The order checkpoint without Snakemake: a decision per (dataset, model) whose pairwise chains are all
     evaluated, then the experiments of every decision written."""
     from methods.order_graph import decide_panel, decided_path, derived_experiments, write_decision
+    from slimbench.config import panels
 
-    for entry in config["studies"][study]["grid"]:
-        for dataset in entry["datasets"]:
-            for model in entry["models"]:
-                try:
-                    record = decide_panel(config, study, dataset, model)
-                except FileNotFoundError as missing:
-                    print(f"order of {dataset}/{model} not decided yet: {missing}")
-                    continue
-                write_decision(record, decided_path(config, study, dataset, model))
+    for dataset, model in panels(config, study):
+        try:
+            record = decide_panel(config, study, dataset, model)
+        except FileNotFoundError as missing:
+            print(f"order of {dataset}/{model} not decided yet: {missing}")
+            continue
+        write_decision(record, decided_path(config, study, dataset, model))
     return derived_experiments(config, study)
 
 

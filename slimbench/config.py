@@ -171,17 +171,23 @@ class Experiment:
         return cls(parts[-6], parts[-5], parts[-4], parts[-3], int(parts[-2][4:]), parts[-1])
 
 
+def panels(config: dict[str, Any], study: str) -> Iterator[tuple[str, str]]:
+    """Every (dataset, model) of a study's grid, in config order."""
+    for entry in config["studies"][study]["grid"]:
+        for dataset in entry["datasets"]:
+            for model in entry["models"]:
+                yield dataset, model
+
+
 def experiments(config: dict[str, Any], study: str | None = None) -> Iterator[Experiment]:
     """Every (dataset, model, seed, chain) of a study (or of all studies), in config order."""
     for name, spec in config["studies"].items():
         if study is not None and name != study:
             continue
-        for entry in spec["grid"]:
-            for dataset in entry["datasets"]:
-                for model in entry["models"]:
-                    for seed in spec["seeds"]:
-                        for chain in spec["chains"]:
-                            yield Experiment(config["name"], name, dataset, model, seed, chain)
+        for dataset, model in panels(config, name):
+            for seed in spec["seeds"]:
+                for chain in spec["chains"]:
+                    yield Experiment(config["name"], name, dataset, model, seed, chain)
 
 
 def study_settings(config: dict[str, Any], exp: Experiment) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,7 +5,7 @@ import os
 import sys
 
 from methods.order_graph import RANDOM_ORDERS, derived_chains, is_order_study, pairwise_chains
-from slimbench.config import experiments, read_config, validate_config
+from slimbench.config import experiments, panels, read_config, validate_config
 from slimbench.errors import SlimbenchError
 from slimbench.stages import chain_prefixes
 
@@ -90,7 +90,7 @@ def order_summaries(study):
     if study not in ORDER_STUDIES:
         return []
     return [os.path.join(REPORTS, study, "derived", dataset, model, "order_chains.csv")
-            for entry in CFG["studies"][study]["grid"] for dataset in entry["datasets"] for model in entry["models"]]
+            for dataset, model in panels(CFG, study)]
 
 
 def order_pairwise_metrics(wildcards):
