@@ -16,13 +16,13 @@ Order of Compression (arXiv 2403.17447) builds its sequence in three steps, each
    reported with its members, never broken silently.
 
 Also here: the figures of the study (the drawn precedence graph, accuracy against BitOps reduction for the
-sorted, reverse and random orders) registered into ``slimbench.plots.FIGURES``, and the command line the
-Snakemake checkpoint of ``workflow/rules/order.smk`` calls (``python -m methods.order_graph ...``).
+sorted, reverse and random orders) registered into ``slimbench.plots.FIGURES``, and what the order checkpoint
+needs (:func:`decide_panel`, :func:`write_decision`, :func:`derived_experiments`); ``slimbench order-decide``
+and ``slimbench order-summarize`` are its command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -432,50 +432,5 @@ def is_order_study(config: dict[str, Any], study: str) -> bool:
     return "order_graph" in config["studies"][study]["figures"]
 
 
-def cmd_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Checkpoint: the pairwise metrics of one (study, dataset, model) -> order.json with the chains to run."""
-    write_decision(decide_panel(config, args.study, args.dataset, args.model, args.random, args.seed), Path(args.out))
-
-
 def pairwise_chains(chains: Iterable[str]) -> list[str]:
     return [c for c in chains if len(names(c)) == 2 and len(set(names(c))) == 2]
-
-
-def cmd_summarize(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """The derived chains' results (with their base) as a table beside the checkpoint's order.json."""
-    from slimbench.results import load_frame
-
-    frame = load_frame([Path(p) for p in args.metrics])
-    metric = json.loads(Path(args.metrics[0]).read_text())["metric"]
-    table = chains_table(frame, metric)
-    out = Path(args.out)
-    write_tables(table, out.parent, out.stem)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from slimbench.config import load_config
-    from slimbench.errors import SlimbenchError
-
-    root = argparse.ArgumentParser(prog="python -m methods.order_graph", description=__doc__.split("\n")[0])
-    sub = root.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("decide", help="pairwise metrics -> order.json (the Snakemake checkpoint)")
-    for name in ("--config", "--study", "--dataset", "--model", "--out"):
-        p.add_argument(name, required=True)
-    p.add_argument("--random", type=int, default=RANDOM_ORDERS, help="random orders to run besides sorted and reverse")
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("summarize", help="table of the derived chains' metrics")
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("metrics", nargs="+")
-    args = root.parse_args(argv)
-    try:
-        config = load_config(args.config)
-        {"decide": cmd_decide, "summarize": cmd_summarize}[args.command](args, config)
-    except SlimbenchError as error:
-        print(f"order: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

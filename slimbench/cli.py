@@ -8,6 +8,7 @@
   slimbench aggregate --config CFG --study skeleton           tables in reports/<cfg>/<study>/
   slimbench figures   --config CFG --study skeleton           figures in reports/<cfg>/<study>/
   slimbench study     --config CFG --study skeleton           a whole study without Snakemake
+  slimbench order-decide / order-summarize                    the order study's checkpoint (workflow/rules/order.smk)
   slimbench list                                              registered models, datasets, stages, figures
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from slimbench.errors import SlimbenchError
+from slimbench.errors import SlimbenchError, exit_status
 
 
 def invocation() -> str:
@@ -107,8 +108,6 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from methods.order_graph import is_order_study
     from slimbench.config import experiments
 
-    if args.study not in config["studies"]:
-        raise SlimbenchError(f"config '{config['name']}' has no study '{args.study}'. Studies: {', '.join(config['studies'])}.")
     exps = list(experiments(config, args.study))
     chosen = matching(exps, args.match)
     if not chosen:
@@ -140,6 +139,29 @@ def decide_order(config: dict[str, Any], study: str) -> list[Any]:
             continue
         write_decision(record, decided_path(config, study, dataset, model))
     return derived_experiments(config, study)
+
+
+def cmd_order_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """The order checkpoint of one (study, dataset, model): pairwise metrics -> order.json with the chains to run."""
+    from methods.order_graph import decide_panel, write_decision
+
+    counts = {} if args.random is None else {"random_count": args.random}
+    record = decide_panel(config, args.study, args.dataset, args.model, seed=args.seed, **counts)
+    write_decision(record, Path(args.out))
+
+
+def cmd_order_summarize(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """The derived chains' results (with their base) as a table beside the checkpoint's order.json."""
+    import json
+
+    from methods.order_graph import chains_table
+    from slimbench.plots import write_tables
+    from slimbench.results import load_frame
+
+    frame = load_frame([Path(p) for p in args.metrics])
+    metric = json.loads(Path(args.metrics[0]).read_text())["metric"]
+    out = Path(args.out)
+    write_tables(chains_table(frame, metric), out.parent, out.stem)
 
 
 def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
@@ -245,6 +267,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--match", action="append", metavar="GLOB",
                    help="run only experiments whose <dataset>/<model>/seed<k>/<chain> matches (repeatable), "
                         "e.g. 'fashion_mnist/swin_*/*/*'")
+    p = sub.add_parser("order-decide", help="an order study's checkpoint: pairwise metrics -> order.json")
+    for name in ("--config", "--study", "--dataset", "--model", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--random", type=int, help="random orders to run besides sorted and reverse (default: "
+                                               "RANDOM_ORDERS in methods/order_graph.py)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random orders")
+    p = sub.add_parser("order-summarize", help="table of an order study's derived chains")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("metrics", nargs="+")
     p = sub.add_parser("plan", help="list the experiments of a config")
     p.add_argument("--config", required=True)
     p.add_argument("--study")
@@ -252,22 +284,25 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def dispatch(args: argparse.Namespace) -> None:
+    if args.command == "list":
+        cmd_list(args)
+        return
+    from slimbench.config import load_config
+
+    config = load_config(args.config)
+    study = getattr(args, "study", None)
+    if study is not None and study not in config["studies"]:
+        raise SlimbenchError(f"config '{config['name']}' has no study '{study}'. Studies: {', '.join(config['studies'])}.")
+    handler = {"base": cmd_step, "compress": cmd_step, "evaluate": cmd_step, "run": cmd_run,
+               "aggregate": cmd_aggregate, "figures": cmd_figures, "plan": cmd_plan, "study": cmd_study,
+               "order-decide": cmd_order_decide, "order-summarize": cmd_order_summarize}[args.command]
+    handler(args, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.command == "list":
-            cmd_list(args)
-            return 0
-        from slimbench.config import load_config
-
-        config = load_config(args.config)
-        handler = {"base": cmd_step, "compress": cmd_step, "evaluate": cmd_step, "run": cmd_run,
-                   "aggregate": cmd_aggregate, "figures": cmd_figures, "plan": cmd_plan, "study": cmd_study}[args.command]
-        handler(args, config)
-    except SlimbenchError as error:
-        print(f"slimbench: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status("slimbench", lambda: dispatch(args))
 
 
 if __name__ == "__main__":

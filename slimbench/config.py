@@ -102,24 +102,27 @@ def check_options(fn: Any, options: dict[str, Any], what: str) -> None:
         raise ConfigError(f"{what}: unknown option(s) {sorted(unknown)}. Known: {sorted(set(params) - {'root', 'download', 'cache', 'info', 'pretrained'})}.")
 
 
+def catalog_entry(config: dict[str, Any], section: str, name: str, where: str) -> dict[str, Any]:
+    """The spec of a dataset or model (``section``), or an error listing the known names and where to add one."""
+    spec = config[section].get(name)
+    if spec is None:
+        raise ConfigError(f"{where}: unknown {section[:-1]} '{name}'. Known: {', '.join(sorted(config[section]))}. "
+                          f"Fix: add it under '{section}:' in the config or config/catalog.yaml.")
+    return spec
+
+
 def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> None:
     where = f"study '{name}'"
     check_recipe(study["base"], f"{where}: base")
     for entry in study["grid"]:
         check_recipe({**study["base"], **entry.get("base", {})}, f"{where}: grid base")
         for dataset in entry["datasets"]:
-            spec = config["datasets"].get(dataset)
-            if spec is None:
-                raise ConfigError(f"{where}: unknown dataset '{dataset}'. Known: {', '.join(sorted(config['datasets']))}. "
-                                  f"Fix: add it under 'datasets:' in the config or config/catalog.yaml.")
+            spec = catalog_entry(config, "datasets", dataset, where)
             loader = DATASETS.get(spec["loader"])
             options = {k: v for k, v in spec.items() if k not in ("loader", "train_size", "eval_size", "subset_seed")}
             check_options(loader, options, f"dataset '{dataset}'")
             for model in entry["models"]:
-                mspec = config["models"].get(model)
-                if mspec is None:
-                    raise ConfigError(f"{where}: unknown model '{model}'. Known: {', '.join(sorted(config['models']))}. "
-                                      f"Fix: add it under 'models:' in the config or config/catalog.yaml.")
+                mspec = catalog_entry(config, "models", model, where)
                 family = MODELS.get(mspec["family"])
                 want, have = FAMILY_TASKS.get(family.name), LOADER_TASKS.get(spec["loader"])
                 if want and have and want != have:

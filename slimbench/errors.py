@@ -1,5 +1,8 @@
 """User-facing errors: each says what is wrong and how to fix it, and is raised before any heavy work."""
 
+import sys
+from typing import Callable
+
 
 class SlimbenchError(Exception):
     """Base class; the CLI prints these without a traceback and exits with status 2."""
@@ -11,3 +14,13 @@ class ConfigError(SlimbenchError):
 
 class DataNotFoundError(SlimbenchError):
     """A dataset or checkpoint is missing locally and may not be downloaded."""
+
+
+def exit_status(prog: str, command: Callable[[], None]) -> int:
+    """Run a command-line action: 0 when it succeeds; a SlimbenchError is one line on stderr and status 2."""
+    try:
+        command()
+    except SlimbenchError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

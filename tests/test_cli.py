@@ -27,7 +27,7 @@ def write_metrics(config: dict[str, Any], exp: Any, accuracy: float, bitops: flo
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"study": exp.study, "dataset": exp.dataset, "model": exp.model, "chain": exp.chain,
                                 "seed": exp.seed, "metric": "accuracy", "metrics": {"accuracy": accuracy},
-                                "cost": {"bitops": bitops}}))
+                                "cost": {"bitops": bitops, "params": 1000}}))
 
 
 def test_match_selects_experiments_by_their_id() -> None:
@@ -76,3 +76,31 @@ def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(
     assert {(e.seed, e.chain) for e in derived} >= {(0, sorted_chain), (1, sorted_chain)}
     with pytest.raises(SlimbenchError, match="missing"):  # the reports wait for the derived chains too
         cli.study_metrics(config, "order")
+
+
+def test_the_workflow_checkpoint_commands_run_as_a_shell_would(tmp_path: Path) -> None:
+    """`slimbench order-decide` / `order-summarize` exactly as workflow/rules/order.smk calls them (a subprocess on
+    the resolved config JSON), so an import-time failure of the checkpoint cannot hide behind the dry run."""
+    import subprocess
+
+    config = config_in(tmp_path)
+    config_json = tmp_path / "config.json"
+    config_json.write_text(json.dumps(config))
+    for exp in experiments(config, "order"):
+        if exp.chain == "base" or len(exp.chain.split("+")) == 3:
+            write_metrics(config, exp, 0.8 if exp.chain.startswith("base+distill") else 0.7)
+    out = tmp_path / "order.json"
+    decide = ["slimbench", "order-decide", "--config", str(config_json), "--study", "order",
+              "--dataset", "cifar10_train_split", "--model", "resnet_small_cifar", "--random", "1", "--out", str(out)]
+    proc = subprocess.run(decide, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["order"][0] == "distill" and len(record["chains"]["random"]) == 1
+    metrics = sorted(str(p) for p in Path(config["results_dir"]).rglob(METRICS_FILE) if "seed0" in str(p))
+    table = tmp_path / "order_chains.csv"
+    summarize = ["slimbench", "order-summarize", "--config", str(config_json), "--out", str(table), *metrics]
+    proc = subprocess.run(summarize, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert table.exists() and table.with_suffix(".md").exists()
+    proc = subprocess.run([*decide[:-2], "--out", str(out), "--study", "nope"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "slimbench: error:" in proc.stderr and "nope" in proc.stderr

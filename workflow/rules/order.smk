@@ -24,7 +24,7 @@ checkpoint order_decide:
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "python -m methods.order_graph decide --config {params.config} --study {wildcards.study} "
+        "slimbench order-decide --config {params.config} --study {wildcards.study} "
         "--dataset {wildcards.dataset} --model {wildcards.model} --random {params.random} --out {output} > {log} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule order_derived:
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "python -m methods.order_graph summarize --config {params.config} --out {output} {input} > {log} 2>&1"
+        "slimbench order-summarize --config {params.config} --out {output} {input} > {log} 2>&1"
 
 
 rule order_chains:
