@@ -48,6 +48,7 @@ from slimbench.plots import FIGURES, plt, save, write_tables
 
 QK_MODES = ("separate", "merged", "symmetric")
 STUDY_STEM = "minimal_attention"
+LOSSES = ("train_loss", "eval_loss")
 
 
 def qk_parameters(embed_dim: int, num_heads: int, qk: str) -> int:
@@ -259,6 +260,8 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The paper-like table: per dataset and variant, attention parameters per block and in total, all
     parameters, their share of the standard model's, the metric over seeds and the base training time.
 
+    The paper argues from training and validation loss as much as from accuracy, so the table also has the
+    last training epoch's mean loss and the eval loss where the metrics record them (runs since 2026-11-24).
     Training time is the base stage's own log (``stage.json`` time_s, which ``run_evaluate`` records as
     ``stage_time_s`` for the base chain); nothing is re-measured here. Parameter counts are the measured
     ``params`` column; the attention counts come from :func:`attention_parameters` (tested to equal the model).
@@ -279,7 +282,8 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
                      "standard": is_standard(options), "attention_params_per_block": per_block,
                      "attention_params_total": per_block * options["depth"], "params": int(runs["params"].iloc[0]),
                      metric: runs[metric].mean(), f"{metric}_std": runs[metric].std(ddof=1) if len(runs) > 1 else 0.0,
-                     "seeds": len(runs), "train_time_s": runs["stage_time_s"].mean()})
+                     "seeds": len(runs), "train_time_s": runs["stage_time_s"].mean(),
+                     **{column: runs[column].mean() for column in LOSSES if column in runs and runs[column].notna().any()}})
     table = pd.DataFrame(rows)
     for dataset, rows_of in table.groupby("dataset", sort=False):
         reference = rows_of[rows_of["standard"]]
@@ -293,7 +297,7 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         table.loc[rows_of.index, f"{metric}_vs_standard"] = rows_of[metric] - ref[metric]
     order = ["dataset", "model", "variant", "standard", "attention_params_per_block", "attention_params_total",
              "attention_share_pct", "params", "params_share_pct", metric, f"{metric}_std", f"{metric}_vs_standard",
-             "seeds", "train_time_s"]
+             "seeds", "train_time_s"] + [column for column in LOSSES if column in table]
     return table[order]
 
 

@@ -81,7 +81,8 @@ def run_base(ws: Workspace) -> Path:
     elapsed = time.perf_counter() - start
     checkpoint.save_model(model.cpu(), out, describe_model(spec, model), ws.splits.info, [])
     write_json(out / STAGE_LOG, {"stage": "base", "recipe": recipe, "time_s": elapsed, "steps": history["steps"],
-                                 "final_loss": history["losses"][-1] if history["losses"] else None})
+                                 "final_loss": history["losses"][-1] if history["losses"] else None,
+                                 "epoch_losses": history.get("epoch_losses", [])})
     return out
 
 
@@ -172,6 +173,7 @@ def run_evaluate(ws: Workspace, command: str = "") -> Path:
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
         "relative": relative_to(base_cost(ws, costs), costs),
         "stages": arch["stages"], "stage_time_s": stage_log["time_s"],
+        "train_epoch_losses": stage_log.get("epoch_losses"),
         "dataset_info": ws.splits.info.to_dict(), "split": ws.splits.split,
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],

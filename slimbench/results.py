@@ -27,6 +27,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update(record.get("metrics", {}))
     row.update(record.get("cost", {}))
     row.update({f"relative_{k}": v for k, v in record.get("relative", {}).items()})
+    epoch_losses = record.get("train_epoch_losses")
+    row["train_loss"] = epoch_losses[-1] if epoch_losses else None  # mean loss of the last training epoch
     row["stage_time_s"] = record.get("stage_time_s")
     row["wall_time_s"] = record.get("wall_time_s")
     return row

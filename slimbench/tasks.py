@@ -51,13 +51,18 @@ class Task:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dataset: ArrayDataset, device: torch.device, batch_size: int = 256) -> dict:
+        """The task metric (plus accuracy) and ``eval_loss``, the mean training loss on ``dataset``: the
+        validation loss, which papers that argue from over- or underfitting report beside accuracy."""
         model.eval()
-        predictions, labels = [], []
+        predictions, labels, loss_sum = [], [], 0.0
         for batch in self.loader(dataset, batch_size):
             batch = self.to_device(batch, device)
-            predictions.append(self.logits(model, batch).argmax(-1).cpu())
+            logits = self.logits(model, batch)
+            predictions.append(logits.argmax(-1).cpu())
             labels.append(self.labels(batch).cpu())
-        return classification_metrics(torch.cat(labels).tolist(), torch.cat(predictions).tolist(), self.metric)
+            loss_sum += self.loss(logits.float(), batch).item() * len(labels[-1])
+        metrics = classification_metrics(torch.cat(labels).tolist(), torch.cat(predictions).tolist(), self.metric)
+        return {**metrics, "eval_loss": loss_sum / max(1, sum(len(x) for x in labels))}
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -69,10 +69,11 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recipe: dict[str, Any], seed: int,
         loss_fn: Optional[LossFn] = None, resume: Optional[Path] = None, progress: bool = True,
         desc: str = "train") -> dict[str, Any]:
-    """Train ``model`` in place; returns the loss history. ``loss_fn(model, batch)`` overrides the task loss."""
+    """Train ``model`` in place; returns the loss history (per step and per-epoch means). ``loss_fn(model,
+    batch)`` overrides the task loss."""
     epochs, batch_size = recipe.get("epochs", 1), recipe.get("batch_size", 64)
     if epochs == 0 or len(train_set) == 0:
-        return {"losses": [], "steps": 0}
+        return {"losses": [], "epoch_losses": [], "steps": 0}
     seed_everything(seed)
     model.to(device).train()
     if hasattr(train_set, "to"):
@@ -84,14 +85,14 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
     warmup = recipe.get("warmup", 0.1 if schedule == "onecycle" else 0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, schedule, warmup))
     loss_fn = loss_fn or (lambda m, b: task.loss(task.logits(m, b), b))
-    history: dict[str, Any] = {"losses": [], "steps": 0}
+    history: dict[str, Any] = {"losses": [], "epoch_losses": [], "steps": 0}
     start_epoch = 0
     if resume is not None and resume.exists():
         saved = torch.load(resume, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        history, start_epoch = saved["history"], saved["epoch"]
+        history, start_epoch = {"epoch_losses": [], **saved["history"]}, saved["epoch"]
         torch.set_rng_state(saved["rng"].cpu())  # augmentation draws continue where they stopped
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=total, initial=history["steps"], desc=desc, disable=not progress, dynamic_ncols=True)
@@ -115,6 +116,7 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
             bar.update(1)
         if losses:
             history["losses"] += torch.stack(losses).float().cpu().tolist()
+            history["epoch_losses"].append(sum(history["losses"][-len(losses):]) / len(losses))
             bar.set_postfix(loss=f"{history['losses'][-1]:.4f}", epoch=epoch)
         if resume is not None:
             resume.parent.mkdir(parents=True, exist_ok=True)

@@ -56,3 +56,22 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     resumed, history = train(resume)
     assert history["steps"] == 8 and not resume.exists()
     assert all(torch.allclose(p, q) for p, q in zip(expected.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_epoch_losses_are_the_means_of_each_epochs_steps():
+    _, history = train()
+    steps = history["losses"]
+    assert history["epoch_losses"] == pytest.approx([sum(steps[:4]) / 4, sum(steps[4:]) / 4])
+
+
+def test_eval_loss_of_uniform_logits_is_log_of_the_class_count():
+    class Uniform(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return self.scale * torch.ones(x.shape[0], IMAGE_INFO.num_classes)
+
+    metrics = make_task(IMAGE_INFO).evaluate(Uniform(), data(), torch.device("cpu"), batch_size=24)
+    assert metrics["eval_loss"] == pytest.approx(torch.log(torch.tensor(float(IMAGE_INFO.num_classes))).item())
