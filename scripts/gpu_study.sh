@@ -5,9 +5,10 @@
 #
 # Expects the wheels from scripts/gpu_wheels.sh in .whl/ (pip installs them offline into .site/) and the data
 # the study needs under the data root (default .carry/data). Arguments after the data root go to
-# `slimbench study` (e.g. --match to run part of a study). TIME_LIMIT stops the study (SIGINT) after that many
-# seconds, so that what finished is still packed. Writes $OUT/<study>.tgz holding reports/<config>/<study>/
-# and every metrics.json and stage.json of the study, and $OUT/<study>.log.
+# `slimbench study` (e.g. --match to run part of a study, --jobs N to run N experiments side by side).
+# TIME_LIMIT stops the study (SIGINT) after that many seconds, so that what finished is still packed. Writes
+# $OUT/<study>.tgz holding reports/<config>/<study>/ and every metrics.json, stage.json and run.log of the
+# study, and $OUT/<study>.log.
 set -euo pipefail
 config=$1
 study=$2
@@ -28,5 +29,5 @@ timeout --signal=INT --kill-after=20 "${TIME_LIMIT:-0}" \
   python3 -m slimbench.cli study --config "$config" --study "$study" "$@" 2>&1 | tee "$out/$study.log"
 status=${PIPESTATUS[0]}
 set -e
-tar czf "$out/$study.tgz" "reports/$name/$study" $(find "results/$name/$study" -name metrics.json -o -name stage.json) 2>/dev/null || true
+tar czf "$out/$study.tgz" "reports/$name/$study" $(find "results/$name/$study" -name metrics.json -o -name stage.json -o -name run.log) 2>/dev/null || true
 exit "$status"

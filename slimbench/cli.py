@@ -86,10 +86,38 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
             print(pipeline.run_evaluate(ws, command=invocation()))
 
 
-def run_all(config: dict[str, Any], exps: list[Any]) -> None:
+def run_all(config: dict[str, Any], exps: list[Any], config_path: str, jobs: int = 1) -> None:
+    """Run experiments one after another, or ``jobs`` at once, one subprocess each (small models leave a GPU
+    mostly idle). Experiments that share a base (dataset, model, seed) stay in one worker, in order, so no
+    base is trained twice; each subprocess writes its output to run.log in its experiment folder."""
+    if jobs <= 1:
+        for exp in exps:
+            print(f"== {exp.directory(config['results_dir'])}", flush=True)
+            cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
+        return
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups: dict[tuple[str, str, int], list[Any]] = {}
     for exp in exps:
-        print(f"== {exp.directory(config['results_dir'])}", flush=True)
-        cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
+        groups.setdefault((exp.dataset, exp.model, exp.seed), []).append(exp)
+
+    def run_group(group: list[Any]) -> None:
+        for exp in group:
+            directory = exp.directory(config["results_dir"])
+            log = directory / "run.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            print(f"== {directory} (output in {log})", flush=True)
+            with log.open("a") as out:
+                status = subprocess.run([sys.executable, "-m", "slimbench.cli", "run", "--config", config_path,
+                                         str(directory)], stdout=out, stderr=subprocess.STDOUT).returncode
+            if status != 0:
+                raise SlimbenchError(f"{directory} failed (exit {status}); its output is in {log}.")
+            print(f"done: {directory}", flush=True)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for finished in [pool.submit(run_group, group) for group in groups.values()]:
+            finished.result()
 
 
 def matching(exps: list[Any], patterns: list[str] | None) -> list[Any]:
@@ -113,9 +141,9 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
     if not chosen:
         raise SlimbenchError(f"no experiment of study '{args.study}' matches {args.match}; ids look like "
                              f"'{exps[0].dataset}/{exps[0].model}/seed{exps[0].seed}/{exps[0].chain}'.")
-    run_all(config, chosen)
+    run_all(config, chosen, args.config, args.jobs)
     if is_order_study(config, args.study):
-        run_all(config, matching(decide_order(config, args.study), args.match))
+        run_all(config, matching(decide_order(config, args.study), args.match), args.config, args.jobs)
     try:
         study_metrics(config, args.study)
     except SlimbenchError as missing:
@@ -245,6 +273,13 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {name:<22} {summary}\n  {'':<22} params: {params or '-'}  (chain value: {stage.primary or '-'})")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="slimbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
@@ -267,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--match", action="append", metavar="GLOB",
                    help="run only experiments whose <dataset>/<model>/seed<k>/<chain> matches (repeatable), "
                         "e.g. 'fashion_mnist/swin_*/*/*'")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="experiments run at once, one process each (default 1; several suit small models on a GPU)")
     p = sub.add_parser("order-decide", help="an order study's checkpoint: pairwise metrics -> order.json")
     for name in ("--config", "--study", "--dataset", "--model", "--out"):
         p.add_argument(name, required=True)

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from slimbench.atomic import atomic_target
 
 METRICS_FILE = "metrics.json"
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Atomic write: readers never see half a file, and a killed run leaves no partial JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from slimbench.atomic import atomic_target
 from slimbench.errors import ConfigError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -119,12 +120,10 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
             history["epoch_losses"].append(sum(history["losses"][-len(losses):]) / len(losses))
             bar.set_postfix(loss=f"{history['losses'][-1]:.4f}", epoch=epoch)
         if resume is not None:
-            resume.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                        "rng": torch.get_rng_state()},
-                       resume.with_suffix(".tmp"))
-            os.replace(resume.with_suffix(".tmp"), resume)
+            with atomic_target(resume) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                            "rng": torch.get_rng_state()}, tmp)
     bar.close()
     if resume is not None and resume.exists():
         resume.unlink()

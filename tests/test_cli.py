@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,30 @@ def test_a_finished_experiment_is_skipped_without_building_anything(tmp_path: Pa
     assert sorted(p.name for p in exp.directory(config["results_dir"]).parent.iterdir()) == ["base",
                                                                                                 exp.chain]
     assert not any(exp.directory(config["results_dir"]).parent.rglob("arch.json"))
+
+
+def test_parallel_jobs_run_bases_at_once_and_each_base_before_its_chains(tmp_path: Path, monkeypatch) -> None:
+    config = config_in(tmp_path)
+    exps = cli.matching(list(experiments(config, "dgmr")), ["*/vit_tiny_p4/seed0/*", "*/swin_tiny_p2/seed0/*"])
+    both_bases_running = threading.Barrier(2, timeout=10)  # breaks unless the two bases are in flight together
+    started: list[str] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        started.append(command[-1])
+        if command[-1].endswith("/base"):
+            both_bases_running.wait()
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    cli.run_all(config, exps, "config/default.yaml", jobs=2)
+    assert sorted(started) == sorted(str(e.directory(config["results_dir"])) for e in exps)
+    for model in ("vit_tiny_p4", "swin_tiny_p2"):
+        in_order = [str(e.directory(config["results_dir"])) for e in exps if e.model == model]
+        assert [s for s in started if f"/{model}/" in s] == in_order
+
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 3))
+    with pytest.raises(SlimbenchError, match=r"failed \(exit 3\); its output is in .*run\.log"):
+        cli.run_all(config, exps[:1], "config/default.yaml", jobs=2)
 
 
 def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from slimbench.atomic import atomic_target
 from slimbench.data.base import DatasetInfo, ImageTensorDataset, Splits, find_file, seeded_split
 from slimbench.data.registry import DATASETS
 from slimbench.errors import DataNotFoundError
@@ -42,10 +43,8 @@ def cached(cache: Path, key: str, build: Callable[[], ImageTensorDataset]) -> Im
         tensors = load_file(str(path))
         return ImageTensorDataset(tensors["images"], tensors["labels"])
     dataset = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous()}, str(tmp))
-    tmp.replace(path)
+    with atomic_target(path) as tmp:  # several runs may build the same cache at once
+        save_file({"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous()}, str(tmp))
     return dataset
 
 
