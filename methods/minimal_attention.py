@@ -4,28 +4,38 @@ Architecture to a Minimum", arXiv:2410.13732.
 A model family (``minimal_transformer``) whose options select the paper's reductions of the encoder block,
 the closed-form count of their attention parameters, and the study's paper-like table and figure.
 
-What the paper proposes (its abstract and the sections on the MLP-free transformer and on the single- and
-multi-head configurations, as far as could be checked here):
-  * omit the MLP of every encoder block: attention's softmax similarity is itself nonlinear;
-  * collapse query and key into one d x d matrix, logits ``X W X^T`` instead of ``X Wq (X Wk)^T``; this saves
-    parameters in the single-head case (``d^2`` instead of ``2 d^2``), while in the multi-head case a full
-    ``W_h = Wq_h Wk_h^T`` per head is ``h d^2`` and not a saving (single- vs multi-head configuration);
-  * omit the value and output projections: the attention output is then a convex combination of the input
-    embeddings;
-  * a symmetric similarity (a token is then never "dissimilar to itself"), with half of the parameters of the
-    collapsed matrix.
+What the paper proposes and does (arXiv v2 full text: sections 2-6, tables 1-3):
+  * omit the MLP of every encoder block (section 2): attention's softmax similarity is itself nonlinear;
+  * single head (section 3): with square matrices, collapse ``Wq Wk^T`` into one ``N x N`` matrix ``W_qk``,
+    logits ``X W_qk X^T`` (implemented in the paper by setting ``W_K = I``); with ``h > 1`` heads of width
+    ``N/h`` a full ``W_qk`` per head is ``h N^2`` and no saving (section 4), so the paper's ``Wqk`` variants are
+    single-head only;
+  * omit the value and output projections, ``W_V = W_O = I`` (sections 3-4, after He and Hofmann 2024): the
+    output is a convex combination of the inputs; the paper's ``noWv.Vo`` variants are single-head only;
+  * symmetric similarity (section 5), ``N(N+1)/2`` parameters instead of ``N^2``: "a symmetric matrix ``W_qk``"
+    or "a lower triangular matrix ``T`` multiplied by its transpose" (Cholesky); its experiments reuse ``W_Q`` as
+    ``W_K``. The paper's symmetric variants keep ``W_V``/``W_O`` and are tabulated with 1 and 4 heads;
+  * experiments (section 6): 6 encoders (12 also tried, not better), 1 or 4 heads, with and without MLP, Adam,
+    exactly 500 epochs, MNIST and CIFAR-10 with their full training sets and the official test sets as
+    validation; train and validation loss and accuracy are reported, and the argument is made from the loss. Its
+    6-encoder totals (287,686 parameters with MLP, 101,470 without, MNIST) fit exactly ``N = 60`` with an MLP
+    of 256 hidden units (given attention biases, a class token, learned positions and a final LayerNorm), the
+    width of the catalog's ``minattn_w60_*`` models. ImageNet "trials" failed for the standard model and
+    converged only without MLP; no ImageNet table is given.
 
-Not verifiable here (only the abstract and secondary summaries of the paper were reachable): the exact symmetric
-parameterisation, pre- or post-norm, biases, patch size, width, depth, heads and the training schedule. Sizes are
-options of :func:`minimal_transformer` (set per model in config/catalog.yaml); fixed choices made here:
-  * symmetric: ``W_h = L_h L_h^T`` with ``L_h`` lower triangular (``d(d+1)/2`` parameters per head; a Cholesky
-    factor, as in the public reimplementation github.com/Abdessamad-Badaoui/Reducing_the_Transformer_Architecture_
-    to_a_Minimum). It makes ``W`` symmetric positive semi-definite, so ``x^T W x >= 0``: a token is never
-    dissimilar to itself;
-  * no V/O with ``h`` heads: ``W_V = W_O = I``, i.e. head ``h`` mixes its own ``d/h`` slice of the input features
-    (for one head: exactly the softmax-weighted sum of the inputs);
+Choices made here (options of :func:`minimal_transformer`, set per model in config/catalog.yaml):
+  * symmetric, two forms: ``qk="tied"`` is the paper's experiment (``W_K = W_Q``, heads of width ``d/h``,
+    ``d^2`` parameters for any ``h``); ``qk="symmetric"`` is its Cholesky proposal, ``W_h = L_h L_h^T`` with
+    ``L_h`` lower triangular (``d(d+1)/2`` per head: half of the collapsed ``W_qk``, as the issue asks). For one
+    head both span the same matrices (symmetric positive semi-definite, so a token is never dissimilar to
+    itself); they differ in parameter count and may differ in optimisation. With ``h`` heads the Cholesky form
+    is a full ``d x d`` factor per head (``h d(d+1)/2``), no saving, so the catalog uses it single-head only.
+    ``sym_novo`` (symmetric and no V/O) goes beyond the paper's table;
+  * no V/O with ``h`` heads: head ``h`` mixes its own ``d/h`` slice of the input features (for one head:
+    exactly the softmax-weighted sum of the inputs);
   * pre-norm ViT blocks (LayerNorm before attention and MLP), a class token, learned position embeddings and no
-    biases in the attention maps (so the counts are exactly the matrices' sizes).
+    biases in the attention maps (so the counts are exactly the matrices' sizes); AdamW with warm-up and cosine
+    decay, random crop and flip on CIFAR-10. The paper gives neither patch size nor batch size.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import yaml
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from torch import nn
 
 from slimbench.config import CATALOG
@@ -46,16 +57,18 @@ from slimbench.errors import ConfigError
 from slimbench.models.registry import family
 from slimbench.plots import FIGURES, plt, save, write_tables
 
-QK_MODES = ("separate", "merged", "symmetric")
+QK_MODES = ("separate", "merged", "symmetric", "tied")
 STUDY_STEM = "minimal_attention"
 LOSSES = ("train_loss", "eval_loss")
 
 
 def qk_parameters(embed_dim: int, num_heads: int, qk: str) -> int:
-    """Similarity parameters of one block: ``2 d^2`` (Wq, Wk), ``h d^2`` (collapsed W_h) or
-    ``h d(d+1)/2`` (symmetric W_h = L_h L_h^T)."""
+    """Similarity parameters of one block: ``2 d^2`` (Wq, Wk), ``h d^2`` (collapsed W_h),
+    ``h d(d+1)/2`` (symmetric W_h = L_h L_h^T) or ``d^2`` (tied: Wq reused as Wk)."""
     if qk == "separate":
         return 2 * embed_dim * embed_dim
+    if qk == "tied":
+        return embed_dim * embed_dim
     if qk == "merged":
         return num_heads * embed_dim * embed_dim
     if qk == "symmetric":
@@ -88,7 +101,9 @@ class MinimalAttention(nn.Module):
     """Self-attention with the paper's optional reductions.
 
     ``qk``: ``separate`` (standard, logits ``(X Wq_h)(X Wk_h)^T``), ``merged`` (one ``d x d`` matrix per head,
-    logits ``X W_h X^T``) or ``symmetric`` (``W_h = L_h L_h^T``). ``value_output=False`` drops Wv and Wo, so the
+    logits ``X W_h X^T``), ``symmetric`` (``W_h = L_h L_h^T``) or ``tied`` (the paper's implementation of symmetry,
+    section 5: ``Wq_h`` reused as ``Wk_h``, logits ``(X Wq_h)(X Wq_h)^T``, any number of heads of width ``d/h``).
+    ``value_output=False`` drops Wv and Wo, so the
     output is the attention-weighted sum of the inputs. Logits are scaled by ``1/sqrt(d/h)`` in every mode, so a
     merged layer with ``W_h = Wq_h Wk_h^T`` computes exactly the standard layer's logits.
     """
@@ -101,12 +116,13 @@ class MinimalAttention(nn.Module):
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.qk, self.value_output = qk, value_output
         self.scale = self.head_dim**-0.5
-        if qk == "separate":
+        if qk in ("separate", "tied"):
             self.query = nn.Linear(embed_dim, embed_dim, bias=False)
+        if qk == "separate":
             self.key = nn.Linear(embed_dim, embed_dim, bias=False)
         elif qk == "merged":
             self.w_qk = nn.Parameter(torch.empty(num_heads, embed_dim, embed_dim))
-        else:
+        elif qk == "symmetric":
             rows, cols = torch.tril_indices(embed_dim, embed_dim)
             self.register_buffer("tril_rows", rows, persistent=False)
             self.register_buffer("tril_cols", cols, persistent=False)
@@ -133,21 +149,25 @@ class MinimalAttention(nn.Module):
         return lower
 
     def similarity_matrix(self) -> torch.Tensor:
-        """The collapsed (h, d, d) matrices W_h; for ``separate`` the product Wq_h Wk_h^T."""
+        """The collapsed (h, d, d) matrices W_h; for ``separate`` the product Wq_h Wk_h^T (Wq_h Wq_h^T if tied)."""
         if self.qk == "merged":
             return self.w_qk
         if self.qk == "symmetric":
             lower = self.cholesky_factor()
             return lower @ lower.transpose(1, 2)
         wq = self.query.weight.t().reshape(self.embed_dim, self.num_heads, self.head_dim).transpose(0, 1)
-        wk = self.key.weight.t().reshape(self.embed_dim, self.num_heads, self.head_dim).transpose(0, 1)
+        key = self.query if self.qk == "tied" else self.key
+        wk = key.weight.t().reshape(self.embed_dim, self.num_heads, self.head_dim).transpose(0, 1)
         return wq @ wk.transpose(1, 2)
 
     def query_key(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two (B, h, N, k) tensors whose scaled product is the logits: ``(X Wq_h, X Wk_h)``, ``(X W_h, X)`` or
-        ``(X L_h, X L_h)`` (so ``X L_h L_h^T X^T`` is formed without building W_h)."""
+        ``(X L_h, X L_h)`` (so ``X L_h L_h^T X^T`` is formed without building W_h); tied: ``(X Wq_h, X Wq_h)``."""
         if self.qk == "separate":
             return self.heads(self.query(x)), self.heads(self.key(x))
+        if self.qk == "tied":
+            query = self.heads(self.query(x))
+            return query, query
         if self.qk == "merged":
             return torch.einsum("bnd,hde->bhne", x, self.w_qk), x.unsqueeze(1).expand(-1, self.num_heads, -1, -1)
         projected = torch.einsum("bnd,hde->bhne", x, self.cholesky_factor())
@@ -222,12 +242,12 @@ def init_weights(module: nn.Module) -> None:
 
 
 @family("minimal_transformer")
-def minimal_transformer(info: DatasetInfo, pretrained: bool, download: bool, embed_dim: int = 64, depth: int = 6,
+def minimal_transformer(info: DatasetInfo, pretrained: bool, download: bool, embed_dim: int = 60, depth: int = 6,
                         num_heads: int = 4, patch_size: int = 4, mlp: bool = True, mlp_ratio: float = 4.0,
                         qk: str = "separate", value_output: bool = True) -> nn.Module:
-    """The paper's variants by option (defaults: the standard block; d=64 and 6 blocks as in the public
-    reimplementation, unverified against the paper). Always trained from scratch, as the paper trains every
-    variant from random initialisation, so ``pretrained``/``download`` have nothing to load."""
+    """The paper's variants by option (defaults: the standard block with the paper's 6 encoders, 4 heads, width
+    N=60 as its parameter totals imply, and its MLP multiple h=4). Always trained from scratch, as the paper trains
+    every variant from random initialisation, so ``pretrained``/``download`` have nothing to load."""
     return MinimalTransformer(info, embed_dim, depth, num_heads, patch_size, mlp, mlp_ratio, qk, value_output)
 
 
@@ -241,7 +261,7 @@ def variant_options(spec: dict[str, Any]) -> dict[str, Any]:
 def variant_label(options: dict[str, Any]) -> str:
     """E.g. ``h1 noMLP W_qk noVO``: the reductions of the paper's table in words."""
     parts = [f"h{options['num_heads']}", "MLP" if options["mlp"] else "noMLP"]
-    parts += {"separate": [], "merged": ["W_qk"], "symmetric": ["W_qk sym"]}[options["qk"]]
+    parts += {"separate": [], "merged": ["W_qk"], "symmetric": ["W_qk sym"], "tied": ["Wq=Wk sym"]}[options["qk"]]
     parts += [] if options["value_output"] else ["noVO"]
     return " ".join(parts)
 
@@ -324,6 +344,9 @@ def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         ax.axvspan(rows["params"].min() / 1.5, TARGET_SHARE * standard["params"], color="tab:green", alpha=0.08,
                    label=f"<= {TARGET_SHARE:.0%} of its parameters")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 20k, 50k, 100k: labels that never collide
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(dataset)
         ax.set_xlabel("parameters (log scale)")
         ax.set_ylabel(metric)

@@ -23,4 +23,7 @@ def exit_status(prog: str, command: Callable[[], None]) -> int:
     except SlimbenchError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`slimbench plan | head`): not an error of ours
+        sys.stderr.close()
+        return 0
     return 0

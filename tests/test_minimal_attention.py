@@ -24,6 +24,8 @@ VARIANTS = {
     "merged_no_vo": {"num_heads": 1, "mlp": False, "qk": "merged", "value_output": False},
     "symmetric_h1": {"num_heads": 1, "mlp": False, "qk": "symmetric"},
     "symmetric_h2_no_vo": {"num_heads": 2, "mlp": False, "qk": "symmetric", "value_output": False},
+    "tied_h4": {"num_heads": 4, "mlp": False, "qk": "tied"},
+    "tied_h1_no_vo": {"num_heads": 1, "mlp": False, "qk": "tied", "value_output": False},
 }
 
 
@@ -50,6 +52,7 @@ def test_closed_form_attention_counts_by_hand():
     assert attention_parameters(d, 1, "merged", False) == d * d
     assert attention_parameters(d, 1, "symmetric", False) == d * (d + 1) // 2 == 8256
     assert attention_parameters(d, 4, "merged", False) == 4 * d * d  # multi-head collapse saves nothing
+    assert attention_parameters(d, 4, "tied", True) == attention_parameters(d, 1, "tied", True) == 3 * d * d
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -97,10 +100,12 @@ def test_block_without_value_output_mixes_each_head_slice_separately():
     assert not hasattr(block, "mlp") and count_parameters(block) == 2 * 8 + 2 * 8 * 9 // 2
 
 
-def test_symmetric_similarity_is_symmetric_and_psd():
+@pytest.mark.parametrize("qk", ["symmetric", "tied"])
+def test_symmetric_similarity_is_symmetric_and_psd(qk):
     torch.manual_seed(0)
-    attn = MinimalAttention(8, 2, "symmetric")
-    torch.nn.init.normal_(attn.l_qk, std=0.5)
+    attn = MinimalAttention(8, 2, qk)
+    for parameter in attn.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
     w = attn.similarity_matrix()
     assert torch.allclose(w, w.transpose(1, 2), atol=1e-6)
     assert torch.linalg.eigvalsh(w).min() > -1e-5
@@ -109,7 +114,22 @@ def test_symmetric_similarity_is_symmetric_and_psd():
     assert (logits.diagonal(dim1=-2, dim2=-1) >= 0).all()  # a token is never dissimilar to itself
 
 
-@pytest.mark.parametrize("name", ["symmetric_h2_no_vo", "merged_h2"])
+def test_tied_layer_is_the_standard_layer_with_its_key_set_to_its_query():
+    torch.manual_seed(0)
+    standard, tied = MinimalAttention(16, 4, "separate"), MinimalAttention(16, 4, "tied")
+    for layer in (standard.query, standard.value, standard.proj):
+        torch.nn.init.normal_(layer.weight, std=0.3)
+    with torch.no_grad():
+        standard.key.weight.copy_(standard.query.weight)
+        for name in ("query", "value", "proj"):
+            getattr(tied, name).weight.copy_(getattr(standard, name).weight)
+    x = torch.randn(3, 7, 16)
+    assert torch.allclose(tied.logits(x), standard.logits(x), atol=1e-5)
+    assert torch.allclose(tied(x), standard(x), atol=1e-5)
+    assert not hasattr(tied, "key")
+
+
+@pytest.mark.parametrize("name", ["symmetric_h2_no_vo", "merged_h2", "tied_h4"])
 def test_checkpoint_round_trip(name, tmp_path):
     spec = {"family": "minimal_transformer", **SMALL, **VARIANTS[name]}
     model = build(VARIANTS[name])
