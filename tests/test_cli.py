@@ -107,8 +107,6 @@ def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(
 def test_the_workflow_checkpoint_commands_run_as_a_shell_would(tmp_path: Path) -> None:
     """`slimbench order-decide` / `order-summarize` exactly as workflow/rules/order.smk calls them (a subprocess on
     the resolved config JSON), so an import-time failure of the checkpoint cannot hide behind the dry run."""
-    import subprocess
-
     config = config_in(tmp_path)
     config_json = tmp_path / "config.json"
     config_json.write_text(json.dumps(config))
