@@ -15,27 +15,24 @@ Order of Compression (arXiv 2403.17447) builds its sequence in three steps, each
    distillation -> pruning -> quantization -> early exit); a cycle means no consistent order and is
    reported with its members, never broken silently.
 
-Also here: the figures of the study (the drawn precedence graph, accuracy against BitOps reduction for the
-sorted, reverse and random orders) registered into ``slimbench.plots.FIGURES``, and what the order checkpoint
-needs (:func:`decide_panel`, :func:`write_decision`, :func:`derived_experiments`); ``slimbench order-decide``
-and ``slimbench order-summarize`` are its command line.
+Also here: the study's figures (the drawn precedence graph, accuracy against BitOps reduction for the
+sorted, reverse and random orders) and tables (pairwise orders, every chain, insertion checks), registered by
+name in ``slimbench.plots``, and the ``order`` chain deriver (``slimbench.derive``) that the workflow's
+checkpoint and ``slimbench study`` call to turn the pairwise results into the chains to run next.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import matplotlib.pyplot as plt
 import networkx as nx
 import pandas as pd
 
-from slimbench.plots import FIGURES, save, write_tables
+from slimbench.derive import DERIVERS, Deriver
+from slimbench.plots import figure, pyplot, table
 from slimbench.stages import BASE, StageCall, format_chain, parse_chain
 
 ORDER_STAGES = ("distill", "prune", "quant", "exit")
@@ -151,29 +148,16 @@ class SortResult:
 
 
 def topological_order(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> SortResult:
-    """Kahn's algorithm; among ready nodes the earliest in ``nodes`` goes first (deterministic)."""
-    edges = sorted(set(edges))
-    indegree = {n: 0 for n in nodes}
-    successors: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in edges:
-        successors[a].append(b)
-        indegree[b] += 1
+    """networkx's topological sort; among ready nodes the earliest in ``nodes`` goes first (deterministic).
+    A cycle gives no order: its members are reported (every simple cycle), never broken."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
     rank = {n: i for i, n in enumerate(nodes)}
-    ready = sorted((n for n in nodes if indegree[n] == 0), key=rank.get)
-    order = []
-    while ready:
-        node = ready.pop(0)
-        order.append(node)
-        for nxt in successors[node]:
-            indegree[nxt] -= 1
-            if indegree[nxt] == 0:
-                ready.append(nxt)
-        ready.sort(key=rank.get)
-    if len(order) == len(nodes):
-        return SortResult(order)
-    left = [n for n in nodes if n not in order]
-    graph = nx.DiGraph([(a, b) for a, b in edges if a in left and b in left])
-    return SortResult(None, sorted(sorted(c) for c in nx.simple_cycles(graph)))
+    try:
+        return SortResult(list(nx.lexicographical_topological_sort(graph, key=rank.get)))
+    except nx.NetworkXUnfeasible:
+        return SortResult(None, sorted(sorted(c) for c in nx.simple_cycles(graph)))
 
 
 def method_tokens(chains: Iterable[str]) -> dict[str, str]:
@@ -278,16 +262,24 @@ def panel_order(panel: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, SortRes
     return pairs, topological_order(nodes, precedence_edges(pairs)), methods
 
 
-def draw_precedence(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    """The precedence graph per (dataset, model): an arrow A->B when A-then-B won, labelled with the
-    accuracy margin; cycle edges red; the sorted order (or the cycle) in the title. Also writes the pairwise
-    table (order_pairwise.csv/md/tex)."""
+@table("order_pairwise")
+def pairwise_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every pair of methods run in both orders, per (dataset, model): each order's mean metric and spread
+    over seeds, BitOps and reduction, both metrics at matched cost, the winner and its margin."""
+    tables = [pairwise_table(panel, metric) for _, panel in frame.groupby(["dataset", "model"], sort=False)]
+    pairs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return pairs.drop(columns=["first", "second"], errors="ignore")
+
+
+@figure("order_graph")
+def draw_precedence(frame: pd.DataFrame, metric: str) -> Any:
+    """The precedence graph per (dataset, model): an arrow A->B when A-then-B won, labelled with the accuracy
+    margin in points; edges of a cycle red; the sorted order (or the cycle) in the title."""
+    plt = pyplot()
     panels = list(frame.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.4), squeeze=False)
-    tables = []
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
         pairs, result, methods = panel_order(panel, metric)
-        tables.append(pairs)
         graph = nx.DiGraph()
         graph.add_nodes_from(SHORT.get(n, n) for n in sorted(methods, key=lambda n: ORDER_STAGES.index(n)
                                                              if n in ORDER_STAGES else 99))
@@ -308,13 +300,14 @@ def draw_precedence(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         ax.set_title(f"{model} on {dataset}\n{title}", fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    paths = save(fig, out, "order_graph")
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return paths + write_tables(table.drop(columns=["first", "second"], errors="ignore"), out, "order_pairwise")
+    return fig
 
 
+@table("order_chains")
 def chains_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Every chain's mean metric, drop from the uncompressed model and BitOps reduction, with its kind."""
+    """Every chain's mean metric and spread over seeds, drop from the uncompressed model in points and BitOps
+    reduction, with its kind (sorted, reverse, paper order, random, pairwise, single) and whether it meets the
+    target (>= 100x BitOps within 1 point)."""
     data = with_reduction(frame)
     rows = []
     for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
@@ -338,20 +331,29 @@ def chains_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draw_tradeoff(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    """Accuracy against BitOps reduction (log scale) along each full-length order's prefixes: the sorted
-    order, its reverse and random orders; the uncompressed model dashed. Also writes order_chains.csv/md/tex
-    and order_insertion.csv/md/tex."""
+@table("order_insertion")
+def insertion_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Insertion checks: chains A+X+B against B+X+A, and whether the pairwise winner of (A, B) still wins with
+    X inserted between them."""
+    tables = [insertion_checks(panel, metric, panel_order(panel, metric)[0])
+              for _, panel in frame.groupby(["dataset", "model"], sort=False)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+@figure("order_tradeoff")
+def draw_tradeoff(frame: pd.DataFrame, metric: str) -> Any:
+    """Accuracy against BitOps reduction (log scale) along the prefixes of each full-length order: the sorted
+    order, its reverse, the paper's order and random orders (error bars: standard deviation over seeds); the
+    uncompressed model dashed, 1 point below it dotted."""
+    plt = pyplot()
     data = with_reduction(frame)
     panels = list(data.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
-    insertion = []
     styles = {"sorted (from pairwise)": ("tab:green", "o"), "reverse of sorted": ("tab:red", "s"),
               "paper order": ("tab:blue", "D"), "reverse of paper order": ("tab:orange", "v"),
               "random": ("tab:gray", "^")}
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
         pairs, result, methods = panel_order(panel, metric)
-        insertion.append(insertion_checks(panel, metric, pairs))
         kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
         stats = panel.groupby("chain").agg(y=(metric, "mean"), yerr=(metric, "std"), x=("bitops_reduction", "mean"))
         for chain, kind in sorted(kinds.items(), key=lambda kv: list(styles).index(kv[1])):
@@ -371,66 +373,24 @@ def draw_tradeoff(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    paths = save(fig, out, "order_tradeoff")
-    paths += write_tables(chains_table(frame, metric), out, "order_chains")
-    table = pd.concat(insertion, ignore_index=True) if insertion else pd.DataFrame()
-    return paths + write_tables(table, out, "order_insertion")
+    return fig
 
 
-FIGURES.add("order_graph", draw_precedence)
-FIGURES.add("order_tradeoff", draw_tradeoff)
-
-
-# ----------------------------------------------------------------------------------------------- command line
-def decided_path(config: dict[str, Any], study: str, dataset: str, model: str) -> Path:
-    """Where the decision for one (study, dataset, model) lives: the checkpoint's output in workflow/rules/order.smk."""
-    return Path(config["reports_dir"]) / config["name"] / study / "derived" / dataset / model / "order.json"
-
-
-def decide_panel(config: dict[str, Any], study: str, dataset: str, model: str, random_count: int = RANDOM_ORDERS,
-                 seed: int = 0) -> dict[str, Any]:
-    """The pairwise metrics of one (study, dataset, model) -> the decision record (see :func:`decide`)."""
-    from slimbench.config import Experiment
-    from slimbench.results import METRICS_FILE, load_frame
-
-    spec = config["studies"][study]
-    paths = [Experiment(config["name"], study, dataset, model, s, chain).directory(config["results_dir"]) / METRICS_FILE
-             for s in spec["seeds"] for chain in [BASE, *pairwise_chains(spec["chains"])]]
-    frame = load_frame(paths)
-    metric = json.loads(paths[0].read_text())["metric"]
-    return decide(pairwise_table(frame, metric), method_tokens(spec["chains"]), random_count, seed)
-
-
-def write_decision(record: dict[str, Any], out: Path) -> None:
-    if record["order"] is None:
-        print(f"order: precedence graph has cycles {record['cycles']}; no full order", file=sys.stderr)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-
-
-def derived_chains(record: dict[str, Any]) -> list[str]:
+def derived_chains(decision: dict[str, Any]) -> list[str]:
     """The full chains a decision asks for: sorted, reverse and random orders (none if the graph has a cycle)."""
-    found = record["chains"]
-    return [found["sorted"], found["reverse"], *found["random"]] if record["order"] else []
+    found = decision["chains"]
+    return [found["sorted"], found["reverse"], *found["random"]] if decision["order"] else []
 
 
-def derived_experiments(config: dict[str, Any], study: str) -> list[Any]:
-    """The experiments of the decisions already written for a study, beyond its configured chains."""
-    from slimbench.config import Experiment, panels
-
-    spec, found = config["studies"][study], []
-    for dataset, model in panels(config, study):
-        path = decided_path(config, study, dataset, model)
-        if path.exists():
-            found += [Experiment(config["name"], study, dataset, model, seed, chain)
-                      for chain in derived_chains(json.loads(path.read_text())) for seed in spec["seeds"]
-                      if chain not in spec["chains"]]
-    return found
-
-
-def is_order_study(config: dict[str, Any], study: str) -> bool:
-    return "order_graph" in config["studies"][study]["figures"]
+def decide_order(frame: pd.DataFrame, metric: str, chains: list[str], random_count: int | None,
+                 seed: int) -> dict[str, Any]:
+    """The order checkpoint's decision for one (dataset, model) from the runs of its pairwise chains."""
+    count = RANDOM_ORDERS if random_count is None else random_count
+    return decide(pairwise_table(frame, metric), method_tokens(chains), count, seed)
 
 
 def pairwise_chains(chains: Iterable[str]) -> list[str]:
     return [c for c in chains if len(names(c)) == 2 and len(set(names(c))) == 2]
+
+
+DERIVERS.add("order", Deriver(inputs=pairwise_chains, decide=decide_order, chains=derived_chains))

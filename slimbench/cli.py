@@ -5,11 +5,17 @@
   slimbench compress  --config CFG results/.../seed0/base+kd
   slimbench evaluate  --config CFG results/.../seed0/base+kd
   slimbench run       --config CFG results/.../seed0/base+kd+int8   (every missing step of one experiment)
-  slimbench aggregate --config CFG --study skeleton           tables in reports/<cfg>/<study>/
-  slimbench figures   --config CFG --study skeleton           figures in reports/<cfg>/<study>/
+  slimbench runs      --config CFG --study skeleton           its metrics as one table, results/reports/<cfg>/<study>/runs.csv
+  slimbench table     --config CFG --study skeleton --name table    one table (csv, md, tex) from runs.csv
+  slimbench figure    --config CFG --study skeleton --name metric_vs_flops   one figure (png, pdf)
+  slimbench scorecard --config CFG [--study S] [--reports reports/default]   the papers' claims, checked
+  slimbench compare   results/reports/smoke reports/smoke [--config CFG]       a run against the references
   slimbench study     --config CFG --study skeleton           a whole study without Snakemake
-  slimbench order-decide / order-summarize                    the order study's checkpoint (workflow/rules/order.smk)
-  slimbench list                                              registered models, datasets, stages, figures
+  slimbench derive    --config CFG --study order --dataset D --model M --out F   a study's checkpoint
+  slimbench list                                              registered models, datasets, stages, tables, figures
+
+--config may be given several times (later files override earlier ones) and --set '{"key": value}' overrides
+values, as Snakemake's --configfile and --config do.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
             print(pipeline.run_evaluate(ws, command=invocation()))
 
 
-def run_all(config: dict[str, Any], exps: list[Any], config_path: str, jobs: int = 1) -> None:
+def run_all(config: dict[str, Any], exps: list[Any], args: argparse.Namespace, jobs: int = 1) -> None:
     """Run experiments one after another, or ``jobs`` at once, one subprocess each (small models leave a GPU
     mostly idle). Experiments that share a base (dataset, model, seed) stay in one worker, in order, so no
     base is trained twice; each subprocess writes its output to run.log in its experiment folder."""
@@ -109,7 +115,7 @@ def run_all(config: dict[str, Any], exps: list[Any], config_path: str, jobs: int
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"== {directory} (output in {log})", flush=True)
             with log.open("a") as out:
-                status = subprocess.run([sys.executable, "-m", "slimbench.cli", "run", "--config", config_path,
+                status = subprocess.run([sys.executable, "-m", "slimbench.cli", "run", *config_arguments(args),
                                          str(directory)], stdout=out, stderr=subprocess.STDOUT).returncode
             if status != 0:
                 raise SlimbenchError(f"{directory} failed (exit {status}); its output is in {log}.")
@@ -130,78 +136,70 @@ def matching(exps: list[Any], patterns: list[str] | None) -> list[Any]:
 
 
 def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """A whole study without Snakemake (e.g. on a machine without it): every experiment, the chains an order
-    study derives from its pairwise results (as the workflow's checkpoint does), then the reports. With
-    --match only the matching experiments run; the reports follow once every experiment has metrics."""
-    from methods.order_graph import is_order_study
+    """A whole study without Snakemake (e.g. on a machine without it): every experiment, the chains a study with
+    ``derive:`` decides from its results (as the workflow's checkpoint does), then the reports. With --match only
+    the matching experiments run; the reports follow once every experiment has metrics."""
     from slimbench.config import experiments
+    from slimbench.derive import deriver_of
 
     exps = list(experiments(config, args.study))
     chosen = matching(exps, args.match)
     if not chosen:
         raise SlimbenchError(f"no experiment of study '{args.study}' matches {args.match}; ids look like "
                              f"'{exps[0].dataset}/{exps[0].model}/seed{exps[0].seed}/{exps[0].chain}'.")
-    run_all(config, chosen, args.config, args.jobs)
-    if is_order_study(config, args.study):
-        run_all(config, matching(decide_order(config, args.study), args.match), args.config, args.jobs)
+    run_all(config, chosen, args, args.jobs)
+    if deriver_of(config, args.study):
+        run_all(config, matching(decide_all(config, args.study), args.match), args, args.jobs)
     try:
         study_metrics(config, args.study)
     except SlimbenchError as missing:
         print(f"reports not written: {missing}")
         return
-    cmd_aggregate(argparse.Namespace(study=args.study, out=None), config)
-    cmd_figures(argparse.Namespace(study=args.study, out=None, only=None), config)
+    for path in write_reports(config, args.study):
+        print(path)
 
 
-def decide_order(config: dict[str, Any], study: str) -> list[Any]:
-    """The order checkpoint without Snakemake: a decision per (dataset, model) whose pairwise chains are all
-    evaluated, then the experiments of every decision written."""
-    from methods.order_graph import decide_panel, decided_path, derived_experiments, write_decision
+def decide_all(config: dict[str, Any], study: str) -> list[Any]:
+    """The checkpoint without Snakemake: a decision per (dataset, model) whose input runs are all evaluated,
+    then the experiments of every decision written."""
     from slimbench.config import panels
+    from slimbench.derive import decide_panel, decision_path, derived_experiments, write_decision
 
     for dataset, model in panels(config, study):
         try:
             record = decide_panel(config, study, dataset, model)
         except FileNotFoundError as missing:
-            print(f"order of {dataset}/{model} not decided yet: {missing}")
+            print(f"chains of {dataset}/{model} not decided yet: {missing}")
             continue
-        write_decision(record, decided_path(config, study, dataset, model))
+        write_decision(record, decision_path(config, study, dataset, model))
     return derived_experiments(config, study)
 
 
-def cmd_order_decide(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """The order checkpoint of one (study, dataset, model): pairwise metrics -> order.json with the chains to run."""
-    from methods.order_graph import decide_panel, write_decision
+def cmd_derive(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """The workflow's checkpoint for one (study, dataset, model): input runs -> decision JSON with the chains to run."""
+    from slimbench.derive import decide_panel, deriver_of, write_decision
 
-    counts = {} if args.random is None else {"random_count": args.random}
-    record = decide_panel(config, args.study, args.dataset, args.model, seed=args.seed, **counts)
+    if deriver_of(config, args.study) is None:
+        raise SlimbenchError(f"study '{args.study}' derives no chains (no 'derive:' in its config).")
+    try:
+        record = decide_panel(config, args.study, args.dataset, args.model, random_count=args.random, seed=args.seed)
+    except FileNotFoundError as missing:
+        raise SlimbenchError(f"cannot decide {args.dataset}/{args.model} yet: {missing}") from None
+    if record.get("cycles"):
+        print(f"no full order: the precedence graph has cycles {record['cycles']}", file=sys.stderr)
     write_decision(record, Path(args.out))
 
 
-def cmd_order_summarize(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """The derived chains' results (with their base) as a table beside the checkpoint's order.json."""
-    import json
-
-    from methods.order_graph import chains_table
-    from slimbench.plots import write_tables
-    from slimbench.results import load_frame
-
-    frame = load_frame([Path(p) for p in args.metrics])
-    metric = json.loads(Path(args.metrics[0]).read_text())["metric"]
-    out = Path(args.out)
-    write_tables(chains_table(frame, metric), out.parent, out.stem)
-
-
 def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
-    """Every metrics file of a study (an order study's derived chains included); all must exist."""
-    from methods.order_graph import derived_experiments, is_order_study
+    """Every metrics file of a study (chains a deriver decided included); all must exist."""
     from slimbench.config import experiments
+    from slimbench.derive import derived_experiments, deriver_of
     from slimbench.results import METRICS_FILE
 
     exps = list(experiments(config, study))
-    if is_order_study(config, study):
+    if deriver_of(config, study):
         exps += derived_experiments(config, study)
-    paths = [e.directory(config["results_dir"]) / METRICS_FILE for e in exps]
+    paths = list(dict.fromkeys(e.directory(config["results_dir"]) / METRICS_FILE for e in exps))
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise SlimbenchError(f"{len(missing)} of {len(paths)} metrics file(s) of study '{study}' are missing, "
@@ -209,36 +207,125 @@ def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
     return paths
 
 
-def report_dir(config: dict[str, Any], study: str, out: str | None) -> Path:
-    return Path(out) if out else Path(config["reports_dir"]) / config["name"] / study
+def report_dir(config: dict[str, Any], study: str | None = None) -> Path:
+    folder = Path(config["reports_dir"]) / config["name"]
+    return folder / study if study else folder
 
 
-def cmd_aggregate(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    from slimbench.plots import summary_table, write_tables
-    from slimbench.results import load_frame, load_records
+def study_runs(config: dict[str, Any], study: str) -> tuple[Any, str]:
+    """A study's runs.csv (written by `slimbench runs`) and its task metric."""
+    from slimbench.results import RUNS_FILE, read_runs, study_metric
 
-    paths = study_metrics(config, args.study)
-    metric = load_records(paths[:1])[0]["metric"]
-    frame = load_frame(paths)
-    out = report_dir(config, args.study, args.out)
-    for path in write_tables(summary_table(frame, metric), out):
+    path = report_dir(config, study) / RUNS_FILE
+    if not path.exists():
+        raise SlimbenchError(f"{path} is missing. Fix: slimbench runs --config ... --study {study} (or run the workflow).")
+    frame = read_runs(path)
+    return frame, study_metric(frame)
+
+
+def cmd_runs(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Every metrics file of a study as one table, runs.csv: the input of its tables, figures and scorecard."""
+    from slimbench.results import RUNS_FILE, load_frame
+
+    out = report_dir(config, args.study) / RUNS_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    load_frame(study_metrics(config, args.study)).to_csv(out, index=False)
+    print(out)
+
+
+def cmd_table(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.plots import render_table
+
+    frame, metric = study_runs(config, args.study)
+    check_output(config, args.study, "tables", args.name)
+    for path in render_table(args.name, frame, metric, report_dir(config, args.study)):
         print(path)
-    frame.to_csv(out / "runs.csv", index=False)
 
 
-def cmd_figures(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    from slimbench.plots import FIGURES
-    from slimbench.results import load_frame, load_records
+def cmd_figure(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.plots import render_figure
 
-    paths = study_metrics(config, args.study)
-    metric = load_records(paths[:1])[0]["metric"]
-    frame = load_frame(paths)
-    names = config["studies"][args.study]["figures"]
-    if args.only and args.only not in names:
-        raise SlimbenchError(f"study '{args.study}' has no figure '{args.only}'. Its figures: {', '.join(names)}.")
-    for name in [args.only] if args.only else names:
-        for path in FIGURES.get(name)(frame, metric, report_dir(config, args.study, args.out)):
-            print(path)
+    frame, metric = study_runs(config, args.study)
+    check_output(config, args.study, "figures", args.name)
+    for path in render_figure(args.name, frame, metric, report_dir(config, args.study)):
+        print(path)
+
+
+def check_output(config: dict[str, Any], study: str, kind: str, name: str) -> None:
+    names = config["studies"][study][kind]
+    if name not in names:
+        raise SlimbenchError(f"study '{study}' has no {kind[:-1]} '{name}'. Its {kind}: {', '.join(names) or '(none)'}.")
+
+
+def score(config: dict[str, Any], study: str, folder: Path) -> Any:
+    """A study's scorecard from the runs.csv in ``folder`` (claims whose runs are missing are 'not run')."""
+    import pandas as pd
+
+    from slimbench.claims import score_study
+    from slimbench.derive import deriver_of
+    from slimbench.results import RUNS_FILE, read_runs, study_metric
+
+    path = folder / study / RUNS_FILE
+    frame = read_runs(path) if path.exists() else pd.DataFrame(columns=["dataset", "model", "chain", "seed"])
+    metric = study_metric(frame) if len(frame) else "accuracy"
+    return score_study(frame, metric, config["studies"][study]["claims"], study, deriver_of(config, study))
+
+
+def cmd_scorecard(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """One study's scorecard (scorecard.md/csv beside its tables), or with no --study the config's SCORECARD.md
+    over all its studies. --reports reads another report folder (e.g. the committed reports/<config>)."""
+    import pandas as pd
+
+    from slimbench.claims import write_scorecard
+
+    folder = Path(args.reports) if args.reports else report_dir(config)
+    studies = [args.study] if args.study else list(config["studies"])
+    card = pd.concat([score(config, s, folder) for s in studies], ignore_index=True)
+    if args.study:
+        paths = write_scorecard(card, folder / args.study, "scorecard", f"Scorecard of study {args.study}")
+    else:
+        paths = write_scorecard(card, folder, "SCORECARD", f"Scorecard of config {config['name']}: the papers' claims")
+    for path in paths:
+        print(path)
+
+
+def write_reports(config: dict[str, Any], study: str) -> list[Path]:
+    """runs.csv, every table and figure and the scorecard of a study, as the workflow writes them."""
+    from slimbench.claims import write_scorecard
+    from slimbench.plots import render_figure, render_table
+
+    cmd_runs(argparse.Namespace(study=study), config)
+    frame, metric = study_runs(config, study)
+    out = report_dir(config, study)
+    paths = [p for name in config["studies"][study]["tables"] for p in render_table(name, frame, metric, out)]
+    paths += [p for name in config["studies"][study]["figures"] for p in render_figure(name, frame, metric, out)]
+    return paths + write_scorecard(score(config, study, report_dir(config)), out, "scorecard",
+                                   f"Scorecard of study {study}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """A run's report folder against a reference's: compare.md/csv, and exit status 2 when a result moved."""
+    from slimbench.compare import compare_runs, summary, write_comparison
+
+    settings = {}
+    if args.config:
+        from slimbench.config import load_config
+
+        settings = load_config(args.config, overrides(args))["compare"]
+        settings = {k: v for k, v in settings.items() if k != "reference"}
+    run, reference = Path(args.run), Path(args.reference)
+    try:
+        table = compare_runs(run, reference, settings)
+    except FileNotFoundError as error:
+        raise SlimbenchError(str(error)) from None
+    for path in write_comparison(table, Path(args.out) if args.out else run, f"{run} against {reference}"):
+        print(path)
+    moved = table[table["verdict"] != "ok"]
+    if len(moved):
+        print(moved.to_string(index=False, max_colwidth=48))
+        raise SlimbenchError(f"{len(moved)} of {len(table)} checks outside the tolerance ({summary(table)}); "
+                             f"see {Path(args.out) if args.out else run}/compare.md.")
+    print(f"all {len(table)} checks within the tolerance")
 
 
 def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -257,12 +344,14 @@ def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     from slimbench.config import load_plugins
     from slimbench.data import DATASETS
+    from slimbench.derive import DERIVERS
     from slimbench.models import MODELS
-    from slimbench.plots import FIGURES
+    from slimbench.plots import FIGURES, TABLES
     from slimbench.stages import STAGES
 
     load_plugins()
-    for title, registry in (("model families", MODELS), ("dataset loaders", DATASETS), ("figures", FIGURES)):
+    for title, registry in (("model families", MODELS), ("dataset loaders", DATASETS), ("tables", TABLES),
+                            ("figures", FIGURES), ("chain derivers", DERIVERS)):
         print(f"{title}: {', '.join(registry.names())}")
     print("stages:")
     for name in STAGES.names():
@@ -280,42 +369,69 @@ def positive_int(text: str) -> int:
     return value
 
 
+def config_arguments(args: argparse.Namespace) -> list[str]:
+    """The --config/--set arguments of this invocation, for the subprocesses it starts."""
+    found = [part for path in args.config for part in ("--config", path)]
+    return found + (["--set", args.set] if args.set else [])
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(args.set) if args.set else None
+    except json.JSONDecodeError as error:
+        raise SlimbenchError(f"--set must be a JSON object of config overrides: {error}") from None
+
+
+def add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", action="append", required=required, metavar="FILE",
+                   help="config file (repeatable: later files override earlier ones, as Snakemake's --configfile)")
+    p.add_argument("--set", metavar="JSON", help="overrides on top of the files, as Snakemake's --config")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="slimbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
     for name in ("base", "compress", "evaluate", "run"):
         p = sub.add_parser(name, help=f"{name} one experiment folder")
-        p.add_argument("--config", required=True)
+        add_config(p)
         p.add_argument("experiment", help="results/<config>/<study>/<dataset>/<model>/seed<k>/<chain>")
         if name == "run":
             p.add_argument("--force", action="store_true", help="re-evaluate even if metrics exist")
-    for name in ("aggregate", "figures"):
-        p = sub.add_parser(name, help=f"{name} of one study")
-        p.add_argument("--config", required=True)
-        p.add_argument("--study", required=True)
-        p.add_argument("--out", help="output folder (default reports/<config>/<study>)")
-        if name == "figures":
-            p.add_argument("--only", help="draw only this figure")
     p = sub.add_parser("study", help="run one study end to end without Snakemake, then its reports")
-    p.add_argument("--config", required=True)
+    add_config(p)
     p.add_argument("--study", required=True)
     p.add_argument("--match", action="append", metavar="GLOB",
                    help="run only experiments whose <dataset>/<model>/seed<k>/<chain> matches (repeatable), "
                         "e.g. 'fashion_mnist/swin_*/*/*'")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="experiments run at once, one process each (default 1; several suit small models on a GPU)")
-    p = sub.add_parser("order-decide", help="an order study's checkpoint: pairwise metrics -> order.json")
-    for name in ("--config", "--study", "--dataset", "--model", "--out"):
+    p = sub.add_parser("runs", help="a study's metrics files as one table, <reports>/<config>/<study>/runs.csv")
+    add_config(p)
+    p.add_argument("--study", required=True)
+    for name in ("table", "figure"):
+        p = sub.add_parser(name, help=f"one registered {name} of a study, from its runs.csv")
+        add_config(p)
+        p.add_argument("--study", required=True)
+        p.add_argument("--name", required=True)
+    p = sub.add_parser("scorecard", help="the papers' claims checked against a study's runs (or all studies)")
+    add_config(p)
+    p.add_argument("--study", help="one study (default: the config's SCORECARD.md over all studies)")
+    p.add_argument("--reports", help="report folder to read, e.g. reports/default (default: the run's)")
+    p = sub.add_parser("compare", help="a run's reports against reference reports, experiment by experiment")
+    p.add_argument("run", help="the run's report folder, e.g. results/reports/smoke")
+    p.add_argument("reference", help="the reference report folder, e.g. reports/smoke")
+    add_config(p, required=False)
+    p.add_argument("--out", help="where compare.md/csv go (default: the run's folder)")
+    p = sub.add_parser("derive", help="a study's checkpoint: its input runs -> the chains to run next (decision JSON)")
+    add_config(p)
+    for name in ("--study", "--dataset", "--model", "--out"):
         p.add_argument(name, required=True)
-    p.add_argument("--random", type=int, help="random orders to run besides sorted and reverse (default: "
-                                               "RANDOM_ORDERS in methods/order_graph.py)")
+    p.add_argument("--random", type=int, help="random orders to run besides sorted and reverse (order studies)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random orders")
-    p = sub.add_parser("order-summarize", help="table of an order study's derived chains")
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("metrics", nargs="+")
     p = sub.add_parser("plan", help="list the experiments of a config")
-    p.add_argument("--config", required=True)
+    add_config(p)
     p.add_argument("--study")
     sub.add_parser("list", help="list registered names")
     return root
@@ -325,15 +441,18 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.command == "list":
         cmd_list(args)
         return
+    if args.command == "compare":
+        cmd_compare(args)
+        return
     from slimbench.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides(args))
     study = getattr(args, "study", None)
     if study is not None and study not in config["studies"]:
         raise SlimbenchError(f"config '{config['name']}' has no study '{study}'. Studies: {', '.join(config['studies'])}.")
-    handler = {"base": cmd_step, "compress": cmd_step, "evaluate": cmd_step, "run": cmd_run,
-               "aggregate": cmd_aggregate, "figures": cmd_figures, "plan": cmd_plan, "study": cmd_study,
-               "order-decide": cmd_order_decide, "order-summarize": cmd_order_summarize}[args.command]
+    handler = {"base": cmd_step, "compress": cmd_step, "evaluate": cmd_step, "run": cmd_run, "runs": cmd_runs,
+               "table": cmd_table, "figure": cmd_figure, "scorecard": cmd_scorecard, "plan": cmd_plan,
+               "study": cmd_study, "derive": cmd_derive}[args.command]
     handler(args, config)
 
 

@@ -1,23 +1,92 @@
-"""Tables and figures shared by the studies (seaborn; PNG + PDF), registered by name for the configs."""
+"""A study's tables and figures, registered by name for the configs (as timm registers models).
+
+A *table* is ``(frame, metric) -> DataFrame`` written as ``<name>.csv/.md/.tex``; a *figure* is
+``(frame, metric) -> matplotlib Figure`` saved as ``<name>.png/.pdf``. Both read only the study's ``runs.csv``
+(one row per experiment, :mod:`slimbench.results`), so every file is a declared output of one workflow job, and
+the first paragraph of each function's docstring is its caption in ``snakemake --report``. Plotting libraries
+are imported when a figure is drawn, not when a job starts.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from slimbench.registry import Registry
+from slimbench.stages import BASE, parse_chain
 
-from slimbench.registry import Registry  # noqa: E402
-from slimbench.stages import BASE, parse_chain  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-Figure = Callable[[pd.DataFrame, str, Path], list[Path]]
-FIGURES: Registry[Figure] = Registry("figure")
 IDENTITY = ["dataset", "model", "chain"]
+TABLE_FORMATS = ("csv", "md", "tex")
+FIGURE_FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class Output:
+    """A registered table or figure: how to make it and what its caption says."""
+
+    name: str
+    make: Callable[[pd.DataFrame, str], Any]
+
+    @property
+    def caption(self) -> str:
+        text = (self.make.__doc__ or self.name).strip()
+        return " ".join(text.split("\n\n")[0].split())
+
+
+TABLES: Registry[Output] = Registry("table")
+FIGURES: Registry[Output] = Registry("figure")
+
+
+def table(name: str) -> Callable:
+    """Register ``fn(frame, metric) -> DataFrame`` as table ``name``."""
+    return lambda fn: TABLES.add(name, Output(name, fn)).make
+
+
+def figure(name: str) -> Callable:
+    """Register ``fn(frame, metric) -> Figure`` as figure ``name``."""
+    return lambda fn: FIGURES.add(name, Output(name, fn)).make
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot with a file-only backend, imported on first use (it costs a job ~1 s to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_tables(frame: pd.DataFrame, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.{ext}" for ext in TABLE_FORMATS]
+    frame.to_csv(paths[0], index=False)
+    paths[1].write_text(frame.to_markdown(index=False, floatfmt=".4g") + "\n")
+    paths[2].write_text(frame.to_latex(index=False, float_format="%.4g"))
+    return paths
+
+
+def save(fig: "Figure", out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
+    fig.savefig(paths[0], dpi=160, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    pyplot().close(fig)
+    return paths
+
+
+def render_table(name: str, frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    return write_tables(TABLES.get(name).make(frame, metric), out, name)
+
+
+def render_figure(name: str, frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    return save(FIGURES.get(name).make(frame, metric), out, name)
 
 
 def method_label(chain: str) -> str:
@@ -26,40 +95,28 @@ def method_label(chain: str) -> str:
     return "+".join(names) if names else "uncompressed"
 
 
+@table("table")
 def summary_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of the task metric and the costs, one row per experiment."""
+    """Summary of the study: one row per dataset, model and chain; mean over seeds of the task metric (with its
+    standard deviation) and of the costs (parameters, FLOPs, size on disk, latency, peak memory), and the share
+    of the uncompressed model's parameters, FLOPs and stored bits kept."""
     columns = [c for c in [metric, "accuracy", "params", "flops", "size_bytes", "latency_cpu_ms", "latency_cuda_ms",
                            "peak_rss_mib", "relative_params_kept", "relative_flops_kept",
                            "relative_stored_bits_kept", "stage_time_s"] if c in frame.columns]
     columns = list(dict.fromkeys(columns))
     grouped = frame.groupby(IDENTITY, sort=False)
-    table = grouped[columns].mean()
-    table.insert(0, "seeds", grouped.size())
+    summary = grouped[columns].mean()
+    summary.insert(0, "seeds", grouped.size())
     stds = grouped[[metric]].std().fillna(0.0)
-    table.insert(list(table.columns).index(metric) + 1, f"{metric}_std", stds[metric])
-    return table.reset_index()
+    summary.insert(list(summary.columns).index(metric) + 1, f"{metric}_std", stds[metric])
+    return summary.reset_index()
 
 
-def write_tables(table: pd.DataFrame, out: Path, stem: str = "table") -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.tex"]
-    table.to_csv(paths[0], index=False)
-    paths[1].write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
-    paths[2].write_text(table.to_latex(index=False, float_format="%.4g"))
-    return paths
-
-
-def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=160, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
-
-
-def metric_vs_cost(frame: pd.DataFrame, metric: str, out: Path, cost: str, stem: str) -> list[Path]:
+def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
     """Task metric against the share of a cost kept; one line per method, seeds as a band, base dashed."""
+    import seaborn as sns
+
+    plt = pyplot()
     column = f"relative_{cost}_kept"
     data = frame.copy()
     data["method"] = data["chain"].map(method_label)
@@ -75,14 +132,30 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, out: Path, cost: str, stem:
         if not base.empty:
             ax.axhline(base[metric].mean(), color="black", ls="--", lw=1, label="uncompressed")
         ax.set_title(f"{model} on {dataset}")
-        ax.set_xlabel(f"{cost} kept (% of uncompressed)")
+        ax.set_xlabel(f"{cost.replace('_', ' ')} kept (% of uncompressed)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return save(fig, out, stem)
+    return fig
 
 
-FIGURES.add("metric_vs_params", lambda f, m, o: metric_vs_cost(f, m, o, "params", "metric_vs_params"))
-FIGURES.add("metric_vs_flops", lambda f, m, o: metric_vs_cost(f, m, o, "flops", "metric_vs_flops"))
-FIGURES.add("metric_vs_stored_bits", lambda f, m, o: metric_vs_cost(f, m, o, "stored_bits", "metric_vs_stored_bits"))
+@figure("metric_vs_params")
+def metric_vs_params(frame: pd.DataFrame, metric: str) -> "Figure":
+    """Task metric against the share of the uncompressed model's parameters kept, one line per method (seeds
+    as a band of one standard deviation), the uncompressed model dashed."""
+    return metric_vs_cost(frame, metric, "params")
+
+
+@figure("metric_vs_flops")
+def metric_vs_flops(frame: pd.DataFrame, metric: str) -> "Figure":
+    """Task metric against the share of the uncompressed model's FLOPs kept (per example), one line per method
+    (seeds as a band of one standard deviation), the uncompressed model dashed."""
+    return metric_vs_cost(frame, metric, "flops")
+
+
+@figure("metric_vs_stored_bits")
+def metric_vs_stored_bits(frame: pd.DataFrame, metric: str) -> "Figure":
+    """Task metric against the share of the uncompressed model's stored weight bits kept (quantization counts
+    here), one line per method (seeds as a band), the uncompressed model dashed."""
+    return metric_vs_cost(frame, metric, "stored_bits")

@@ -1,4 +1,8 @@
-"""The metrics record (one JSON per experiment) and loading a study's records into a DataFrame."""
+"""The metrics record (one JSON per experiment) and a study's records as one table, ``runs.csv``.
+
+``runs.csv`` is the only input of a study's tables, figures, scorecard and comparison: a run's and a committed
+reference's report folder are read the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import pandas as pd
 from slimbench.atomic import atomic_target
 
 METRICS_FILE = "metrics.json"
+RUNS_FILE = "runs.csv"
+TASK_METRICS = ("accuracy", "mcc", "f1", "perplexity", "mean_iou")  # for runs.csv files without a metric column
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -21,7 +27,7 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One table row: identity columns, then metrics and cost columns by their own names."""
-    row = {k: record[k] for k in ("study", "dataset", "model", "chain", "seed")}
+    row = {k: record[k] for k in ("study", "dataset", "model", "chain", "seed", "metric")}
     row.update(record.get("metrics", {}))
     row.update(record.get("cost", {}))
     row.update({f"relative_{k}": v for k, v in record.get("relative", {}).items()})
@@ -29,6 +35,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row["train_loss"] = epoch_losses[-1] if epoch_losses else None  # mean loss of the last training epoch
     row["stage_time_s"] = record.get("stage_time_s")
     row["wall_time_s"] = record.get("wall_time_s")
+    row["model_spec"] = json.dumps(record.get("config", {}).get("model"), sort_keys=True)
     return row
 
 
@@ -38,3 +45,17 @@ def load_records(paths: list[Path]) -> list[dict[str, Any]]:
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame([flatten(r) for r in load_records(paths)])
+
+
+def study_metric(frame: pd.DataFrame) -> str:
+    """The task metric of a study's runs (older runs.csv files lack the column: the first task metric present)."""
+    if "metric" in frame and frame["metric"].notna().any():
+        return str(frame["metric"].dropna().iloc[0])
+    found = [m for m in TASK_METRICS if m in frame]
+    if not found:
+        raise ValueError(f"no task metric column among {list(frame.columns)[:12]}...")
+    return found[0]
+
+
+def read_runs(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)

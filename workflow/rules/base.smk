@@ -8,11 +8,11 @@ rule base:
     log:
         exp("base", "base.log"),
     params:
-        config=CONFIG_JSON,
+        settings=settings("base"),
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
         "../../envs/slimbench.yaml"
     resources:
         gpu=1,
     shell:
-        "slimbench base --config {params.config} {params.directory} > {log} 2>&1"
+        "slimbench base {CONFIG_ARGS} {params.directory} > {log} 2>&1"

@@ -1,16 +1,20 @@
-# Config loading (validated once, before any job), path helpers and wildcard constraints.
+# Config loading (validated once, before any job), path helpers and wildcard constraints. Nothing here writes a
+# file: every job reads the same config files Snakemake read (CONFIG_ARGS), and each step's own settings are a
+# rule parameter (slimbench.config.tracked_settings), so changing a setting reruns exactly the steps that use it.
 
 import json
 import os
+import shlex
 import sys
 
-from methods.order_graph import RANDOM_ORDERS, derived_chains, is_order_study, pairwise_chains
-from slimbench.config import experiments, panels, read_config, validate_config
+from slimbench.config import Experiment, experiments, panels, read_configs, tracked_settings, validate_config
+from slimbench.derive import DERIVERS, evaluated_chains, input_experiments
 from slimbench.errors import SlimbenchError
-from slimbench.stages import chain_prefixes
 
-if not config:
-    config.update(read_config("config/default.yaml"))
+CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config/default.yaml"]
+OVERRIDES = dict(workflow.config_settings.config or {})
+if not workflow.config_settings.configfiles:
+    config.update(read_configs(CONFIG_FILES, OVERRIDES))
 try:
     CFG = validate_config(config)
 except SlimbenchError as error:
@@ -19,15 +23,14 @@ except SlimbenchError as error:
 NAME = CFG["name"]
 RESULTS = os.path.join(CFG["results_dir"], NAME)
 REPORTS = os.path.join(CFG["reports_dir"], NAME)
-# The CLI reads the resolved config from here; rewritten only when it changes.
-CONFIG_JSON = os.path.join(RESULTS, "config.json")
-_resolved = json.dumps(CFG, indent=1, sort_keys=True)
-if not os.path.exists(CONFIG_JSON) or open(CONFIG_JSON).read() != _resolved:
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(CONFIG_JSON, "w") as handle:
-        handle.write(_resolved)
+# What every slimbench call of a job gets: the config files (and --config overrides) this workflow was started with.
+CONFIG_ARGS = " ".join(f"--config {shlex.quote(p)}" for p in CONFIG_FILES)
+if OVERRIDES:
+    CONFIG_ARGS += f" --set {shlex.quote(json.dumps(OVERRIDES, sort_keys=True))}"
+REFERENCE = CFG["compare"].get("reference", os.path.join("reports", NAME))
 
-_rules = {"all", "base", "compress", "evaluate", "aggregate", "figure", "order_decide", "order_derived", "order_chains"}
+_rules = {"all", "base", "compress", "evaluate", "runs", "table", "figure", "scorecard", "scorecards", "compare",
+          "derive"}
 _clash = _rules & set(CFG["studies"])
 if _clash:
     sys.exit(f"slimbench: study name(s) {sorted(_clash)} clash with rule names; rename the study.")
@@ -41,7 +44,7 @@ wildcard_constraints:
     chain=r"base(\+[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?)*",
     prefix=r"base(\+[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?)*",
     stage=r"[A-Za-z0-9_]+(-[A-Za-z0-9_.]+)?",
-    figure=r"[A-Za-z0-9_]+",
+    name=r"[A-Za-z0-9_]+",
 
 
 def exp(*parts):
@@ -54,6 +57,18 @@ def rep(*parts):
     return os.path.join(REPORTS, "{study}", *parts)
 
 
+def experiment_of(wildcards, chain):
+    return Experiment(NAME, wildcards.study, wildcards.dataset, wildcards.model, int(wildcards.seed), chain)
+
+
+def settings(step):
+    """The rule parameter that tracks what one step of an experiment depends on."""
+    def of(wildcards):
+        chain = "base" if step == "base" else wildcards.chain if step == "evaluate" else f"{wildcards.prefix}+{wildcards.stage}"
+        return tracked_settings(CFG, experiment_of(wildcards, chain), step)
+    return of
+
+
 def base_metrics(wildcards):
     """Compressed chains read the uncompressed model's metrics (for the share of cost kept)."""
     if wildcards.chain == "base":
@@ -61,47 +76,48 @@ def base_metrics(wildcards):
     return exp("base", "metrics.json").format(**wildcards)
 
 
-def metrics_files(study):
-    return [str(e.directory(CFG["results_dir"]) / "metrics.json") for e in experiments(CFG, study)]
+def metrics_of(exps):
+    return [os.path.join(RESULTS, e.study, e.dataset, e.model, f"seed{e.seed}", e.chain, "metrics.json") for e in exps]
 
 
-def figure_files(study):
-    figures = CFG["studies"][study]["figures"]
-    return [os.path.join(REPORTS, study, f"{figure}.{ext}") for figure in figures for ext in ("png", "pdf")]
+def study_metrics(wildcards):
+    """Every metrics file of a study; for a study with `derive:`, also those of the chains its checkpoint decides."""
+    found = metrics_of(experiments(CFG, wildcards.study))
+    if CFG["studies"][wildcards.study].get("derive"):
+        for dataset, model in panels(CFG, wildcards.study):
+            decision = checkpoints.derive.get(study=wildcards.study, dataset=dataset, model=model).output[0]
+            chains = evaluated_chains(CFG, wildcards.study, json.loads(open(decision).read()))
+            found += metrics_of(Experiment(NAME, wildcards.study, dataset, model, seed, chain)
+                                for chain in chains for seed in CFG["studies"][wildcards.study]["seeds"])
+    return list(dict.fromkeys(found))
 
 
-def table_files(study):
-    return [os.path.join(REPORTS, study, f"table.{ext}") for ext in ("csv", "md", "tex")]
+def derive_inputs(wildcards):
+    return metrics_of(input_experiments(CFG, wildcards.study, wildcards.dataset, wildcards.model))
 
 
-def study_targets(studies):
-    return [path for study in studies for path in table_files(study) + figure_files(study)]
+def study_outputs(study):
+    """The declared outputs of one study: runs.csv, each table and figure, the scorecard."""
+    spec = CFG["studies"][study]
+    paths = [os.path.join(REPORTS, study, "runs.csv")]
+    paths += [os.path.join(REPORTS, study, f"{t}.{ext}") for t in spec["tables"] for ext in ("csv", "md", "tex")]
+    paths += [os.path.join(REPORTS, study, f"{f}.{ext}") for f in spec["figures"] for ext in ("png", "pdf")]
+    return paths + [os.path.join(REPORTS, study, f"scorecard.{ext}") for ext in ("csv", "md")]
 
 
-# Order of compression (workflow/rules/order.smk): studies that draw the precedence graph, and the
-# inputs of their checkpoint and of the chains it derives.
-ORDER_STUDIES = [s for s in CFG["studies"] if is_order_study(CFG, s)]
-ORDER_STUDY = "|".join(s.replace(".", r"\.") for s in ORDER_STUDIES) or "(?!)"
-ORDER_RANDOM = RANDOM_ORDERS
+def caption(kind):
+    """The registered table's or figure's caption (its docstring), shown by `snakemake --report`."""
+    from slimbench.plots import FIGURES, TABLES
+
+    registry = TABLES if kind == "table" else FIGURES
+    return lambda wildcards: registry.get(wildcards.name).caption
 
 
-def order_summaries(study):
-    """The derived chains' tables of an order study: its tables and figures wait for those chains."""
-    if study not in ORDER_STUDIES:
-        return []
-    return [os.path.join(REPORTS, study, "derived", dataset, model, "order_chains.csv")
-            for dataset, model in panels(CFG, study)]
+def alternatives(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(sorted(set(names))) or "(?!)"
 
 
-def order_pairwise_metrics(wildcards):
-    spec = CFG["studies"][wildcards.study]
-    return [exp(chain, "metrics.json").format(seed=seed, **wildcards)
-            for seed in spec["seeds"] for chain in ["base", *pairwise_chains(spec["chains"])]]
-
-
-def order_derived_metrics(wildcards):
-    decided = json.loads(open(checkpoints.order_decide.get(**wildcards).output[0]).read())
-    chains = derived_chains(decided)
-    prefixes = dict.fromkeys(p for chain in chains for p in chain_prefixes(chain))
-    return [exp(p, "metrics.json").format(seed=seed, **wildcards)
-            for seed in CFG["studies"][wildcards.study]["seeds"] for p in prefixes]
+TABLE_NAMES = alternatives(t for spec in CFG["studies"].values() for t in spec["tables"])
+FIGURE_NAMES = alternatives(f for spec in CFG["studies"].values() for f in spec["figures"])
+DERIVE_STUDIES = "|".join(s.replace(".", r"\.") for s in CFG["studies"] if CFG["studies"][s].get("derive")) or "(?!)"

@@ -11,11 +11,11 @@ rule compress:
     log:
         exp("{prefix}+{stage}", "compress.log"),
     params:
-        config=CONFIG_JSON,
+        settings=settings("compress"),
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
         "../../envs/slimbench.yaml"
     resources:
         gpu=1,
     shell:
-        "slimbench compress --config {params.config} {params.directory} > {log} 2>&1"
+        "slimbench compress {CONFIG_ARGS} {params.directory} > {log} 2>&1"

@@ -1,40 +1,106 @@
-# Per study: tables (CSV, Markdown, LaTeX) and figures (PNG, PDF) under reports/<config>/<study>/, plus one
-# target rule per study, named after it (snakemake <study>).
+# Per study, under results/reports/<config>/<study>/: runs.csv (every metrics file as one table), each table
+# (csv, md, tex) and figure (png, pdf) the study names, and its scorecard (the papers' claims checked); per config,
+# SCORECARD.md over all studies and compare.md against the committed reference reports. One target rule per
+# study, named after it (snakemake <study>). The committed reports/ are never written by the workflow.
 
 
-rule aggregate:
+rule runs:
     input:
-        lambda wc: metrics_files(wc.study) + order_summaries(wc.study),
+        study_metrics,
     output:
-        csv=report(rep("table.csv"), caption="../report/table.rst", category="{study}",
-                   labels={"study": "{study}", "type": "table"}),
-        md=rep("table.md"),
-        tex=rep("table.tex"),
+        rep("runs.csv"),
     log:
-        os.path.join(RESULTS, "{study}", "aggregate.log"),
-    params:
-        config=CONFIG_JSON,
+        os.path.join(RESULTS, "{study}", "runs.log"),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench aggregate --config {params.config} --study {wildcards.study} > {log} 2>&1"
+        "slimbench runs {CONFIG_ARGS} --study {wildcards.study} > {log} 2>&1"
+
+
+rule table:
+    input:
+        rep("runs.csv"),
+    output:
+        csv=report(rep("{name}.csv"), caption="../report/output.rst", category="{study}",
+                   labels={"study": "{study}", "table": "{name}"}),
+        md=rep("{name}.md"),
+        tex=rep("{name}.tex"),
+    log:
+        os.path.join(RESULTS, "{study}", "{name}.table.log"),
+    wildcard_constraints:
+        name=TABLE_NAMES,
+    params:
+        caption=caption("table"),
+    conda:
+        "../../envs/slimbench.yaml"
+    shell:
+        "slimbench table {CONFIG_ARGS} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
 
 
 rule figure:
     input:
-        lambda wc: metrics_files(wc.study) + order_summaries(wc.study),
+        rep("runs.csv"),
     output:
-        png=report(rep("{figure}.png"), caption="../report/figure.rst", category="{study}",
-                   labels={"study": "{study}", "figure": "{figure}"}),
-        pdf=rep("{figure}.pdf"),
+        png=report(rep("{name}.png"), caption="../report/output.rst", category="{study}",
+                   labels={"study": "{study}", "figure": "{name}"}),
+        pdf=rep("{name}.pdf"),
     log:
-        os.path.join(RESULTS, "{study}", "{figure}.log"),
+        os.path.join(RESULTS, "{study}", "{name}.figure.log"),
+    wildcard_constraints:
+        name=FIGURE_NAMES,
     params:
-        config=CONFIG_JSON,
+        caption=caption("figure"),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench figures --config {params.config} --study {wildcards.study} --only {wildcards.figure} > {log} 2>&1"
+        "slimbench figure {CONFIG_ARGS} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
+
+
+rule scorecard:
+    input:
+        rep("runs.csv"),
+    output:
+        csv=report(rep("scorecard.csv"), caption="../report/scorecard.rst", category="{study}",
+                   labels={"study": "{study}", "table": "scorecard"}),
+        md=rep("scorecard.md"),
+    log:
+        os.path.join(RESULTS, "{study}", "scorecard.log"),
+    conda:
+        "../../envs/slimbench.yaml"
+    shell:
+        "slimbench scorecard {CONFIG_ARGS} --study {wildcards.study} > {log} 2>&1"
+
+
+rule scorecards:
+    input:
+        [os.path.join(REPORTS, study, "runs.csv") for study in CFG["studies"]],
+    output:
+        csv=report(os.path.join(REPORTS, "SCORECARD.csv"), caption="report/scorecard.rst", category="scorecard",
+                   labels={"study": "all", "table": "SCORECARD"}),
+        md=os.path.join(REPORTS, "SCORECARD.md"),
+    log:
+        os.path.join(RESULTS, "scorecard.log"),
+    conda:
+        "../../envs/slimbench.yaml"
+    shell:
+        "slimbench scorecard {CONFIG_ARGS} > {log} 2>&1"
+
+
+rule compare:
+    input:
+        [os.path.join(REPORTS, study, "runs.csv") for study in CFG["studies"]],
+    output:
+        csv=report(os.path.join(REPORTS, "compare.csv"), caption="report/compare.rst", category="scorecard",
+                   labels={"study": "all", "table": "compare"}),
+        md=os.path.join(REPORTS, "compare.md"),
+    log:
+        os.path.join(RESULTS, "compare.log"),
+    params:
+        reference=REFERENCE,
+    conda:
+        "../../envs/slimbench.yaml"
+    shell:
+        "slimbench compare {CONFIG_ARGS} {REPORTS} {params.reference} > {log} 2>&1 || (cat {log}; exit 1)"
 
 
 for _study in CFG["studies"]:
@@ -43,4 +109,4 @@ for _study in CFG["studies"]:
         name:
             _study
         input:
-            study_targets([_study]),
+            study_outputs(_study),

@@ -1,0 +1,214 @@
+"""The papers' claims as data, checked against a study's runs: the scorecard.
+
+Each study of a config lists the claims it tests (``claims:``), written before its runs: where the claim comes
+from, the paper's value, and a test on this study's runs. A test is evaluated per seed and per (dataset, model)
+panel; the verdict comes from the seeds alone: **met** when every seed passes, **not met** when none does,
+**inconclusive** when the seeds disagree, **not run** when the runs the test needs are missing. Nothing here
+reads prose: a claim's verdict changes only when its runs or its pre-registered test change.
+
+Test kinds (values in the metric's own units: accuracy 0.015 is 1.5 points; lower-is-better metrics such as
+perplexity count a rise as the drop):
+
+- ``drop_at_most`` {chain, max_drop[, reference, relative]}: the chain loses at most ``max_drop`` against the
+  base model (or the ``reference`` chain; with ``relative: true``, as a share of the reference's value).
+- ``beats`` {chain, other[, margin]}: chain is better than other by more than ``margin``; ``chain`` and
+  ``other`` may be equal-length lists of pairs, all of which must hold.
+- ``reduction_within`` {cost, max_drop, min_factor}: the best reduction of ``cost`` (base / chain) among the
+  chains within ``max_drop`` of the base reaches ``min_factor``.
+- ``at_most`` / ``at_least`` {chain, column, value}: a recorded column of the chain (e.g. ``stage_time_s``,
+  ``peak_rss_mib``) is at most / at least ``value``.
+- ``model_within`` {model, reference, max_drop[, chain]}: across models of one dataset (variants trained from
+  scratch), ``model`` loses at most ``max_drop`` against the ``reference`` model (same chain, default base).
+- ``decided_order`` {order}: the study's chain deriver (e.g. the order study's topological sort) decides the
+  given order, e.g. ``[distill, prune, quant, exit]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from slimbench.errors import ConfigError
+from slimbench.registry import Registry
+from slimbench.stages import BASE
+
+LOWER_IS_BETTER = {"perplexity", "nll", "loss", "eval_loss"}
+VERDICTS = ("met", "not met", "inconclusive", "not run")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One seed's result: the measured value and whether the test passed."""
+
+    value: float
+    passed: bool
+
+
+# A test: (one panel's runs of one seed, the metric, the test's options, the study's deriver or None) ->
+# Outcome, or None when the runs it needs are missing.
+Test = Callable[[pd.DataFrame, str, dict[str, Any], Any], "Outcome | None"]
+TESTS: Registry[Test] = Registry("claim test")
+
+
+def metric_of(runs: pd.DataFrame, chain: str, column: str) -> float | None:
+    rows = runs[runs["chain"] == chain]
+    return None if rows.empty or column not in rows or rows[column].isna().all() else float(rows[column].mean())
+
+
+def drop(base: float, value: float, metric: str) -> float:
+    """How much worse ``value`` is than ``base`` (positive = worse)."""
+    return value - base if metric in LOWER_IS_BETTER else base - value
+
+
+@TESTS.register("drop_at_most")
+def drop_at_most(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Outcome | None:
+    base, value = metric_of(runs, test.get("reference", BASE), metric), metric_of(runs, test["chain"], metric)
+    if base is None or value is None:
+        return None
+    lost = drop(base, value, metric) / (abs(base) if test.get("relative") else 1.0)
+    return Outcome(lost, lost <= test["max_drop"])
+
+
+@TESTS.register("beats")
+def beats(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Outcome | None:
+    chains, others = test["chain"], test["other"]
+    chains, others = ([chains], [others]) if isinstance(chains, str) else (chains, others)
+    gains = []
+    for chain, other in zip(chains, others):
+        mine, theirs = metric_of(runs, chain, metric), metric_of(runs, other, metric)
+        if mine is None or theirs is None:
+            return None
+        gains.append(drop(mine, theirs, metric))  # how much worse the other is
+    return Outcome(sum(gains) / len(gains), all(g > test.get("margin", 0.0) for g in gains))
+
+
+@TESTS.register("reduction_within")
+def reduction_within(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Outcome | None:
+    cost = test["cost"]
+    base_metric, base_cost = metric_of(runs, BASE, metric), metric_of(runs, BASE, cost)
+    if base_metric is None or base_cost is None:
+        return None
+    means = runs.groupby("chain")[[metric, cost]].mean()
+    within = means[[drop(base_metric, v, metric) <= test["max_drop"] for v in means[metric]]]
+    best = float((base_cost / within[cost]).max()) if len(within) else 1.0
+    return Outcome(best, best >= test["min_factor"])
+
+
+def bound(runs: pd.DataFrame, test: dict[str, Any], below: bool) -> Outcome | None:
+    value = metric_of(runs, test["chain"], test["column"])
+    return None if value is None else Outcome(value, value <= test["value"] if below else value >= test["value"])
+
+
+TESTS.add("at_most", lambda runs, metric, test, _: bound(runs, test, below=True))
+TESTS.add("at_least", lambda runs, metric, test, _: bound(runs, test, below=False))
+
+
+@TESTS.register("model_within")
+def model_within(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Outcome | None:
+    chain = test.get("chain", BASE)
+    mine = metric_of(runs[runs["model"] == test["model"]], chain, metric)
+    reference = metric_of(runs[runs["model"] == test["reference"]], chain, metric)
+    if mine is None or reference is None:
+        return None
+    lost = drop(reference, mine, metric)
+    return Outcome(lost, lost <= test["max_drop"])
+
+
+@TESTS.register("decided_order")
+def decided_order(runs: pd.DataFrame, metric: str, test: dict[str, Any], deriver: Any) -> Outcome | None:
+    if deriver is None:
+        raise ConfigError("claim test 'decided_order' needs a study with 'derive:' (e.g. derive: order).")
+    needed = set(deriver.inputs(list(runs["chain"].unique())))
+    if not needed:
+        return None
+    decision = deriver.decide(runs, metric, list(runs["chain"].unique()), 0, 0)
+    order = decision.get("order")
+    return Outcome(math.nan if order is None else float(order == list(test["order"])), order == list(test["order"]))
+
+
+CROSS_MODEL = {"model_within"}  # tests that compare models: their panel is a dataset
+
+
+def panels_of(runs: pd.DataFrame, claim: dict[str, Any]) -> list[tuple[str, str]]:
+    if claim["test"]["kind"] in CROSS_MODEL:
+        datasets = list(dict.fromkeys(runs["dataset"])) if len(runs) else []
+        label = f"{claim['test']['model']} vs {claim['test']['reference']}"
+        return [(d, label) for d in datasets if claim.get("dataset", d) == d] or [(claim.get("dataset", "-"), label)]
+    found = list(dict.fromkeys(zip(runs["dataset"], runs["model"]))) if len(runs) else []
+    wanted = [(d, m) for d, m in found if claim.get("dataset", d) == d and claim.get("model", m) == m]
+    return wanted or [(claim.get("dataset", "-"), claim.get("model", "-"))]
+
+
+def verdict(outcomes: list[Outcome]) -> str:
+    if not outcomes:
+        return "not run"
+    passed = {o.passed for o in outcomes}
+    return "inconclusive" if len(passed) > 1 else ("met" if passed == {True} else "not met")
+
+
+def shown(values: list[float], metric: str, kind: str, relative: bool = False) -> str:
+    """mean +- std (n seeds) in the units a reader expects: points for [0, 1] metrics' drops and gains."""
+    if not values:
+        return "-"
+    scale, unit = 1.0, ""
+    if relative:
+        scale, unit = 100.0, "%"
+    elif kind in ("drop_at_most", "beats", "model_within") and metric not in LOWER_IS_BETTER:
+        scale, unit = 100.0, " pt"
+    elif kind == "reduction_within":
+        unit = "x"
+    series = pd.Series(values, dtype=float) * scale
+    spread = f" +- {series.std(ddof=1):.2f}" if len(series) > 1 else ""
+    return f"{series.mean():.3g}{spread}{unit} (n={len(series)})"
+
+
+def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], study: str,
+                deriver: Any = None) -> pd.DataFrame:
+    """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict."""
+    rows = []
+    for claim in claims:
+        test = claim["test"]
+        check = TESTS.get(test["kind"])
+        for dataset, model in panels_of(runs, claim):
+            if not len(runs):
+                panel = runs
+            elif test["kind"] in CROSS_MODEL:
+                panel = runs[runs["dataset"] == dataset]
+            else:
+                panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
+            outcomes = []
+            for _, seed_runs in panel.groupby("seed") if len(panel) else []:
+                outcome = check(seed_runs, metric, test, deriver)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
+                         "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, metric),
+                         "ours": shown([o.value for o in outcomes], metric, test["kind"], bool(test.get("relative"))),
+                         "seeds": len(outcomes), "verdict": verdict(outcomes)})
+    return pd.DataFrame(rows, columns=["study", "claim", "statement", "source", "paper", "dataset", "model", "test",
+                                       "ours", "seeds", "verdict"])
+
+
+def describe(test: dict[str, Any], metric: str) -> str:
+    """The pre-registered test in words, as the scorecard prints it."""
+    options = ", ".join(f"{k}={v}" for k, v in test.items() if k != "kind")
+    return f"{test['kind']}({options}) on {metric}"
+
+
+def scorecard_markdown(card: pd.DataFrame, title: str) -> str:
+    counts = card["verdict"].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
+    columns = ["study", "claim", "statement", "paper", "dataset", "model", "ours", "verdict", "source", "test"]
+    return f"# {title}\n\n{len(card)} claim checks: {summary}.\n\n" + card[columns].to_markdown(index=False) + "\n"
+
+
+def write_scorecard(card: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.csv", out / f"{stem}.md"]
+    card.to_csv(paths[0], index=False)
+    paths[1].write_text(scorecard_markdown(card, title))
+    return paths
