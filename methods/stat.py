@@ -19,11 +19,49 @@ rows of ``Z`` (CountSketch) before the QR (Sec. 3, randomized ID for large model
 
 Implementation notes. The pivoted QR is computed in its Gram form: a (grouped) pivoted Cholesky of
 ``G = Z^T Z``, accumulated over calibration batches without storing ``Z``. In exact arithmetic this picks
-the same pivots as Businger-Golub column-pivoted QR and its factor is the QR's ``R``; the residual Gram's
-trace after ``k`` pivots is ``||R22||_F^2``. ``T = R11^{-1} R12`` equals the least-squares solution
-``argmin_T ||Z[:, S] T - Z||``, computed here as ``G[S, S]^+ G[S, :]`` in float64. With a sketch ``Y = Omega Z``
-the same code runs on ``Y^T Y``. Blocks are pruned in network order, each on activations of the model whose
-earlier blocks are already pruned (``sequential``), so a correction also absorbs the upstream pruning error.
+the same pivots as Businger-Golub column-pivoted QR (tested against LAPACK's) and its factor is the QR's
+``R``; the residual Gram's trace after ``k`` pivots is ``||R22||_F^2``. ``T = R11^{-1} R12`` equals the
+least-squares solution ``argmin_T ||Z[:, S] T - Z||``, computed here as ``G[S, S]^+ G[S, :]`` in float64. With
+a sketch ``Y = Omega Z`` the same code runs on ``Y^T Y``. Blocks are pruned in network order, each on
+activations of the model whose earlier blocks are already pruned (``sequential``), so a correction also
+absorbs the upstream pruning error. Padding tokens never enter ``G``.
+
+Compared with code released under STAT's name: github.com/nicolehao34/InterpolativeDecompositionPruning,
+commit 8ef1b62b5507b7636b507249a4fdaaed7d9c66a9, ``bert-pruning-ID/prune_bert.py`` (BERT) and
+``prune_opt.py`` (OPT; "L" = line). It was uploaded in December 2023 by someone not among the paper's
+authors, and its BERT and OPT scripts disagree in places, so whether it produced the paper's tables could
+not be checked. Same as the release: the correction is the least-squares ``T`` (``pinv(R11) R12``, L335,
+L368); output biases are left unchanged and only the kept rows' input biases are kept (L330, L379-407);
+padded positions are dropped (rows with attention mask > -1, L161); 512 calibration examples (L38).
+Different, kept here on purpose (changing them would move the committed results):
+
+* Head selection. The release runs a pivoted QR on the (tokens x head_dim) x heads reshape, one column per
+  head (L203-209). That measures how well one head is a *scalar* multiple of others, while its correction
+  is a full block least-squares fit (L215, L368). Here the grouped pivoting picks the head with the largest
+  block least-squares residual, which is the quantity the correction removes. When head 3 is an invertible
+  8x8 map of head 1 (the setup of the head test in ``tests/test_stat.py``), the release's rule, run by hand
+  with scipy, keeps heads 3 and 1 and drops the independent head 0; this rule drops head 1.
+* Neuron selection. The release scales column ``j`` of ``Z`` by ``||W2[:, j]||`` before the QR and
+  unscales ``T`` afterwards (L170-172, L331-336; prune_opt.py L316-317). The fit is the same, but the
+  pivots can differ. Here ``Z`` is not scaled, which is the paper's ID of ``Z``.
+* Layer sizes. The release thresholds ``|R_kk|`` of the scaled neuron QR (an estimate of the paper's
+  spectral-norm error) and the head error ``||E_k W_O^T||_F`` (L216-228), both in absolute terms, across all
+  layers. Each is weighted by ``sqrt(L - l + 1) + 1`` (L251-255, L94-95, L351). For OPT the weight is instead
+  a log-linear fit over depth, and heads get ``1.125^(H..1)`` (prune_opt.py L468-482). The heads/neurons split
+  comes from a scan over head counts that matches the head cutoff to 2x the mean neuron ``||R22||_F``
+  (L267-287). FLOPs use a hand-set MLP share (0.662 for BERT-base, L1; 0.571 for OPT, prune_opt.py L504). Here
+  one relative Frobenius tolerance ``||R22||_F / ||Z||_F <= eps`` covers heads and neurons of every layer, and
+  exact per-unit FLOPs meet the budget. Since ``||Z - Z[:, S] T||_2 = ||R22||_2 <= ||R22||_F``, this also
+  bounds the paper's spectral error, by ``eps ||Z||_F`` instead of ``eps ||Z||_2``.
+* Calibration order. The release computes every MLP's statistics on the unpruned model (L163-173). It
+  recomputes head statistics only after all MLPs are pruned (L342, L201), never after earlier heads, and
+  takes head sizes from the unpruned model (L246-248). For OPT, everything comes from the unpruned model
+  (prune_opt.py L272). Here ``sequential: true`` (the default) recalibrates every layer on the model with
+  all earlier layers pruned. ``sequential: false`` uses the unpruned model throughout (the release's OPT
+  order).
+* Sketch. The release's OPT script uses a dense Gaussian sketch, 100 rows per 2048-token sequence
+  (prune_opt.py L253-266); its BERT script is exact. Here the sketch is the paper's CountSketch over all
+  calibration tokens (``sketch_rows``; 0, the default, is exact).
 """
 
 from __future__ import annotations

@@ -323,3 +323,105 @@ def test_minilm_falls_back_to_the_fp16_copy_and_names_both_options(tmp_path, mon
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     assert text.resolve_source("minilm") == str(folder)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# STAT known answers that fail on broken code (issue 16): heads, sketch, sequential calibration, padding
+# ----------------------------------------------------------------------------------------------------------
+import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
+
+from methods.stat import GramCollector  # noqa: E402
+
+
+def calibration_batches(ctx: Context) -> list:
+    return [ctx.task.to_device(b, ctx.device) for b in ctx.calibration_batches(48, 16)]
+
+
+def test_a_head_that_is_a_linear_map_of_another_is_removed_and_the_output_kept():
+    """Head 3 = head 1 through an invertible 8x8 map (same scores, values mapped): 3 heads span the 4, so
+    keeping 3 must drop one of the pair and reproduce the logits; heads 1 and 3 carry the largest norms, so
+    a rule that ignores what the kept heads already explain keeps both and loses head 0 or 2."""
+    model, ctx = tiny("bert"), stat_context("bert")
+    attn = find_attentions(model)[0]
+    own = attn.owner.self
+    mix = 3 * torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(3)))[0]
+    with torch.no_grad():
+        for lin in (own.query, own.key):
+            lin.weight[24:32], lin.bias[24:32] = lin.weight[8:16], lin.bias[8:16]
+        own.value.weight[8:16] *= 2
+        own.value.bias[8:16] *= 2
+        own.value.weight[24:32], own.value.bias[24:32] = mix @ own.value.weight[8:16], mix @ own.value.bias[8:16]
+    value = own.value.weight.detach().clone()
+    before = calibration_logits(model, ctx)
+    part = components(model)[0]
+    assert part.is_attention
+    prune_component(part, collect_grams(model, [part], calibration_batches(ctx), ctx, 0)[0], keep=3, correct=True)
+    kept = [h for h in range(4) if any(torch.equal(v, value[8 * h: 8 * h + 8]) for v in own.value.weight.split(8))]
+    assert own.value.weight.shape[0] == 24 and kept in ([0, 1, 2], [0, 2, 3])
+    torch.testing.assert_close(calibration_logits(model, ctx), before, atol=1e-5, rtol=1e-5)
+
+
+def test_exact_pivots_match_lapack_and_a_countsketch_keeps_every_direction():
+    """Exact Gram form: the same pivots as LAPACK's column-pivoted QR (scipy). CountSketch of a rank-5
+    matrix with a nonzero mean: its Gram is close to the exact one (the random signs make it unbiased) and
+    has rank 5, so the ID computed on the sketch reproduces Z exactly; a sketch with fewer than 5 rows
+    (or unsigned rows) fails."""
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((300, 8)) * np.linspace(0.5, 2.0, 8)
+    order, _ = pivoted_qr(torch.from_numpy(full.T @ full))
+    assert order.tolist() == scipy.linalg.qr(full, pivoting=True, mode="r")[1].tolist()
+
+    z = rng.standard_normal((4000, 4)) @ rng.standard_normal((4, 10)) + rng.standard_normal(10)
+    rank = np.linalg.matrix_rank(z)
+    collector = GramCollector(400, torch.Generator().manual_seed(0))
+    for rows in np.array_split(z, 3):  # accumulated over calibration batches
+        collector.add(torch.from_numpy(rows))
+    sketched, exact = collector.gram(), torch.from_numpy(z.T @ z)
+    assert (sketched - exact).norm() < 0.3 * exact.norm()
+    assert np.linalg.matrix_rank(sketched.numpy(), tol=1e-10 * float(sketched.diagonal().max())) == rank == 5
+    kept = pivoted_qr(sketched)[0][:rank].sort().values
+    fit = z[:, kept.numpy()] @ interpolation_matrix(sketched, kept).numpy()
+    np.testing.assert_allclose(fit, z, atol=1e-8 * np.abs(z).max())
+
+
+def test_sequential_calibration_fits_the_last_mlp_on_the_pruned_upstream():
+    """With ``sequential`` the last MLP's correction is the least-squares fit on the activations that the
+    already-pruned earlier layers produce: recomputed here from the final model's inputs to that MLP and the
+    original weights (lstsq, float64). Calibrating on the unpruned model gives a different fit."""
+    original, ctx = tiny("llama"), stat_context("llama")
+    model = STAGES.get("stat")(tiny("llama"), ctx, **{**STAT_FAST, "ratio": 0.5, "correct": True})
+    last, first = components(model)[-1].view, components(original)[-1].view
+    assert not components(model)[-1].is_attention and last.hidden < first.hidden
+    seen = []
+    handle = last.inputs[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].reshape(-1, 32)))
+    calibration_logits(model, ctx)
+    handle.remove()
+    x = torch.cat(seen).double()
+    gate, up, down = (lin.weight.detach().double() for lin in (*first.inputs, first.output))
+    z = torch.nn.functional.silu(x @ gate.T) * (x @ up.T)
+    kept = [j for j, row in enumerate(gate) if any(torch.equal(row.float(), r) for r in last.inputs[0].weight)]
+    assert len(kept) == last.hidden
+    fit = np.linalg.lstsq(z[:, kept].numpy(), z.numpy(), rcond=None)[0]
+    expected = down @ torch.from_numpy(fit).T
+    torch.testing.assert_close(last.output.weight.detach().double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_padding_positions_do_not_enter_the_statistics():
+    """The Gram of each layer equals the one summed by hand over real tokens only, and changing the token ids
+    at padded positions (whose activations differ, but which real tokens never attend to) changes nothing."""
+    model, ctx = tiny("bert"), stat_context("bert")
+    parts = components(model)
+    batches = calibration_batches(ctx)
+    seen: list[torch.Tensor] = []
+    handle = parts[1].view.output.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    grams = collect_grams(model, parts, batches, ctx, sketch_rows=0)
+    handle.remove()
+    real = torch.cat([z[b["attention_mask"].bool()] for z, b in zip(seen, batches)]).double()
+    torch.testing.assert_close(grams[1], real.T @ real, rtol=1e-10, atol=1e-8)
+    generator = torch.Generator().manual_seed(5)
+    noisy = [{**b, "input_ids": torch.where(b["attention_mask"].bool(), b["input_ids"],
+                                             torch.randint(0, 100, b["input_ids"].shape, generator=generator))}
+             for b in batches]
+    for gram, other in zip(grams, collect_grams(model, parts, noisy, ctx, sketch_rows=0)):
+        torch.testing.assert_close(other, gram, rtol=1e-5, atol=1e-5)
