@@ -34,12 +34,11 @@ def invocation() -> str:
     return " ".join(map(shlex.quote, ["slimbench", *sys.argv[1:]]))
 
 
-def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
-    """The workspace of an experiment folder, after checking it belongs to the config: its study has a grid
-    entry for the dataset and model, the seed is one of the study's, and every stage of the chain resolves
-    with the study's settings (chains derived at run time, e.g. by the order study's checkpoint, qualify)."""
+def experiment_of(config: dict[str, Any], directory: str) -> Any:
+    """The experiment of a folder, after checking it belongs to the config: its study has a grid entry for the
+    dataset and model, the seed is one of the study's, and every stage of the chain resolves with the study's
+    settings (chains derived at run time, e.g. by the order study's checkpoint, qualify). Loads no data."""
     from slimbench.config import Experiment, study_settings
-    from slimbench.pipeline import Workspace
     from slimbench.stages import resolve_chain
 
     exp = Experiment.from_directory(directory)
@@ -50,7 +49,14 @@ def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
         raise SlimbenchError(f"seed {exp.seed} is not a seed of study '{exp.study}' "
                              f"({config['studies'][exp.study]['seeds']}).")
     resolve_chain(exp.chain, settings)
-    return Workspace.open(config, exp)
+    return exp
+
+
+def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
+    """The workspace (data, task, device) of a checked experiment folder."""
+    from slimbench.pipeline import Workspace
+
+    return Workspace.open(config, experiment_of(config, directory))
 
 
 def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -76,12 +82,12 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from slimbench.results import METRICS_FILE
     from slimbench.stages import chain_prefixes
 
-    ws = experiment_workspace(config, args.experiment)
-    target = ws.exp
+    target = experiment_of(config, args.experiment)
     evaluated = [replace(target, chain=chain) for chain in dict.fromkeys(["base", target.chain])]
     if not args.force and all((e.directory(config["results_dir"]) / METRICS_FILE).exists() for e in evaluated):
         print(f"done already: {args.experiment}")
         return
+    ws = experiment_workspace(config, args.experiment)
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
         if not (ws.directory() / pipeline.MODEL_DIR / "arch.json").exists():

@@ -1,11 +1,13 @@
-"""The command line without Snakemake: selecting part of a study, skipping finished work, and the order
-study's checkpoint (decide, then run the derived chains) done by `slimbench study`."""
+"""The command line without Snakemake: selecting part of a study, skipping finished work, the order study's
+checkpoint (decide, then run the derived chains) done by `slimbench study`, and the core's import direction."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,8 @@ def test_parallel_jobs_run_bases_at_once_and_each_base_before_its_chains(tmp_pat
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    cli.run_all(config, exps, "config/default.yaml", jobs=2)
+    args = argparse.Namespace(config=["config/default.yaml"], set=None)
+    cli.run_all(config, exps, args, jobs=2)
     assert sorted(started) == sorted(str(e.directory(config["results_dir"])) for e in exps)
     for model in ("vit_tiny_p4", "swin_tiny_p2"):
         in_order = [str(e.directory(config["results_dir"])) for e in exps if e.model == model]
@@ -81,7 +84,7 @@ def test_parallel_jobs_run_bases_at_once_and_each_base_before_its_chains(tmp_pat
 
     monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 3))
     with pytest.raises(SlimbenchError, match=r"failed \(exit 3\); its output is in .*run\.log"):
-        cli.run_all(config, exps[:1], "config/default.yaml", jobs=2)
+        cli.run_all(config, exps[:1], args, jobs=2)
 
 
 def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(tmp_path: Path) -> None:
@@ -93,9 +96,9 @@ def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(
             write_metrics(config, exp, 0.9)
         elif len(stages) == 2 and stages[0] != stages[1]:
             write_metrics(config, exp, 0.8 if rank[stages[0]] < rank[stages[1]] else 0.7)
-    derived = cli.decide_order(config, "order")
+    derived = cli.decide_all(config, "order")
     record = json.loads((Path(config["reports_dir"]) / "default" / "order" / "derived" / "cifar10_train_split"
-                         / "resnet_small_cifar" / "order.json").read_text())
+                         / "resnet_small_cifar" / "decision.json").read_text())
     assert record["order"] == ["quant", "prune", "exit", "distill"] and record["cycles"] == []
     sorted_chain = "base+quant-8+prune-0.5+exit-0.9+distill"
     assert record["chains"]["sorted"] == sorted_chain
@@ -104,27 +107,40 @@ def test_order_study_decides_from_pairwise_metrics_and_lists_the_derived_chains(
         cli.study_metrics(config, "order")
 
 
-def test_the_workflow_checkpoint_commands_run_as_a_shell_would(tmp_path: Path) -> None:
-    """`slimbench order-decide` / `order-summarize` exactly as workflow/rules/order.smk calls them (a subprocess on
-    the resolved config JSON), so an import-time failure of the checkpoint cannot hide behind the dry run."""
+def test_the_workflow_checkpoint_command_runs_as_a_shell_would(tmp_path: Path) -> None:
+    """`slimbench derive` exactly as workflow/rules/derive.smk calls it (a subprocess on the config files plus
+    --set overrides), so an import-time failure of the checkpoint cannot hide behind the dry run."""
     config = config_in(tmp_path)
-    config_json = tmp_path / "config.json"
-    config_json.write_text(json.dumps(config))
     for exp in experiments(config, "order"):
         if exp.chain == "base" or len(exp.chain.split("+")) == 3:
             write_metrics(config, exp, 0.8 if exp.chain.startswith("base+distill") else 0.7)
-    out = tmp_path / "order.json"
-    decide = ["slimbench", "order-decide", "--config", str(config_json), "--study", "order",
+    out = tmp_path / "decision.json"
+    where = json.dumps({"results_dir": config["results_dir"], "reports_dir": config["reports_dir"]})
+    decide = ["slimbench", "derive", "--config", "config/default.yaml", "--set", where, "--study", "order",
               "--dataset", "cifar10_train_split", "--model", "resnet_small_cifar", "--random", "1", "--out", str(out)]
     proc = subprocess.run(decide, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["order"][0] == "distill" and len(record["chains"]["random"]) == 1
-    metrics = sorted(str(p) for p in Path(config["results_dir"]).rglob(METRICS_FILE) if "seed0" in str(p))
-    table = tmp_path / "order_chains.csv"
-    summarize = ["slimbench", "order-summarize", "--config", str(config_json), "--out", str(table), *metrics]
-    proc = subprocess.run(summarize, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert table.exists() and table.with_suffix(".md").exists()
     proc = subprocess.run([*decide[:-2], "--out", str(out), "--study", "nope"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "slimbench: error:" in proc.stderr and "nope" in proc.stderr
+
+
+def test_the_core_imports_no_method_and_lists_without_them(tmp_path: Path) -> None:
+    """slimbench/ never imports methods/ or baselines/: with both hidden, the CLI still imports and `list` runs."""
+    hide = ("import sys, importlib.abc\n"
+            "class Hide(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('methods', 'baselines'):\n"
+            "            raise ModuleNotFoundError(name, name=name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "import pkgutil, slimbench\n"
+            "for m in pkgutil.walk_packages(slimbench.__path__, 'slimbench.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "from slimbench.cli import main\n"
+            "sys.exit(main(['list']))\n")
+    proc = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "model families:" in proc.stdout and "stages:" in proc.stdout
+    sources = "\n".join(p.read_text() for p in (REPO / "slimbench").rglob("*.py"))
+    assert not re.search(r"^\s*(from|import) (methods|baselines)\b", sources, re.MULTILINE)

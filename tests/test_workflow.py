@@ -1,4 +1,6 @@
-"""The Snakemake workflow: the DAG builds for every config, lint is clean, and the smoke run works end to end."""
+"""The Snakemake workflow: the DAG builds for every config without writing a file, lint is clean, and the smoke run
+works end to end, reproduces the committed reports/smoke exactly (CPU), and reruns exactly what a changed setting
+affects."""
 
 import json
 import re
@@ -17,11 +19,13 @@ def snakemake(*args, cwd=REPO, timeout=300):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_dry_run_builds_the_dag(config, tmp_path):
+def test_dry_run_builds_the_dag_and_writes_nothing(config, tmp_path):
     proc = snakemake("-n", "--cores", "2", "--configfile", f"config/{config}",
                      "--config", f"results_dir={tmp_path}/results", f"reports_dir={tmp_path}/reports")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rule base" in proc.stdout and "rule evaluate" in proc.stdout
+    assert "rule table" in proc.stdout and "rule figure" in proc.stdout and "rule scorecard" in proc.stdout
+    assert not (tmp_path / "results").exists() and not (tmp_path / "reports").exists()
 
 
 def test_shared_prefixes_are_built_once(tmp_path):
@@ -45,13 +49,19 @@ def test_unknown_name_stops_the_workflow_before_any_job(tmp_path):
     assert proc.returncode != 0 and "unknown stage 'mlp_randon'" in proc.stderr + proc.stdout
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run as {rule: count}."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)
+            if m.group(1) != "total"}
+
+
 @pytest.mark.smoke
 def test_smoke_workflow_end_to_end(tmp_path):
     needs_shared_data("mnist")
     results, reports = tmp_path / "results", tmp_path / "reports"
-    args = ["--cores", "2", "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}",
-            f"reports_dir={reports}"]
-    proc = snakemake(*args, timeout=1200)
+    overrides = ["--config", f"results_dir={results}", f"reports_dir={reports}"]
+    args = ["--cores", "2", "--configfile", "config/smoke.yaml", *overrides]
+    proc = snakemake(*args, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-5000:]
     table = pd.read_csv(reports / "smoke" / "skeleton" / "table.csv")
     assert len(table) == 10 and table["accuracy"].between(0, 1).all()
@@ -59,6 +69,10 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert len(methods) == 9 and (methods["relative_params_kept"] <= 1.01).all()
     for figure in ("metric_vs_params", "metric_vs_flops"):
         assert (reports / "smoke" / "skeleton" / f"{figure}.png").stat().st_size > 10_000
+    # Every result equals the committed reference exactly (CPU runs are deterministic): the compare job passed.
+    compare = pd.read_csv(reports / "smoke" / "compare.csv")
+    assert len(compare) >= 19 and (compare["verdict"] == "ok").all(), compare[compare["verdict"] != "ok"].to_string()
+    assert (reports / "smoke" / "SCORECARD.md").exists()
     record = json.loads(next(results.rglob("base+int8/metrics.json")).read_text())
     for key in ("git_commit", "source_sha256", "packages", "hardware", "config", "seed", "wall_time_s", "cost",
                 "metrics"):
@@ -71,3 +85,11 @@ def test_smoke_workflow_end_to_end(tmp_path):
     target = next(results.rglob("vit_micro/seed0/base+int8/metrics.json"))
     forced = snakemake(str(target), "--forcerun", "compress", "-n", *args)  # targets before --configfile
     assert re.search(r"^compress\s+1$", forced.stdout + forced.stderr, re.MULTILINE), forced.stdout[-3000:]
+    # A changed stage setting reruns exactly the steps that use it: kd's epochs touch one compression (its
+    # evaluation and the skeleton study's reports follow), no base model and nothing of the methods study.
+    changed = tmp_path / "smoke_kd2.yaml"
+    changed.write_text((REPO / "config" / "smoke.yaml").read_text().replace("kd: {epochs: 1}", "kd: {epochs: 2}"))
+    plan = snakemake("-n", "--cores", "2", "--configfile", str(changed), *overrides)
+    counts = job_counts(plan.stdout + plan.stderr)
+    assert counts.get("compress") == 1 and counts.get("evaluate") == 1 and "base" not in counts, plan.stdout[-3000:]
+    assert counts.get("runs") == 1 and "base+mlp_magnitude-0.5+kd" in plan.stdout

@@ -1,0 +1,42 @@
+"""slimbench compare: a result that moved beyond the tolerance fails, one within it passes (hand-made runs)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from slimbench.compare import compare_runs
+
+
+def write_runs(folder: Path, accuracies: dict[int, float], params: int = 1000) -> None:
+    (folder / "study").mkdir(parents=True, exist_ok=True)
+    rows = [{"dataset": "d", "model": "m", "chain": "base", "seed": seed, "metric": "accuracy", "accuracy": acc,
+             "params": params, "flops": 10.0} for seed, acc in accuracies.items()]
+    pd.DataFrame(rows).to_csv(folder / "study" / "runs.csv", index=False)
+
+
+def test_tolerance_is_two_reference_sigmas_or_the_floor(tmp_path: Path) -> None:
+    write_runs(tmp_path / "ref", {0: 0.80, 1: 0.82})  # mean 0.81, std 0.01414 (by hand)
+    write_runs(tmp_path / "run", {0: 0.835, 1: 0.835})  # +0.025 <= 2 * 0.01414 = 0.02828
+    table = compare_runs(tmp_path / "run", tmp_path / "ref", {"sigmas": 2, "floor": {}})
+    row = table[table["column"] == "accuracy"].iloc[0]
+    assert row["verdict"] == "ok" and abs(row["tolerance"] - 0.028284) < 1e-5
+    write_runs(tmp_path / "run", {0: 0.845, 1: 0.845})  # +0.035 > 0.02828
+    assert compare_runs(tmp_path / "run", tmp_path / "ref", {"sigmas": 2})["verdict"].tolist() == ["changed", "ok", "ok"]
+    assert compare_runs(tmp_path / "run", tmp_path / "ref", {"sigmas": 2, "floor": {"accuracy": 0.04}})[
+        "verdict"].tolist() == ["ok", "ok", "ok"]
+
+
+def test_a_deliberately_changed_result_fails_the_command(tmp_path: Path) -> None:
+    write_runs(tmp_path / "ref", {0: 0.8125})
+    write_runs(tmp_path / "run", {0: 0.8125})
+    same = subprocess.run(["slimbench", "compare", str(tmp_path / "run"), str(tmp_path / "ref")], capture_output=True,
+                          text=True)
+    assert same.returncode == 0, same.stderr
+    write_runs(tmp_path / "run", {0: 0.8126}, params=999)  # one seed on CPU: tolerance 0, params exact
+    moved = subprocess.run(["slimbench", "compare", str(tmp_path / "run"), str(tmp_path / "ref")], capture_output=True,
+                           text=True)
+    assert moved.returncode == 2 and "2 of 3 checks outside the tolerance" in moved.stderr
+    assert "changed" in (tmp_path / "run" / "compare.md").read_text()
