@@ -3,8 +3,10 @@
 The score of a hidden neuron is its mean absolute activation (the input of the MLP's output projection:
 ``act(fc1 x)``, or ``act(gate x) * up x`` for gated MLPs) over every token of a seeded, unlabeled
 calibration sample of the train set, in the spirit of activation-based channel pruning (e.g. Hu et al.,
-2016, "Network Trimming"; the activation criterion DGMR, Shen et al. 2025, compares against). As for the
-other baselines, ``ratio`` is the share of neurons REMOVED from every MLP.
+2016, "Network Trimming"). It is this project's own comparator, not DGMR's: the released DGMR code
+(visresearch/DGMR at 781a6bd9ae3adaca75988dc140da0ce3405922d5, ``prune.py --prune_method``) offers only
+diversity, l2 (magnitude), random and taylor (``baselines/taylor.py``). As for the other baselines,
+``ratio`` is the share of neurons REMOVED from every MLP.
 """
 
 from __future__ import annotations

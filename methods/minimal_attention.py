@@ -17,11 +17,22 @@ What the paper proposes and does (arXiv v2 full text: sections 2-6, tables 1-3):
     ``W_K``. The paper's symmetric variants keep ``W_V``/``W_O`` and are tabulated with 1 and 4 heads;
   * experiments (section 6): 6 encoders (12 also tried, not better), 1 or 4 heads, with and without MLP, Adam,
     exactly 500 epochs, MNIST and CIFAR-10 with their full training sets and the official test sets as
-    validation; train and validation loss and accuracy are reported, and the argument is made from the loss. Its
-    6-encoder totals (287,686 parameters with MLP, 101,470 without, MNIST) fit exactly ``N = 60`` with an MLP
-    of 256 hidden units (given attention biases, a class token, learned positions and a final LayerNorm), the
-    width of the catalog's ``minattn_w60_*`` models. ImageNet "trials" failed for the standard model and
-    converged only without MLP; no ImageNet table is given.
+    validation; train and validation loss and accuracy are reported, and the argument is made from the loss.
+    ImageNet "trials" failed for the standard model and converged only without MLP; no ImageNet table is given.
+
+The paper's layout, from its parameter totals. Its 6-encoder MNIST models have "287,686" parameters (the
+standard, with MLP; 1 or 4 heads) and "101,470" (the reduced variant without MLP; 1 or 4 heads). Both are
+reproduced exactly, and only, by: width N = 60, an MLP of 256 hidden units, ONE LayerNorm per encoder,
+biases on Wq, Wk, Wv and Wo, 2x2 patches (28x28 -> 196 tokens + a class token = 197), learned positions and a
+final LayerNorm before the classifier. Per encoder: attention 4 (60*60 + 60) = 14,640, MLP 2 * 60 * 256 + 256 + 60
+= 31,036, LayerNorm 120; embedding 2*2*60 + 60 (patches) + 60 (class token) + 197 * 60 (positions) = 12,180;
+head 120 + 60 * 10 + 10 = 730; so 6 * 45,796 + 12,180 + 730 = 287,686 and 6 * 14,760 + 12,180 + 730 = 101,470.
+These are the options ``norms_per_block=1, attention_bias=True, patch_size=2, mlp_hidden=256`` of the catalog's
+``minattn_paper_*`` models. The counts fix how many LayerNorms there are, not where: here the one LayerNorm
+normalises the block's input to attention (pre-norm) and the MLP reads the residual stream after attention.
+The collapsed (``merged``) and ``symmetric`` similarity matrices carry no bias (the paper gives no totals that
+would tell). The catalog's ``minattn_w60_*`` models are N = 60 in this project's layout (two LayerNorms, no
+biases, 4x4 patches: 278,866 and 91,930 parameters on MNIST), kept because committed reports used them.
 
 Choices made here (options of :func:`minimal_transformer`, set per model in config/catalog.yaml):
   * symmetric, two forms: ``qk="tied"`` is the paper's experiment (``W_K = W_Q``, heads of width ``d/h``,
@@ -33,32 +44,29 @@ Choices made here (options of :func:`minimal_transformer`, set per model in conf
     ``sym_novo`` (symmetric and no V/O) goes beyond the paper's table;
   * no V/O with ``h`` heads: head ``h`` mixes its own ``d/h`` slice of the input features (for one head:
     exactly the softmax-weighted sum of the inputs);
-  * pre-norm ViT blocks (LayerNorm before attention and MLP), a class token, learned position embeddings and no
-    biases in the attention maps (so the counts are exactly the matrices' sizes); AdamW with warm-up and cosine
-    decay, random crop and flip on CIFAR-10. The paper gives neither patch size nor batch size.
+  * by default (this project's layout): pre-norm ViT blocks (LayerNorm before attention and before the MLP), a
+    class token, learned position embeddings and no biases in the attention maps (so the counts are exactly the
+    matrices' sizes); AdamW with warm-up and cosine decay, random crop and flip on CIFAR-10. The paper gives
+    neither patch size nor batch size (its totals imply 2x2 patches, above).
 """
 
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
-from typing import Any
+import json
+from typing import Any, Optional
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from torch import nn
 
-from slimbench.config import CATALOG
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
 from slimbench.models.registry import family
-from slimbench.plots import FIGURES, plt, save, write_tables
+from slimbench.plots import figure, pyplot, table
 
 QK_MODES = ("separate", "merged", "symmetric", "tied")
-STUDY_STEM = "minimal_attention"
 LOSSES = ("train_loss", "eval_loss")
 
 
@@ -76,20 +84,29 @@ def qk_parameters(embed_dim: int, num_heads: int, qk: str) -> int:
     raise ConfigError(f"minimal_transformer: qk must be one of {list(QK_MODES)}, not '{qk}'.")
 
 
-def attention_parameters(embed_dim: int, num_heads: int, qk: str, value_output: bool) -> int:
-    """Closed-form trainable parameters of one attention layer: similarity plus ``2 d^2`` for Wv and Wo."""
-    return qk_parameters(embed_dim, num_heads, qk) + (2 * embed_dim * embed_dim if value_output else 0)
+def attention_parameters(embed_dim: int, num_heads: int, qk: str, value_output: bool, bias: bool = False) -> int:
+    """Closed-form trainable parameters of one attention layer: similarity plus ``2 d^2`` for Wv and Wo, plus
+    ``d`` per bias of the linear maps present (Wq, Wk, Wv, Wo) when ``bias``."""
+    linear_maps = {"separate": 2, "tied": 1}.get(qk, 0) + (2 if value_output else 0)
+    return (qk_parameters(embed_dim, num_heads, qk) + (2 * embed_dim * embed_dim if value_output else 0)
+            + (linear_maps * embed_dim if bias else 0))
+
+
+def mlp_width(embed_dim: int, mlp_ratio: float, mlp_hidden: Optional[int]) -> int:
+    """MLP hidden units: ``mlp_hidden`` when given (the paper's 256), else ``int(d * mlp_ratio)``."""
+    return mlp_hidden if mlp_hidden is not None else int(embed_dim * mlp_ratio)
 
 
 def closed_form_parameters(info: DatasetInfo, embed_dim: int, depth: int, num_heads: int, patch_size: int,
-                           mlp: bool, mlp_ratio: float, qk: str, value_output: bool) -> dict[str, int]:
+                           mlp: bool, mlp_ratio: float, qk: str, value_output: bool, norms_per_block: int = 2,
+                           attention_bias: bool = False, mlp_hidden: Optional[int] = None) -> dict[str, int]:
     """Every parameter of :class:`MinimalTransformer`, by part, counted from the sizes alone."""
     d = embed_dim
-    hidden = int(d * mlp_ratio)
+    hidden = mlp_width(d, mlp_ratio, mlp_hidden)
     tokens = (info.image_size // patch_size) ** 2 + 1
-    attention = attention_parameters(d, num_heads, qk, value_output)
+    attention = attention_parameters(d, num_heads, qk, value_output, attention_bias)
     mlp_block = (2 * d * hidden + hidden + d) if mlp else 0
-    norms = 2 * d * (2 if mlp else 1)
+    norms = 2 * d * (2 if mlp and norms_per_block == 2 else 1)
     embedding = info.in_chans * patch_size**2 * d + d + d + tokens * d  # patch conv + bias, class token, positions
     head = 2 * d + d * info.num_classes + info.num_classes  # final norm + classifier
     block = attention + mlp_block + norms
@@ -108,7 +125,8 @@ class MinimalAttention(nn.Module):
     merged layer with ``W_h = Wq_h Wk_h^T`` computes exactly the standard layer's logits.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, qk: str = "separate", value_output: bool = True) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, qk: str = "separate", value_output: bool = True,
+                 bias: bool = False) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ConfigError(f"minimal_transformer: embed_dim {embed_dim} is not divisible by num_heads {num_heads}.")
@@ -117,9 +135,9 @@ class MinimalAttention(nn.Module):
         self.qk, self.value_output = qk, value_output
         self.scale = self.head_dim**-0.5
         if qk in ("separate", "tied"):
-            self.query = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.query = nn.Linear(embed_dim, embed_dim, bias=bias)
         if qk == "separate":
-            self.key = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.key = nn.Linear(embed_dim, embed_dim, bias=bias)
         elif qk == "merged":
             self.w_qk = nn.Parameter(torch.empty(num_heads, embed_dim, embed_dim))
         elif qk == "symmetric":
@@ -128,8 +146,8 @@ class MinimalAttention(nn.Module):
             self.register_buffer("tril_cols", cols, persistent=False)
             self.l_qk = nn.Parameter(torch.empty(num_heads, rows.numel()))
         if value_output:
-            self.value = nn.Linear(embed_dim, embed_dim, bias=False)
-            self.proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.value = nn.Linear(embed_dim, embed_dim, bias=bias)
+            self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.reset_similarity()
 
     def reset_similarity(self, std: float = 0.02) -> None:
@@ -187,16 +205,19 @@ class MinimalAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """A pre-norm encoder block; ``mlp=False`` is the paper's MLP-free block."""
+    """A pre-norm encoder block; ``mlp=False`` is the paper's MLP-free block. ``norms=1`` is the paper's single
+    LayerNorm per encoder (before attention; the MLP then reads the residual stream as it is)."""
 
     def __init__(self, embed_dim: int, num_heads: int, mlp: bool, mlp_ratio: float, qk: str,
-                 value_output: bool) -> None:
+                 value_output: bool, norms: int = 2, bias: bool = False, mlp_hidden: Optional[int] = None) -> None:
         super().__init__()
+        if norms not in (1, 2):
+            raise ConfigError(f"minimal_transformer: norms_per_block must be 1 or 2, not {norms}.")
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.attn = MinimalAttention(embed_dim, num_heads, qk, value_output)
+        self.attn = MinimalAttention(embed_dim, num_heads, qk, value_output, bias)
         if mlp:
-            hidden = int(embed_dim * mlp_ratio)
-            self.norm2 = nn.LayerNorm(embed_dim)
+            hidden = mlp_width(embed_dim, mlp_ratio, mlp_hidden)
+            self.norm2 = nn.LayerNorm(embed_dim) if norms == 2 else nn.Identity()
             self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,7 +229,8 @@ class MinimalTransformer(nn.Module):
     """ViT-style classifier (patch embedding, class token, learned positions) built from :class:`Block`."""
 
     def __init__(self, info: DatasetInfo, embed_dim: int, depth: int, num_heads: int, patch_size: int, mlp: bool,
-                 mlp_ratio: float, qk: str, value_output: bool) -> None:
+                 mlp_ratio: float, qk: str, value_output: bool, norms_per_block: int = 2,
+                 attention_bias: bool = False, mlp_hidden: Optional[int] = None) -> None:
         super().__init__()
         if info.image_size % patch_size:
             raise ConfigError(f"minimal_transformer: image size {info.image_size} is not divisible by "
@@ -217,8 +239,8 @@ class MinimalTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(info.in_chans, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, embed_dim))
-        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp, mlp_ratio, qk, value_output)
-                                      for _ in range(depth)])
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp, mlp_ratio, qk, value_output, norms_per_block,
+                                            attention_bias, mlp_hidden) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, info.num_classes)
         self.apply(init_weights)
@@ -244,11 +266,15 @@ def init_weights(module: nn.Module) -> None:
 @family("minimal_transformer")
 def minimal_transformer(info: DatasetInfo, pretrained: bool, download: bool, embed_dim: int = 60, depth: int = 6,
                         num_heads: int = 4, patch_size: int = 4, mlp: bool = True, mlp_ratio: float = 4.0,
-                        qk: str = "separate", value_output: bool = True) -> nn.Module:
+                        qk: str = "separate", value_output: bool = True, norms_per_block: int = 2,
+                        attention_bias: bool = False, mlp_hidden: Optional[int] = None) -> nn.Module:
     """The paper's variants by option (defaults: the standard block with the paper's 6 encoders, 4 heads, width
-    N=60 as its parameter totals imply, and its MLP multiple h=4). Always trained from scratch, as the paper trains
-    every variant from random initialisation, so ``pretrained``/``download`` have nothing to load."""
-    return MinimalTransformer(info, embed_dim, depth, num_heads, patch_size, mlp, mlp_ratio, qk, value_output)
+    N=60 as its parameter totals imply, its MLP multiple h=4, in this project's layout; the paper's own layout is
+    ``norms_per_block=1, attention_bias=True, patch_size=2, mlp_hidden=256``, see the module docstring). Always
+    trained from scratch, as the paper trains every variant from random initialisation, so
+    ``pretrained``/``download`` have nothing to load."""
+    return MinimalTransformer(info, embed_dim, depth, num_heads, patch_size, mlp, mlp_ratio, qk, value_output,
+                              norms_per_block, attention_bias, mlp_hidden)
 
 
 def variant_options(spec: dict[str, Any]) -> dict[str, Any]:
@@ -270,12 +296,17 @@ def is_standard(options: dict[str, Any]) -> bool:
     return options["mlp"] and options["qk"] == "separate" and options["value_output"]
 
 
-def catalog_specs() -> dict[str, dict[str, Any]]:
-    """This family's model aliases from config/catalog.yaml (the table's variants must be catalogued)."""
-    models = yaml.safe_load(Path(CATALOG).read_text()).get("models", {})
-    return {name: spec for name, spec in models.items() if spec.get("family") == "minimal_transformer"}
+def recorded_specs(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each minimal-transformer model's spec as its runs recorded it (runs.csv's ``model_spec`` column)."""
+    specs = {}
+    for model, spec in zip(frame["model"], frame.get("model_spec", [None] * len(frame))):
+        spec = json.loads(spec) if isinstance(spec, str) else None
+        if spec and spec.get("family") == "minimal_transformer":
+            specs[model] = spec
+    return specs
 
 
+@table("minimal_attention")
 def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The paper-like table: per dataset and variant, attention parameters per block and in total, all
     parameters, their share of the standard model's, the metric over seeds and the base training time.
@@ -286,11 +317,11 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     ``stage_time_s`` for the base chain); nothing is re-measured here. Parameter counts are the measured
     ``params`` column; the attention counts come from :func:`attention_parameters` (tested to equal the model).
     """
-    specs = catalog_specs()
+    specs = recorded_specs(frame)
     missing = sorted(set(frame["model"]) - set(specs))
     if missing:
-        raise ConfigError(f"minimal_attention table: model(s) {missing} are not minimal_transformer aliases in "
-                          f"config/catalog.yaml.")
+        raise ConfigError(f"minimal_attention table: model(s) {missing} are not minimal_transformer models (or their "
+                          f"runs.csv lacks the model_spec column: rebuild it with `slimbench runs`).")
     base = frame[frame["chain"] == "base"]
     grouped = base.groupby(["dataset", "model"], sort=False)
     rows = []
@@ -321,18 +352,18 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table[order]
 
 
-def write_study_table(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    return write_tables(study_table(frame, metric), out, stem=f"{STUDY_STEM}_table")
-
-
 TARGET_SHARE, TARGET_DROP = 0.25, 0.01  # the issue's target: within 1 point with at most 25% of the parameters
 
 
-def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+@figure("minimal_attention_vs_params")
+def metric_vs_params(frame: pd.DataFrame, metric: str) -> Any:
     """Metric against all parameters (log scale), one panel per dataset, seeds as standard-deviation bars; the
     target region (at most 25% of the standard's parameters, within 1 point of it) is marked."""
-    table = study_table(frame, metric)
-    panels = list(table.groupby("dataset", sort=False))
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    plt = pyplot()
+    rows_by_dataset = study_table(frame, metric)
+    panels = list(rows_by_dataset.groupby("dataset", sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, (dataset, rows) in zip(axes[0], panels):
         for _, row in rows.iterrows():
@@ -353,8 +384,4 @@ def metric_vs_params(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return save(fig, out, f"{STUDY_STEM}_vs_params")
-
-
-FIGURES.add("minimal_attention_table", write_study_table)
-FIGURES.add("minimal_attention_vs_params", metric_vs_params)
+    return fig

@@ -1,15 +1,20 @@
 """Minimal transformers (Bermeitinger et al. 2024): closed-form counts, merged-QK equivalence, the V/O-free
 block, PSD symmetric similarity, checkpoints, training on CPU and the study table."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from methods.minimal_attention import (Block, MinimalAttention, attention_parameters, catalog_specs,
-                                       closed_form_parameters, minimal_transformer, study_table, variant_options)
+from methods.minimal_attention import (Block, MinimalAttention, attention_parameters, closed_form_parameters,
+                                       minimal_transformer, study_table, variant_options)
 from slimbench import checkpoint
+from slimbench.config import CATALOG
 from slimbench.data import DatasetInfo, ImageTensorDataset
 from slimbench.metrics.cost import count_parameters
+from slimbench.models import build_model
 from slimbench.tasks import make_task
 from slimbench.train import fit
 
@@ -27,6 +32,20 @@ VARIANTS = {
     "tied_h4": {"num_heads": 4, "mlp": False, "qk": "tied"},
     "tied_h1_no_vo": {"num_heads": 1, "mlp": False, "qk": "tied", "value_output": False},
 }
+PAPER_LAYOUT = {  # the paper's layout options (one LayerNorm per encoder, attention biases); counted, not trained
+    "paper_layout_h2": {"num_heads": 2, "norms_per_block": 1, "attention_bias": True, "mlp_hidden": 24},
+    "paper_layout_merged_no_vo": {"num_heads": 1, "mlp": False, "qk": "merged", "value_output": False,
+                                  "norms_per_block": 1, "attention_bias": True},
+    "paper_layout_tied_h2": {"num_heads": 2, "mlp": False, "qk": "tied", "norms_per_block": 1,
+                             "attention_bias": True},
+}
+MNIST = DatasetInfo("mnist", "image_classification", "accuracy", 10, 1, 28, (0.5,), (0.5,))
+MODELS = yaml.safe_load(CATALOG.read_text())["models"]
+# The paper's 6-encoder MNIST totals (arXiv:2410.13732): 287,686 with MLP, 101,470 without, for 1 and 4 heads;
+# and the same N=60 models in this project's layout (two LayerNorms, no biases, 4x4 patches).
+PAPER_TOTALS = {"minattn_paper_std_h4": 287_686, "minattn_paper_std_h1": 287_686,
+                "minattn_paper_nomlp_h4": 101_470, "minattn_paper_nomlp_h1": 101_470,
+                "minattn_w60_std_h4": 278_866, "minattn_w60_nomlp_h4": 91_930}
 
 
 def build(options, info=INFO):
@@ -34,10 +53,11 @@ def build(options, info=INFO):
     return minimal_transformer(info, pretrained=True, download=False, **{**SMALL, **options}).eval()
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", [*VARIANTS, *PAPER_LAYOUT])
 def test_parameter_count_equals_closed_form(name):
-    model = build(VARIANTS[name])
-    options = variant_options({**SMALL, **VARIANTS[name]})
+    variant = {**VARIANTS, **PAPER_LAYOUT}[name]
+    model = build(variant)
+    options = variant_options({**SMALL, **variant})
     counts = closed_form_parameters(INFO, **options)
     assert count_parameters(model) == counts["total"]
     attention = [m for m in model.modules() if isinstance(m, MinimalAttention)]
@@ -53,6 +73,8 @@ def test_closed_form_attention_counts_by_hand():
     assert attention_parameters(d, 1, "symmetric", False) == d * (d + 1) // 2 == 8256
     assert attention_parameters(d, 4, "merged", False) == 4 * d * d  # multi-head collapse saves nothing
     assert attention_parameters(d, 4, "tied", True) == attention_parameters(d, 1, "tied", True) == 3 * d * d
+    assert attention_parameters(60, 4, "separate", True, bias=True) == 4 * (60 * 60 + 60) == 14_640
+    assert attention_parameters(60, 1, "merged", False, bias=True) == 60 * 60  # a collapsed W_qk has no bias
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -129,10 +151,11 @@ def test_tied_layer_is_the_standard_layer_with_its_key_set_to_its_query():
     assert not hasattr(tied, "key")
 
 
-@pytest.mark.parametrize("name", ["symmetric_h2_no_vo", "merged_h2", "tied_h4"])
+@pytest.mark.parametrize("name", ["symmetric_h2_no_vo", "merged_h2", "tied_h4", "paper_layout_h2"])
 def test_checkpoint_round_trip(name, tmp_path):
-    spec = {"family": "minimal_transformer", **SMALL, **VARIANTS[name]}
-    model = build(VARIANTS[name])
+    variant = {**VARIANTS, **PAPER_LAYOUT}[name]
+    spec = {"family": "minimal_transformer", **SMALL, **variant}
+    model = build(variant)
     checkpoint.save_model(model, tmp_path / "model", spec, INFO, [])
     loaded, _ = checkpoint.load_model(tmp_path / "model")
     x = torch.randn(2, 1, 8, 8)
@@ -153,15 +176,28 @@ def test_every_variant_trains_with_decreasing_loss(name):
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
 
 
+@pytest.mark.parametrize("name", PAPER_TOTALS)
+def test_catalog_models_have_the_papers_parameter_totals(name):
+    torch.manual_seed(0)
+    assert count_parameters(build_model(MODELS[name], MNIST, pretrained=False, download=False)) == PAPER_TOTALS[name]
+
+
+def test_paper_layout_has_one_layernorm_per_encoder_and_197_tokens():
+    model = build_model(MODELS["minattn_paper_std_h4"], MNIST, pretrained=False, download=False)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 6 + 1  # one per encoder and the final one
+    assert model.pos_embed.shape == (1, 197, 60)
+    assert model.blocks[0].mlp[0].out_features == 256 and model.blocks[0].attn.query.bias is not None
+
+
 def test_study_table_reads_params_and_training_time():
-    specs = catalog_specs()
-    assert {"minattn_std_h4", "minattn_sym_novo_h1"} <= set(specs)
+    specs = {name: json.dumps(MODELS[name]) for name in ("minattn_std_h4", "minattn_sym_novo_h1")}
     rows = []
     for seed, (acc_std, acc_min) in enumerate([(0.90, 0.88), (0.92, 0.90)]):
         rows.append({"dataset": "d", "model": "minattn_std_h4", "chain": "base", "seed": seed, "accuracy": acc_std,
-                     "params": 1000, "stage_time_s": 10.0 + seed})
+                     "params": 1000, "stage_time_s": 10.0 + seed, "model_spec": specs["minattn_std_h4"]})
         rows.append({"dataset": "d", "model": "minattn_sym_novo_h1", "chain": "base", "seed": seed,
-                     "accuracy": acc_min, "params": 100, "stage_time_s": 4.0})
+                     "accuracy": acc_min, "params": 100, "stage_time_s": 4.0, "model_spec": specs["minattn_sym_novo_h1"]})
     table = study_table(pd.DataFrame(rows), "accuracy").set_index("model")
     assert table.loc["minattn_std_h4", "attention_params_per_block"] == 4 * 128 * 128
     assert table.loc["minattn_sym_novo_h1", "attention_params_total"] == 6 * 8256

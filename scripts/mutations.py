@@ -1,0 +1,123 @@
+"""Mutation checks: do the tests fail when the code under test is broken on purpose?
+
+For each entry of MUTATIONS, the working tree's files (tracked, plus untracked ones git does not ignore, so a
+tree in the middle of an edit still imports) are copied to a temporary folder; one exact text in one file is
+replaced there; the entry's pytest selection runs there with ``python -m pytest -q -x``. The working tree is
+never written. A mutation the tests do not notice SURVIVES, and the script exits 1. Each selection first runs
+once unmutated: it must pass, otherwise its failing would prove nothing ("baseline fails", also exit 1).
+
+    python scripts/mutations.py                 # every mutation
+    python scripts/mutations.py --only NAME     # one (repeatable); --list prints the names
+
+Adding a mutation is one entry in MUTATIONS (name, file, exact old text, new text, pytest arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Replace ``old`` (must occur exactly once in ``path``) by ``new``; ``tests`` are pytest arguments."""
+
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+DGMR_ROWS = "    return torch.cat([lin.weight.detach().double() for lin in mlp.inputs], dim=1)\n"
+DGMR_TESTS = ("tests/test_dgmr.py",)
+MUTATIONS: list[Mutation] = [
+    Mutation("dgmr-orthogonalise-fc2-columns", "methods/dgmr.py", DGMR_ROWS,
+             "    return mlp.output.weight.detach().double().T.contiguous()\n", DGMR_TESTS),
+    Mutation("dgmr-append-the-bias", "methods/dgmr.py", DGMR_ROWS,
+             "    return torch.cat([lin.weight.detach().double() for lin in mlp.inputs]\n"
+             "                     + [mlp.inputs[0].bias.detach().double()[:, None]], dim=1)\n", DGMR_TESTS),
+    Mutation("dgmr-scale-rows-by-fc2-norms", "methods/dgmr.py", DGMR_ROWS,
+             "    return (torch.cat([lin.weight.detach().double() for lin in mlp.inputs], dim=1)\n"
+             "            * mlp.output.weight.detach().double().norm(dim=0)[:, None])\n", DGMR_TESTS),
+    Mutation("minattn-two-layernorms-in-paper-layout", "methods/minimal_attention.py",
+             "self.norm2 = nn.LayerNorm(embed_dim) if norms == 2 else nn.Identity()",
+             "self.norm2 = nn.LayerNorm(embed_dim)",
+             ("tests/test_minimal_attention.py", "-k", "paper or closed_form")),
+]
+
+
+def copy_tree(target: Path) -> None:
+    """The working tree's files that git tracks or would track, copied under ``target`` (nothing else)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():  # tracked files deleted in the tree are skipped
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def run_tests(folder: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "SLIMBENCH_DATA_ROOT": os.environ.get("SLIMBENCH_DATA_ROOT", str(REPO.parent / "shared" / "data"))}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                          cwd=folder, env=env, capture_output=True, text=True)
+
+
+def check(mutation: Mutation, scratch: Path, baselines: dict[tuple[str, ...], bool]) -> tuple[str, bool]:
+    """(outcome, ok) for one mutation; ``baselines`` caches whether each unmutated selection passes."""
+    if mutation.tests not in baselines:
+        clean = scratch / f"clean-{len(baselines)}"
+        copy_tree(clean)
+        baselines[mutation.tests] = run_tests(clean, mutation.tests).returncode == 0
+    if not baselines[mutation.tests]:
+        return "baseline fails (fix the tree first)", False
+    folder = scratch / mutation.name
+    copy_tree(folder)
+    path = folder / mutation.path
+    text = path.read_text()
+    if text.count(mutation.old) != 1:
+        return f"old text found {text.count(mutation.old)} times (update the entry)", False
+    path.write_text(text.replace(mutation.old, mutation.new))
+    result = run_tests(folder, mutation.tests)
+    failed = result.returncode != 0
+    return ("yes" if failed else "NO - SURVIVED"), failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this mutation")
+    parser.add_argument("--list", action="store_true", help="print the mutation names and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(m.name for m in MUTATIONS))
+        return 0
+    unknown = set(args.only) - {m.name for m in MUTATIONS}
+    if unknown:
+        parser.error(f"unknown mutation(s) {sorted(unknown)}; known: {[m.name for m in MUTATIONS]}")
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    rows, all_ok, baselines = [], True, {}
+    with tempfile.TemporaryDirectory(prefix="mutations-") as scratch:
+        for mutation in chosen:
+            outcome, ok = check(mutation, Path(scratch), baselines)
+            all_ok &= ok
+            rows.append((mutation.name, mutation.path, " ".join(mutation.tests), outcome))
+            print(f"{mutation.name}: tests failed = {outcome}", file=sys.stderr, flush=True)
+    header = ("mutation", "file", "tests", "tests failed (expected: yes)")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
