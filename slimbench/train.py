@@ -22,7 +22,7 @@ from slimbench.errors import ConfigError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 RECIPE_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "grad_clip",
-               "max_steps", "eval_batch_size"}
+               "max_steps", "eval_batch_size", "betas"}
 
 
 def seed_everything(seed: int) -> None:
@@ -54,7 +54,8 @@ def make_optimizer(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Opti
     if recipe.get("optimizer", "adamw") == "sgd":
         return torch.optim.SGD(groups, lr=recipe["lr"], momentum=0.9, nesterov=True)
     fused = all(p.is_cuda for group in groups for p in group["params"])
-    return torch.optim.AdamW(groups, lr=recipe["lr"], fused=fused or None)
+    betas = tuple(recipe.get("betas", (0.9, 0.999)))  # AdamW's defaults unless a recipe names others
+    return torch.optim.AdamW(groups, lr=recipe["lr"], betas=betas, fused=fused or None)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
