@@ -12,7 +12,7 @@ image classification; the paper's setting is UPerNet segmentation on LPCV 2023 U
 Stages registered here:
 
 - ``feature_kd-<student alias>``: logit KD plus feature mimicking of intermediate stages into a *different*
-  model, the student, built from a catalog alias (see :func:`feature_kd`).
+  model, the student, named by a model alias of the config (see :func:`feature_kd`).
 - ``structured_prune-<target>`` (one-shot) and ``iterative_prune-<target>`` (several prune/fine-tune
   rounds), target ``filters`` | ``channels`` | ``rows`` | ``heads``; filters/channels/rows go through
   Torch-Pruning's DependencyGraph (coupled layers shrink together), heads through slimbench.surgery.
@@ -31,11 +31,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
-import yaml
 from torch import nn
 
 from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
-from slimbench.config import CATALOG
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
 from slimbench.models import build_model
@@ -47,15 +45,6 @@ from slimbench.train import fit
 # --------------------------------------------------------------------------------------------------------------
 # Students: the KD stage turns the study's base model (the teacher) into a different, smaller model.
 # --------------------------------------------------------------------------------------------------------------
-
-
-def catalog_spec(alias: str) -> dict[str, Any]:
-    """The model spec of a catalog alias (config/catalog.yaml), the only place a stage can look one up."""
-    models = yaml.safe_load(Path(CATALOG).read_text()).get("models", {})
-    if alias not in models:
-        raise ConfigError(f"feature_kd: student '{alias}' is not a model alias of {CATALOG}. Fix: add it to the "
-                          f"catalog's 'models:' (e.g. mobilevit_xs, resnet18_cifar).")
-    return dict(models[alias])
 
 
 def teacher_shape(teacher: nn.Module) -> DatasetInfo:
@@ -74,12 +63,12 @@ def teacher_shape(teacher: nn.Module) -> DatasetInfo:
                        convs[0].in_channels, int(size) if size else 0)
 
 
-def build_student(teacher: nn.Module, student: str, pretrained: bool = False) -> nn.Module:
-    """The student of catalog alias ``student`` for the teacher's classes, channels and image size."""
-    return build_model(catalog_spec(student), teacher_shape(teacher), pretrained=pretrained, download=False)
+def build_student(teacher: nn.Module, student: dict[str, Any], pretrained: bool = False) -> nn.Module:
+    """The student of model spec ``student`` for the teacher's classes, channels and image size."""
+    return build_model(student, teacher_shape(teacher), pretrained=pretrained, download=False)
 
 
-def rebuild_student(model: nn.Module, student: str, **_: Any) -> nn.Module:
+def rebuild_student(model: nn.Module, student: dict[str, Any], **_: Any) -> nn.Module:
     """``rebuild`` hook: a saved distilled model is the student, so rebuild it before its weights load."""
     return build_student(model, student)
 
@@ -216,15 +205,16 @@ def distillation_loss(ctx: Context, teacher: nn.Module, teacher_tap: FeatureTap,
     return loss
 
 
-@stage("feature_kd", params=(Param("student", str, "mobilevit_xs", help="catalog alias of the student model"),
+@stage("feature_kd", params=(Param("student", str, "mobilevit_xs", model=True, help="model alias of the student"),
                              EPOCHS, LR, Param("temperature", float, 1.0, 0.0, None, low_open=True),
                              Param("alpha", float, 1.0, 0.0, None, help="weight of the logit KL term"),
                              Param("beta", float, 1.0, 0.0, None, help="weight of the feature-mimicking term")),
        primary="student", rebuild=rebuild_student)
-def feature_kd(model: nn.Module, ctx: Context, student: str, epochs: Optional[int], lr: Optional[float],
+def feature_kd(model: nn.Module, ctx: Context, student: dict[str, Any], epochs: Optional[int], lr: Optional[float],
                temperature: float, alpha: float, beta: float) -> nn.Module:
     """Distil the teacher (``ctx.teacher``, the study's uncompressed base model, e.g. a Swin) into a new
-    student built from the catalog alias ``student`` (e.g. MobileViT-XS); returns the student.
+    student built from the spec ``student`` (the pipeline resolves the chain's alias, e.g. mobilevit_xs, through
+    the config's models); returns the student.
 
     How a stage yields a different model: the student is built here for the teacher's classes, channels and
     input size (:func:`teacher_shape`), trained with :func:`distillation_loss` through the shared training loop,
@@ -235,7 +225,7 @@ def feature_kd(model: nn.Module, ctx: Context, student: str, epochs: Optional[in
     teacher = ctx.teacher
     net = build_student(model, student, pretrained=True).to(ctx.device)
     if teacher_shape(net).num_classes != ctx.task.info.num_classes:
-        raise ConfigError(f"feature_kd: student '{student}' does not predict {ctx.task.info.num_classes} classes.")
+        raise ConfigError(f"feature_kd: student {student} does not predict {ctx.task.info.num_classes} classes.")
     sample = ctx.task.to_device(next(ctx.calibration_batches(8, 8)), ctx.device)[0]
     pairs, projections = distillation_pairs(net, teacher, sample) if beta > 0 else ([], nn.ModuleList())
     distiller = Distiller(net, projections.to(ctx.device))
@@ -243,7 +233,7 @@ def feature_kd(model: nn.Module, ctx: Context, student: str, epochs: Optional[in
     try:
         fit(distiller, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed,
             loss_fn=distillation_loss(ctx, teacher, teacher_tap, pairs, temperature, alpha, beta),
-            progress=ctx.progress, desc=f"feature_kd {student}")
+            progress=ctx.progress, desc=f"feature_kd {student['family']}")
     finally:
         teacher_tap.close()
     return distiller.student.eval()

@@ -5,7 +5,7 @@ changes the *static architecture*, pruning removes *static neurons* (channels), 
 *static sub-neurons* (bits) and early exit changes the *dynamic architecture*. Each is a stage here, with
 its recovery training, so any order of them is a chain (``base+distill+prune-0.5+quant-8+exit``):
 
-- ``distill``: train a smaller student (a catalog alias or an inline model spec) from the incoming model's
+- ``distill``: train a smaller student (a model alias of the config or an inline spec) from the incoming model's
   logits (Hinton et al. KD, reusing ``baselines.distill.kd_loss``). The incoming model is the teacher, so a
   method applied before distillation acts through the teacher; bit widths and exit heads carry over to the
   student (they are settings of the model, not of its weights), pruned channels cannot (the student's
@@ -32,11 +32,9 @@ from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
-from slimbench.config import CATALOG
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
 from slimbench.models import build_model
@@ -288,23 +286,10 @@ def inputs(ctx: Context, raw_batch: Any) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- stages
-def student_spec(student: str) -> dict[str, Any]:
-    """A catalog model alias (``resnet18_cifar``) or an inline spec (``{family: cifar_resnet, width: 16}``)."""
-    parsed = yaml.safe_load(student)
-    if isinstance(parsed, dict):
-        if "family" not in parsed:
-            raise ConfigError(f"distill: inline student spec {student!r} needs a 'family'.")
-        return parsed
-    models = yaml.safe_load(CATALOG.read_text())["models"]
-    if student not in models:
-        raise ConfigError(f"distill: student '{student}' is not a catalog model. Known: {', '.join(sorted(models))}.")
-    return models[student]
-
-
-def make_student(teacher: nn.Module, student: str, info: DatasetInfo) -> nn.Module:
-    """The fresh student; the teacher's exit heads and bit width carry over (Sec. 3: only the static
-    architecture changes under distillation)."""
-    model = build_model(student_spec(student), info, pretrained=False, download=False)
+def make_student(teacher: nn.Module, student: dict[str, Any], info: DatasetInfo) -> nn.Module:
+    """The fresh student of model spec ``student``; the teacher's exit heads and bit width carry over (Sec. 3:
+    only the static architecture changes under distillation)."""
+    model = build_model(student, info, pretrained=False, download=False)
     model = model.to(next(teacher.parameters()).device)
     bits = quant_bits(teacher)
     if isinstance(teacher, EarlyExit):  # as many heads as the student's depth allows
@@ -314,16 +299,17 @@ def make_student(teacher: nn.Module, student: str, info: DatasetInfo) -> nn.Modu
     return model
 
 
-def rebuild_distill(model: nn.Module, student: str, **_: Any) -> nn.Module:
+def rebuild_distill(model: nn.Module, student: dict[str, Any], **_: Any) -> nn.Module:
     return make_student(model, student, model_info(model))
 
 
-STUDENT = Param("student", str, "resnet18_cifar", help="catalog model alias or inline spec of the student")
+STUDENT = Param("student", str, "resnet18_cifar", model=True,
+                help="the student: a model alias of the config, or an inline spec")
 
 
 @stage("distill", params=(STUDENT, EPOCHS, LR, Param("temperature", float, 4.0, 0.0, None, low_open=True),
                           Param("alpha", float, 0.9, 0.0, 1.0)), rebuild=rebuild_distill)
-def distill(model: nn.Module, ctx: Context, student: str, epochs: Optional[int], lr: Optional[float],
+def distill(model: nn.Module, ctx: Context, student: dict[str, Any], epochs: Optional[int], lr: Optional[float],
             temperature: float, alpha: float) -> nn.Module:
     """Distil the incoming model into a smaller student (static architecture; paper Sec. 3).
 

@@ -94,7 +94,7 @@ def run_compress(ws: Workspace) -> Path:
     _, settings = study_settings(ws.config, ws.exp)
     call = parse_chain(ws.exp.chain)[-1]
     stage = STAGES.get(call.name)
-    params = stage.resolve(call.value, settings.get(call.name))
+    params = stage.resolve_models(stage.resolve(call.value, settings.get(call.name)), ws.config["models"])
     model, arch = checkpoint.load_model(ws.directory(prefix) / MODEL_DIR, ws.device)
     seed_everything(ws.exp.seed)
     start = time.perf_counter()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+import yaml
 from torch import nn
 
 from slimbench.errors import ConfigError
@@ -37,6 +38,7 @@ class Param:
     high_open: bool = False
     choices: Optional[tuple] = None
     help: str = ""
+    model: bool = False  # names a model: an alias of the config's models or an inline spec (see resolve_models)
 
     def coerce(self, stage: str, value: Any) -> Any:
         try:
@@ -113,11 +115,31 @@ class Stage:
             resolved[p.name] = None if raw is None else p.coerce(self.name, raw)
         return resolved
 
+    def resolve_models(self, params: dict[str, Any], models: dict[str, dict]) -> dict[str, Any]:
+        """Model parameters (``Param.model``) as the specs they name in the config's ``models``: the stage and
+        its ``rebuild`` hook both get the spec, and the saved model records it, so it reloads without the config
+        (and an alias that only one config defines works like a catalog one)."""
+        return {key: model_spec(value, models, f"stage '{self.name}': {key}")
+                if value is not None and self.param(key).model else value for key, value in params.items()}
+
     def __call__(self, model: nn.Module, ctx: "Context", **params: Any) -> nn.Module:
         return self.fn(model, ctx, **params)
 
 
 STAGES: Registry[Stage] = Registry("stage")
+
+
+def model_spec(ref: Any, models: dict[str, dict], where: str) -> dict[str, Any]:
+    """A model alias of ``models``, or an inline spec (a mapping, or its YAML/repr text, with a ``family``)."""
+    parsed = yaml.safe_load(ref) if isinstance(ref, str) else ref
+    if isinstance(parsed, dict):
+        if "family" not in parsed:
+            raise ConfigError(f"{where}: inline model spec {ref!r} needs a 'family'.")
+        return dict(parsed)
+    if ref not in models:
+        raise ConfigError(f"{where}: '{ref}' is not a model of the config. Known: {', '.join(sorted(models))}. "
+                          f"Fix: add it under 'models:' in the config or config/catalog.yaml.")
+    return dict(models[ref])
 
 
 def stage(

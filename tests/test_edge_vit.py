@@ -27,6 +27,7 @@ load_plugins()
 
 RGB_INFO = DatasetInfo("tiny_rgb", "image_classification", "accuracy", 10, 3, 16, (0.5,) * 3, (0.5,) * 3)
 TINY_RESNET = {"family": "cifar_resnet", "blocks": [1, 1], "width": 8}
+SMALL_RESNET = {"family": "cifar_resnet", "blocks": [1, 1, 1, 1], "width": 32}  # a student alias's spec
 
 
 def tiny_resnet() -> nn.Module:
@@ -59,9 +60,9 @@ def test_feature_loss_is_positive_and_projected_when_widths_differ():
 
 def test_student_is_rebuilt_from_its_checkpoint(tmp_path):
     teacher = tiny_resnet()
-    student = build_student(teacher, "resnet_small_cifar")
+    student = build_student(teacher, SMALL_RESNET)
     assert count_parameters(student) != count_parameters(teacher)
-    stages = [{"name": "feature_kd", "params": {"student": "resnet_small_cifar"}}]
+    stages = [{"name": "feature_kd", "params": {"student": SMALL_RESNET}}]
     checkpoint.save_model(student, tmp_path / "m", TINY_RESNET, RGB_INFO, stages)
     loaded, _ = checkpoint.load_model(tmp_path / "m")
     x = images()
@@ -173,8 +174,10 @@ def test_feature_kd_stage_returns_a_trained_student_and_leaves_no_hooks():
     data = ImageTensorDataset(torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8), torch.randint(0, 10, (16,)))
     ctx = Context(make_task(RGB_INFO), data, data, torch.device("cpu"), 0, {"epochs": 1, "batch_size": 8, "lr": 1e-3},
                   teacher_loader=lambda: teacher, progress=False)
-    student = STAGES.get("feature_kd")(teacher, ctx, **STAGES.get("feature_kd").resolve("resnet_small_cifar"))
-    reference = build_student(teacher, "resnet_small_cifar")
+    kd = STAGES.get("feature_kd")
+    params = kd.resolve_models(kd.resolve("small"), {"small": SMALL_RESNET})  # an alias only the config defines
+    student = kd(teacher, ctx, **params)
+    reference = build_student(teacher, SMALL_RESNET)
     assert count_parameters(student) == count_parameters(reference)
     assert not any(m._forward_hooks for m in teacher.modules())
     assert student(images()).shape == (4, 10)
