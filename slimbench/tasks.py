@@ -7,13 +7,15 @@ Stages and the training loop only talk to a Task, never to a dataset or model ty
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.data import ArrayDataset, DatasetInfo, TextCorpus, TokenBlockDataset, batches
+from slimbench.batching import TokenizedText
+from slimbench.data import ArrayDataset, DatasetInfo, TextCorpus, TextDataset, TokenBlockDataset, batches
 from slimbench.metrics.task import classification_metrics, perplexity
 from slimbench.registry import Registry
 
@@ -36,6 +38,10 @@ class Task:
 
     def loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Any]:
         return batches(dataset, batch_size, shuffle, seed)
+
+    def encode(self, dataset: Any, device: torch.device, static_shapes: bool = False) -> Any:
+        """The training set in the form the training loop batches fastest (text: tokenized once)."""
+        return dataset
 
     def to_device(self, batch: Any, device: torch.device, train: bool = False) -> Any:
         raise NotImplementedError
@@ -75,8 +81,7 @@ class ImageClassification(Task):
     def to_device(self, batch: Any, device: torch.device, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         x = images.to(device, non_blocking=True).float().div_(255)
-        mean = torch.tensor(self.info.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.info.std, device=device).view(1, -1, 1, 1)
+        mean, std = normalization(self.info.mean, self.info.std, device)
         x = (x - mean) / std
         if train and self.info.augment:
             x = random_crop_flip(x, padding=self.info.image_size // 8)
@@ -98,6 +103,14 @@ class ImageClassification(Task):
         return batch[1]
 
 
+@lru_cache(maxsize=None)
+def normalization(mean: tuple[float, ...], std: tuple[float, ...],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std, made once per device: a tensor built from host values per batch is a
+    blocking copy, which waits for all queued GPU work."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def random_crop_flip(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Per-image random crop from a zero-padded copy and horizontal flip, done on the device."""
     n, _, h, w = x.shape
@@ -114,9 +127,27 @@ def random_crop_flip(x: torch.Tensor, padding: int) -> torch.Tensor:
 
 @TASKS.register("text_classification")
 class TextClassification(Task):
-    """Sentences (pairs) tokenized per batch with the model's tokenizer, truncated to ``max_length``."""
+    """Sentences (pairs) tokenized per batch with the model's tokenizer, truncated to ``max_length``; for
+    training, tokenized once (:meth:`encode`)."""
+
+    def encode(self, dataset: Any, device: torch.device, static_shapes: bool = False) -> Any:
+        """The whole split tokenized once and kept on ``device``, rows padded to ``max_length``; batches are cut
+        to a bucketed length (:func:`slimbench.batching.bucket_length`). Right padding only: a tokenizer that
+        pads left keeps the full length."""
+        if not isinstance(dataset, TextDataset):
+            return dataset
+        limit = self.options.get("max_length", 128)
+        tokens = self.tokenizer(dataset.texts, dataset.pairs, padding="max_length", truncation=True,
+                                max_length=limit, return_tensors="pt")
+        lengths = tokens["attention_mask"].sum(1)
+        if getattr(self.tokenizer, "padding_side", "right") != "right":
+            lengths = torch.full_like(lengths, tokens["input_ids"].shape[1])
+        return TokenizedText({k: v.to(device) for k, v in tokens.items()},
+                             torch.tensor(dataset.labels, dtype=torch.long, device=device), lengths, static_shapes)
 
     def to_device(self, batch: Any, device: torch.device, train: bool = False) -> dict[str, torch.Tensor]:
+        if "input_ids" in batch:  # already tokenized (encode)
+            return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         tokens = self.tokenizer(batch["texts"], batch["pairs"], padding=True, truncation=True,
                                 max_length=self.options.get("max_length", 128), return_tensors="pt")
         return {**{k: v.to(device) for k, v in tokens.items()}, "labels": batch["labels"].to(device)}

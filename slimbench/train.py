@@ -1,7 +1,10 @@
 """The one training loop: base training, fine-tuning and every recovery/distillation stage use it.
 
 AdamW (or SGD) with a one-cycle/cosine schedule, bf16 autocast on CUDA, gradient clipping, a tqdm bar,
-and per-epoch resume files so a killed run continues where it stopped.
+and per-epoch resume files so a killed run continues where it stopped. A step does no host work and reads
+nothing back from the device (batches: :mod:`slimbench.batching`; losses are read once per epoch), so the
+host queues work ahead of the GPU. ``compile`` in the recipe runs the model's forward and backward through
+``torch.compile`` (opt-in; ``benchmarks/throughput.py`` measures both modes on the same batches).
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from slimbench.atomic import atomic_target
+from slimbench.batching import device_batches
 from slimbench.errors import ConfigError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 RECIPE_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "grad_clip",
-               "max_steps", "eval_batch_size", "betas"}
+               "max_steps", "eval_batch_size", "betas", "compile"}
+# compile: false = eager; true = torch.compile's default mode; or one of its modes by name
+# ("reduce-overhead" adds CUDA graphs).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def seed_everything(seed: int) -> None:
@@ -42,6 +49,9 @@ def check_recipe(recipe: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: optimizer must be adamw or sgd.")
     if recipe.get("schedule", "onecycle") not in ("onecycle", "cosine", "constant"):
         raise ConfigError(f"{where}: schedule must be onecycle, cosine or constant.")
+    setting = recipe.get("compile", False)
+    if not isinstance(setting, bool) and setting not in COMPILE_MODES:
+        raise ConfigError(f"{where}: compile must be true, false or one of {list(COMPILE_MODES)} (got {setting!r}).")
 
 
 def make_optimizer(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Optimizer:
@@ -68,6 +78,15 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def step_module(model: nn.Module, setting: bool | str) -> nn.Module:
+    """What each step calls: the model (eager) or ``torch.compile``'s wrapper, which shares its parameters
+    (state dicts and checkpoints stay the model's own). Static shapes (``dynamic=False``): batch lengths come
+    in a few buckets, so each shape gets its own kernels rather than slower shape-generic ones."""
+    if setting is False:
+        return model
+    return torch.compile(model, mode=None if setting in (True, "default") else setting, dynamic=False)
+
+
 def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recipe: dict[str, Any], seed: int,
         loss_fn: Optional[LossFn] = None, resume: Optional[Path] = None, progress: bool = True,
         desc: str = "train") -> dict[str, Any]:
@@ -78,6 +97,8 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
         return {"losses": [], "epoch_losses": [], "steps": 0}
     seed_everything(seed)
     model.to(device).train()
+    compile_setting = recipe.get("compile", False)
+    train_set = task.encode(train_set, device, static_shapes=compile_setting is not False)
     if hasattr(train_set, "to"):
         train_set = train_set.to(device)  # small in-memory sets live on the device: no copy per step
     optimizer = make_optimizer(model, recipe)
@@ -87,6 +108,9 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
     warmup = recipe.get("warmup", 0.1 if schedule == "onecycle" else 0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, schedule, warmup))
     loss_fn = loss_fn or (lambda m, b: task.loss(task.logits(m, b), b))
+    stepped = step_module(model, compile_setting)
+    clip = recipe.get("grad_clip", 1.0)
+    parameters = [p for p in model.parameters() if p.requires_grad]
     history: dict[str, Any] = {"losses": [], "epoch_losses": [], "steps": 0}
     start_epoch = 0
     if resume is not None and resume.exists():
@@ -101,16 +125,15 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
     for epoch in range(start_epoch, epochs):
         model.train()
         losses = []  # kept on the device; read once per epoch so the GPU never waits for the host
-        for batch in task.loader(train_set, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for batch in device_batches(task, train_set, batch_size, seed * 1000 + epoch, device):
             if history["steps"] >= total:
                 break
-            batch = task.to_device(batch, device, train=True)
             with autocast:
-                loss = loss_fn(model, batch)
+                loss = loss_fn(stepped, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if recipe.get("grad_clip", 1.0):
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.get("grad_clip", 1.0))
+            if clip:
+                nn.utils.clip_grad_norm_(parameters, clip)
             optimizer.step()
             scheduler.step()
             history["steps"] += 1

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -62,3 +63,45 @@ def test_source_hash_follows_the_code_and_nothing_else(tmp_path) -> None:
     assert source_hash(tmp_path) == first
     (tmp_path / "methods" / "m.py").write_text("x = 2\n")
     assert source_hash(tmp_path) != first
+
+
+def test_latency_spread_matches_numpy_percentiles():
+    times = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    q1, median, q3 = np.percentile(times, [25, 50, 75])  # numpy's default: linear interpolation
+    out = cost.spread(times)
+    assert out["median_ms"] == pytest.approx(median)
+    assert out["iqr_ms"] == pytest.approx(q3 - q1)
+    assert (out["min_ms"], out["max_ms"], out["repeats"]) == (1.0, 10.0, 6)
+
+
+def test_cpu_latency_runs_at_the_timers_thread_count_and_records_its_keys():
+    seen = []
+
+    def forward():
+        seen.append(torch.get_num_threads())
+        return torch.ones(8).sum()
+
+    before = torch.get_num_threads()
+    out = cost.cpu_latency(forward, threads=1, warmup=1, repeats=5)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    assert out["repeats"] == 5 and out["threads"] == 1
+    assert out["min_ms"] <= out["median_ms"] <= out["max_ms"] and out["iqr_ms"] >= 0
+
+
+def test_latency_record_keeps_the_metrics_keys():
+    layer = nn.Linear(16, 4)
+    sizes = []
+
+    def forward_at(batch, device):
+        sizes.append((batch, device.type))
+        x = torch.randn(batch, 16, device=device)
+        return lambda: layer.to(device)(x)
+
+    record = cost.latency_record(forward_at, torch.device("cpu"), batch_size=1, large_batch=64, threads=1,
+                                 warmup=1, repeats=3)
+    assert set(record) == {"latency_cpu_ms", "latency_cpu_iqr_ms", "latency_cpu_threads", "latency_batch_size"}
+    assert sizes == [(1, "cpu")] and record["latency_cpu_threads"] == 1
+    if torch.cuda.is_available():
+        record = cost.latency_record(forward_at, torch.device("cuda"), 1, 64, 1, 1, 3)
+        expected = {"latency_cuda_ms", "latency_cuda_iqr_ms", "latency_cuda_large_ms", "latency_cuda_large_batch"}
+        assert expected <= set(record)

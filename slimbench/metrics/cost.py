@@ -1,6 +1,9 @@
 """Cost metrics: parameters, stored bits, FLOPs (torch.utils.flop_counter), latency and peak memory.
 
-Latency and memory are measurements, so they belong in benchmarks and reports, never in assertions.
+Latency and memory are measurements, so they belong in benchmarks and reports, never in assertions. CPU
+latency goes through ``torch.utils.benchmark.Timer`` (it sets the thread count for the measurement and
+returns median and interquartile range); GPU latency through CUDA events around each call, which time the
+GPU's own timeline without a host synchronization inside the measurement.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Callable, Iterator
 import psutil
 import torch
 from torch import nn
+from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 Forward = Callable[[], Any]
@@ -59,19 +63,65 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def spread(times_ms: list[float]) -> dict[str, float]:
+    """Median, interquartile range (75th - 25th percentile, linear interpolation) and extremes."""
+    quartiles = statistics.quantiles(times_ms, n=4, method="inclusive") if len(times_ms) > 1 else times_ms * 3
+    return {"median_ms": statistics.median(times_ms), "iqr_ms": quartiles[2] - quartiles[0],
+            "min_ms": min(times_ms), "max_ms": max(times_ms), "repeats": len(times_ms)}
+
+
 @torch.no_grad()
-def latency_ms(forward: Forward, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
-    """Median and spread of wall time per call after warm-up (synchronized on CUDA)."""
+def cpu_latency(forward: Forward, threads: int | None = None, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
+    """Wall time per call on the CPU through ``torch.utils.benchmark.Timer`` with ``num_threads=threads``
+    (default: the current count): ``warmup`` untimed calls, then ``repeats`` samples of one call each (the
+    Timer runs two untimed calls before each sample)."""
+    threads = threads or torch.get_num_threads()
+    timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=threads)
+    if warmup:
+        timer.timeit(number=warmup)
+    measured = benchmark.Measurement.merge(timer.timeit(number=1) for _ in range(repeats))[0]
+    return {**spread([t * 1e3 for t in measured.times]), "threads": threads}
+
+
+@torch.no_grad()
+def cuda_latency(forward: Forward, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
+    """GPU time per call from CUDA events recorded around each of ``repeats`` back-to-back calls after
+    ``warmup`` calls; a call whose kernels wait for the host's launches counts that wait."""
     for _ in range(warmup):
         forward()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    torch.cuda.synchronize(device)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
         forward()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": repeats}
+        end.record()
+    torch.cuda.synchronize(device)
+    return spread([start.elapsed_time(end) for start, end in events])
+
+
+def latency_ms(forward: Forward, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
+    """Median and spread of the time per call: :func:`cuda_latency` on a GPU, else :func:`cpu_latency` at the
+    current thread count."""
+    if device.type == "cuda":
+        return cuda_latency(forward, device, warmup, repeats)
+    return cpu_latency(forward, None, warmup, repeats)
+
+
+def latency_record(forward_at: Callable[[int, torch.device], Forward], device: torch.device, batch_size: int,
+                   large_batch: int, threads: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """The latency entries of a metrics record. ``forward_at(batch, device)`` returns a call of the model on
+    a batch of that size on that device. CPU: at ``batch_size`` and ``threads``. GPU (when ``device`` is one):
+    at ``batch_size`` (the config's, batch 1 by default) and at ``large_batch``, where throughput, and so the
+    speed-up of structured pruning, can be compared with the FLOPs kept."""
+    cpu = cpu_latency(forward_at(batch_size, torch.device("cpu")), threads, warmup, repeats)
+    out: dict[str, Any] = {"latency_cpu_ms": cpu["median_ms"], "latency_cpu_iqr_ms": cpu["iqr_ms"],
+                           "latency_cpu_threads": threads, "latency_batch_size": batch_size}
+    if device.type == "cuda":
+        for key, size in (("latency_cuda", batch_size), ("latency_cuda_large", large_batch)):
+            gpu = cuda_latency(forward_at(size, device), device, warmup, repeats)
+            out.update({f"{key}_ms": gpu["median_ms"], f"{key}_iqr_ms": gpu["iqr_ms"]})
+        out["latency_cuda_large_batch"] = large_batch
+    return out
 
 
 class RssSampler:
