@@ -34,7 +34,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -205,17 +205,31 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         encoded = encoded.to(device) if hasattr(encoded, "to") else encoded
         return list(device_batches(task, encoded, batch_size, 0, device))
 
-    out["harness"] = harness(fresh(), task, data, device, recipe, args.warmup)
-    out["bare"] = bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup)
+    def measure(loop: str, run: Callable[[], dict[str, float]]) -> None:
+        """One loop; its line is printed at once (a run cut short keeps what it measured), an error recorded."""
+        start = time.perf_counter()
+        try:
+            out[loop] = run()
+        except Exception as error:  # a loop that fails (e.g. a compiler error) must not lose the others
+            out[loop] = {"error": f"{type(error).__name__}: {error}"[:500]}
+        out[loop]["wall_s"] = round(time.perf_counter() - start, 1)
+        print(json.dumps({"benchmark": "throughput", "model": name, "loop": loop, **out[loop]}), flush=True)
+
+    measure("harness", lambda: harness(fresh(), task, data, device, recipe, args.warmup))
+    measure("bare", lambda: bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup))
     modes = [m.split(":")[-1] for m in args.compile_modes if ":" not in m or m.startswith(name + ":")]
     if modes and name in args.compile_models:
-        out["harness_compiled"] = harness(fresh(), task, data, device, {**recipe, "compile": True}, args.warmup)
+        measure("harness_compiled", lambda: harness(fresh(), task, data, device, {**recipe, "compile": True},
+                                                    args.warmup))
         batches = staged(True)
         for mode in modes:
-            out[f"bare_compiled_{mode}"] = bare_loop(fresh(), task, batches, device, lr, mode, args.warmup)
-    bare = out["bare"]["steps_per_s"]
+            measure(f"bare_compiled_{mode}", lambda: bare_loop(fresh(), task, batches, device, lr, mode, args.warmup))
+    bare = out["bare"].get("steps_per_s")
     out["ratios"] = {f"{k}/bare": round(v["steps_per_s"] / bare, 3) for k, v in out.items()
-                     if isinstance(v, dict) and "steps_per_s" in v and k != "bare"}
+                     if bare and isinstance(v, dict) and "steps_per_s" in v and k != "bare"}
+    if "steps_per_s" in out.get("harness_compiled", {}) and "steps_per_s" in out["harness"]:
+        out["ratios"]["harness_compiled/harness"] = round(out["harness_compiled"]["steps_per_s"]
+                                                          / out["harness"]["steps_per_s"], 3)
     return out
 
 
