@@ -1,0 +1,92 @@
+"""One GPU per job: concurrent processes on a host with N (faked) GPUs each get a different one; under SLURM
+the scheduler's choice is kept. CPU only: the GPUs are CUDA_VISIBLE_DEVICES entries, never opened."""
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from slimbench import devices
+from conftest import REPO
+
+# A job: claim a GPU, report it, hold it until the test says release (bounded, so a failed test never hangs).
+JOB = """
+import os, sys, time
+from pathlib import Path
+from slimbench.devices import claim_gpu
+claim_gpu()
+out = Path(sys.argv[1])
+(out / f"{os.getpid()}.gpu").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+deadline = time.monotonic() + 60
+while not (out / "release").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+"""
+
+
+def start_job(tmp_path, gpus: str, per_gpu: int, wait_s: float = 600) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(CUDA_VISIBLE_DEVICES=gpus, SLIMBENCH_GPU_LOCKS=str(tmp_path / "locks"),
+               SLIMBENCH_JOBS_PER_GPU=str(per_gpu), SLIMBENCH_GPU_WAIT_S=str(wait_s),
+               PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-c", JOB, str(tmp_path)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def claimed(tmp_path, count: int) -> list[str]:
+    deadline = time.monotonic() + 60
+    while len(files := list(tmp_path.glob("*.gpu"))) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [f.read_text() for f in files]
+
+
+@pytest.mark.parametrize("gpus, per_gpu, expected", [
+    ("3,5,6,7", 1, {"3": 1, "5": 1, "6": 1, "7": 1}),  # four GPUs, four jobs: one each
+    ("0,1", 2, {"0": 2, "1": 2}),                       # two slots per GPU: four jobs share two GPUs evenly
+])
+def test_concurrent_jobs_get_distinct_gpus(tmp_path, gpus, per_gpu, expected):
+    jobs = [start_job(tmp_path, gpus, per_gpu) for _ in range(sum(expected.values()))]
+    try:
+        assert Counter(claimed(tmp_path, len(jobs))) == expected
+        # Every slot is held: one more job waits its bounded time, then says why.
+        extra = start_job(tmp_path, gpus, per_gpu, wait_s=1)
+        _, err = extra.communicate(timeout=60)
+        assert extra.returncode != 0 and "no free GPU slot" in err
+    finally:
+        (tmp_path / "release").touch()
+        for job in jobs:
+            job.wait(timeout=60)
+    # A finished job's slot is free again.
+    for f in tmp_path.glob("*.gpu"):
+        f.unlink()
+    (tmp_path / "release").unlink()
+    again = start_job(tmp_path, gpus, per_gpu, wait_s=5)
+    assert claimed(tmp_path, 1)[0] in expected
+    (tmp_path / "release").touch()
+    assert again.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    monkeypatch.setattr(devices, "_claimed", None)
+    monkeypatch.setattr(devices, "_held", None)
+
+
+def test_slurm_choice_is_kept(fresh):
+    env = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "1,2"}
+    assert devices.claim_gpu(env)["source"] == "slurm"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,2"
+    assert devices.device_record("cuda", env) == {"device": "cuda", "source": "slurm",
+                                                  "cuda_visible_devices": "1,2", "slurm_job_id": "42"}
+
+
+def test_one_gpu_is_left_alone(fresh):
+    env = {"CUDA_VISIBLE_DEVICES": "2"}
+    assert devices.claim_gpu(env) == {"source": "only one visible"}
+    assert env == {"CUDA_VISIBLE_DEVICES": "2"}
+
+
+def test_cpu_config_records_no_claim(fresh):
+    assert devices.device_record("cpu", {}) == {"device": "cpu", "source": "config"}
