@@ -1,8 +1,11 @@
-"""Atomic file writes: readers never see half a file, and concurrent writers of one file do not clash."""
+"""Atomic file writes and per-folder locks: readers never see half a file, concurrent writers of one file do not
+clash, and two processes (Snakemake jobs, `slimbench study` runs) never build the same experiment at once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,3 +23,38 @@ def atomic_target(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the block; yields whether another process
+    held it when we asked, i.e. whether that process may have built what we were about to build.
+
+    ``flock`` locks die with their process, so a killed run (kill -9 included) never leaves a stale lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            waited = True
+        try:
+            yield waited
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete what killed writers left in ``folder`` (``.<name>.<pid>.tmp`` files and folders). Only safe while
+    holding the folder's lock, when no other process can be writing there."""
+    for leftover in Path(folder).glob(".*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

@@ -5,10 +5,17 @@ dataset info, the stages applied (replayed through their ``rebuild``/``finalize`
 simple attributes (``num_heads``, ``out_features``, ...). Tensor shapes come from the safetensors file, so a
 pruned model reloads as the smaller model it is, not as a mask. Quantized tensor subclasses (torchao) are
 stored as their integer codes and scales, so the file is really smaller.
+
+A saved folder is complete or absent: it is written under a temporary name unique to the process and renamed
+into place, with ``arch.json`` (which carries the weights' SHA-256) written last. Reading verifies that
+checksum and accepts from ``arch.json`` only registered model families and their options, never an option that
+would load code from a model folder (``trust_remote_code``, ``auto_map``), and rebuilds Hugging Face models
+from their saved config of a built-in ``model_type`` only, so no folder on disk is consulted.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -16,14 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import CONFIG_MAPPING
 
 from slimbench.data import DatasetInfo
-from slimbench.models import build_model
+from slimbench.errors import DataNotFoundError, UnsafeInputError
+from slimbench.integrity import corrupt, file_sha256
+from slimbench.models import MODELS, build_model
+from slimbench.models.text import REMOTE_CODE_KEYS
 from slimbench.stages import STAGES
 
 WEIGHTS, ARCH = "model.safetensors", "arch.json"
+WEIGHTS_SHA = "weights_sha256"
+HF_FAMILIES = frozenset({"hf_classifier", "hf_causal_lm"})
+# Families whose builder forwards extra options to a library constructor that runs no code from files (timm).
+PASS_THROUGH_FAMILIES = frozenset({"timm"})
 SIMPLE = (int, float, bool, str, type(None))
 PACK_SEP = "::"
 
@@ -105,20 +121,81 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             owner.register_buffer(name, fresh)
 
 
+def remote_code_keys(value: Any) -> list[str]:
+    """Every key of REMOTE_CODE_KEYS anywhere in a nested spec."""
+    if isinstance(value, dict):
+        return [k for k in value if k in REMOTE_CODE_KEYS] + [f for v in value.values() for f in remote_code_keys(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in remote_code_keys(v)]
+    return []
+
+
+def check_spec(spec: Any, where: str) -> None:
+    """Accept a model spec only if it names a registered family with that family's options and nothing that
+    would run code from a folder; Hugging Face models must carry a config of a built-in model type."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("family"), str):
+        raise UnsafeInputError(f"{where}: the model spec must be an object with a 'family', got {spec!r}.")
+    found = remote_code_keys(spec)
+    if found:
+        raise UnsafeInputError(f"{where}: option(s) {sorted(set(found))} would run code from a model folder and are "
+                               f"never accepted. Fix: remove them; only transformers' built-in architectures load.")
+    build = MODELS.get(spec["family"]).build
+    named = {n for n, p in inspect.signature(build).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    unknown = set(spec) - {"family"} - named - {"info", "pretrained", "download"}
+    if unknown and spec["family"] not in PASS_THROUGH_FAMILIES | HF_FAMILIES:
+        raise UnsafeInputError(f"{where}: unknown option(s) {sorted(unknown)} for model family '{spec['family']}'.")
+    if spec["family"] in HF_FAMILIES:
+        config = spec.get("config")
+        if not isinstance(config, dict) or config.get("model_type") not in CONFIG_MAPPING:
+            raise UnsafeInputError(f"{where}: a saved {spec['family']} model needs 'config' with a built-in "
+                                   f"'model_type' (got {config.get('model_type') if isinstance(config, dict) else None!r}); "
+                                   f"it is never rebuilt from a folder.")
+
+
 def save_model(model: nn.Module, directory: Path, spec: dict[str, Any], info: DatasetInfo,
-               stages: list[dict[str, Any]]) -> None:
-    """Write ``directory`` atomically: a temporary sibling is renamed into place when complete."""
+               stages: list[dict[str, Any]], extra: dict[str, dict[str, Any]] | None = None) -> None:
+    """Write ``directory`` atomically: a temporary sibling unique to this process is filled (weights, then the
+    ``extra`` JSON files, then ``arch.json`` with the weights' checksum) and renamed into place when complete."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
+    tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    flat, packed, aliases = pack(model.state_dict())
-    save_file(flat, str(tmp / WEIGHTS))
-    arch = {"model": spec, "dataset": info.to_dict(), "stages": stages, "packed": packed, "aliases": aliases,
-            "attributes": module_attributes(model)}
-    (tmp / ARCH).write_text(json.dumps(arch, indent=1, default=str))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    try:
+        flat, packed, aliases = pack(model.state_dict())
+        save_file(flat, str(tmp / WEIGHTS))
+        for name, record in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(record, indent=1, default=str))
+        arch = {"model": spec, "dataset": info.to_dict(), "stages": stages, "packed": packed, "aliases": aliases,
+                "attributes": module_attributes(model), WEIGHTS_SHA: file_sha256(tmp / WEIGHTS)}
+        (tmp / ARCH).write_text(json.dumps(arch, indent=1, default=str))
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_saved(directory: Path) -> bool:
+    """Whether a complete saved model is there (``arch.json`` is written last; checksums are checked on load)."""
+    return (Path(directory) / ARCH).is_file()
+
+
+def read_arch(directory: Path) -> dict[str, Any]:
+    """``arch.json`` checked for integrity and safety; a garbled folder is moved aside for rebuilding."""
+    directory = Path(directory)
+    if not is_saved(directory):
+        raise DataNotFoundError(f"no saved model in '{directory}' ({ARCH} missing). Fix: build it first (snakemake "
+                                f"or 'slimbench run' on its experiment folder).")
+    try:
+        arch = json.loads((directory / ARCH).read_text())
+        if not isinstance(arch, dict) or not {"model", "dataset", "stages", "packed", "aliases"} <= set(arch):
+            raise ValueError("fields missing")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise corrupt(directory, f"unreadable {ARCH}: {str(error).splitlines()[0]}", "saved model") from None
+    check_spec(arch["model"], f"saved model '{directory}'")
+    expected = arch.get(WEIGHTS_SHA)
+    if expected is not None and (not (directory / WEIGHTS).is_file() or file_sha256(directory / WEIGHTS) != expected):
+        raise corrupt(directory, f"{WEIGHTS} does not match the checksum in {ARCH}", "saved model")
+    return arch
 
 
 def replay(model: nn.Module, stages: list[dict[str, Any]], hook: str) -> nn.Module:
@@ -136,11 +213,14 @@ def load_model(directory: Path, device: torch.device | str = "cpu", finalize: bo
     arithmetic, which is what FLOPs are counted on (bit widths are accounted for separately).
     """
     directory = Path(directory)
-    arch = json.loads((directory / ARCH).read_text())
+    arch = read_arch(directory)
     info = DatasetInfo(**arch["dataset"])
     model = build_model(arch["model"], info, pretrained=False, download=False)
     model = replay(model, arch["stages"], "rebuild")
-    flat = load_file(str(directory / WEIGHTS))
+    try:
+        flat = load_file(str(directory / WEIGHTS))
+    except (SafetensorError, OSError) as error:  # a folder saved before checksums existed
+        raise corrupt(directory, f"unreadable {WEIGHTS}: {error}", "saved model") from None
     state = unpack(flat, arch["packed"], arch["aliases"])
     resize_to_state(model, state)
     restore_attributes(model, arch["attributes"])

@@ -3,6 +3,10 @@
 Validation happens here, once, when the config is read (by the Snakefile at DAG-building time and by the
 CLI): the JSON schema first, then every name against the registries and every stage value against its
 declared range. A bad config therefore fails before any data is decoded or any model trained.
+
+Numbers are read in every YAML spelling (YAML 1.1 reads ``1e-3`` as a string), names are folder names that
+cannot leave the results folder, model specs cannot ask for code from a model folder, the same experiment
+cannot be listed twice, and the estimated cost must stay under the config's ``limits`` (slimbench.estimate).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,10 +24,12 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
+from slimbench.checkpoint import remote_code_keys
 from slimbench.data import DATASETS
-from slimbench.errors import ConfigError
+from slimbench.errors import ConfigError, UnsafeInputError
+from slimbench.estimate import estimate
 from slimbench.models import MODELS
-from slimbench.stages import BASE, chain_prefixes, resolve_chain
+from slimbench.stages import BASE, chain_prefixes, parse_chain, resolve_chain
 from slimbench.train import check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +41,13 @@ FAMILY_TASKS = {"timm": "image_classification", "cifar_resnet": "image_classific
 LOADER_TASKS = {"mnist": "image_classification", "fashion_mnist": "image_classification",
                 "cifar10": "image_classification", "tiny_imagenet": "image_classification",
                 "imagenet": "image_classification", "glue": "text_classification", "wikitext2": "language_modeling"}
+LOADER_SPLITS = {"mnist": ("official", "test-split"), "fashion_mnist": ("official", "test-split"),
+                 "cifar10": ("official", "train-split"), "tiny_imagenet": ("official", "train-split")}
+# A study, dataset, model or config name is a folder name below results/: no '/', no leading '.', no '..'.
+SAFE_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.]*")
+SAFE_CONFIG_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Number spellings YAML 1.1 leaves as strings: exponents without a dot or without a signed exponent (1e-3, 5E4).
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def load_plugins(extra: list[str] = ()) -> None:
@@ -74,23 +89,78 @@ def read_config(path: Path | str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
 
 
+@lru_cache(maxsize=8)
+def parsed_yaml(path: Path, mtime_ns: int) -> str:
+    """A YAML file parsed once per version (the schema and catalog are read for every config), as JSON text."""
+    return json.dumps(yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+
+
+def yaml_file(path: Path) -> Any:
+    """A fresh copy of a parsed YAML file, so callers may change it."""
+    return json.loads(parsed_yaml(path, path.stat().st_mtime_ns))
+
+
+def numbers(value: Any) -> Any:
+    """Every mapping value spelled as a number in scientific notation (``1e-3``) read as that number; whole
+    values as ints (``epochs: 1e3`` is 1000). List items stay as written: they are names, chains or seeds."""
+    if isinstance(value, dict):
+        return {k: numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [numbers(v) if isinstance(v, (dict, list)) else v for v in value]
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**63 else number
+    return value
+
+
+def schema_message(error: jsonschema.ValidationError) -> str:
+    """One line: where, what, and for a name the rule it breaks."""
+    where = "/".join(map(str, error.absolute_path)) or "(top level)"
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"config error at '{where}': {error.instance!r} is not allowed: {' '.join(error.schema['description'].split())}."
+    if error.validator == "propertyNames" or (error.validator == "pattern" and not error.absolute_path):
+        return f"config error at '{where}': {error.message}"
+    return f"config error at '{where}': {' '.join(error.message.split())}"
+
+
 def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Schema + registries + ranges; returns the config with defaults and the catalog merged in."""
-    schema = yaml.safe_load(SCHEMA.read_text())
-    config = json.loads(json.dumps(raw))
-    try:
-        jsonschema.validate(config, schema)
-    except jsonschema.ValidationError as error:
-        where = "/".join(map(str, error.absolute_path)) or "(top level)"
-        raise ConfigError(f"config error at '{where}': {error.message}") from None
+    schema = yaml_file(SCHEMA)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config is a mapping of settings (name, studies, ...), not {type(raw).__name__}.")
+    config = numbers(json.loads(json.dumps(raw, default=str)))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(schema_message(error))
     config = fill_defaults(config, schema, schema)
-    catalog = yaml.safe_load(CATALOG.read_text())
+    catalog = yaml_file(CATALOG)
     config["datasets"] = {**catalog.get("datasets", {}), **config["datasets"]}
     config["models"] = {**catalog.get("models", {}), **config["models"]}
+    check_names(config)
     load_plugins(config["plugins"])
     for study_name, study in config["studies"].items():
         check_study(config, study_name, study)
+    estimate(config)  # refuses a config over its limits; the dry run prints the figures
     return config
+
+
+def check_names(config: dict[str, Any]) -> None:
+    """Names become folders below results/ (and catalog names are not covered by the schema): each must be safe.
+    Model specs may not ask for code from a model folder."""
+    if not SAFE_CONFIG_NAME.fullmatch(config["name"]):
+        raise UnsafeInputError(f"config name {config['name']!r} is not a safe folder name (letters, digits, '_', '.', "
+                               f"'-'; no leading '.', no '..').")
+    for section in ("datasets", "models", "studies"):
+        for name in config[section]:
+            if not SAFE_NAME.fullmatch(name):
+                raise UnsafeInputError(f"{section[:-1]} name {name!r} is not a safe folder name (letters, digits, '_' "
+                                       f"and '.'; no leading '.', no '..'). Fix: rename it.")
+    for name, spec in config["models"].items():
+        found = remote_code_keys(spec)
+        if found:
+            raise UnsafeInputError(f"model '{name}': option(s) {sorted(set(found))} would run code from a model folder "
+                                   f"or the hub and are never accepted. Fix: remove them (only transformers' built-in "
+                                   f"architectures load).")
 
 
 def check_options(fn: Any, options: dict[str, Any], what: str) -> None:
@@ -111,8 +181,29 @@ def catalog_entry(config: dict[str, Any], section: str, name: str, where: str) -
     return spec
 
 
+def once(items: list[Any], what: str, where: str) -> None:
+    """Refuse a list that names the same thing twice (a duplicate experiment would count as a second seed)."""
+    seen: set[Any] = set()
+    for item in items:
+        key = json.dumps(item, sort_keys=True) if isinstance(item, (dict, list)) else item
+        if key in seen:
+            raise ConfigError(f"{where}: {what} {item!r} is listed twice. Fix: list it once.")
+        seen.add(key)
+
+
 def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> None:
     where = f"study '{name}'"
+    once(study["seeds"], "seed", where)
+    once(study["chains"], "chain", where)
+    panels_seen: set[tuple[str, str]] = set()
+    for entry in study["grid"]:
+        once(entry["datasets"], "dataset", f"{where}: grid entry")
+        once(entry["models"], "model", f"{where}: grid entry")
+        for pair in ((d, m) for d in entry["datasets"] for m in entry["models"]):
+            if pair in panels_seen:
+                raise ConfigError(f"{where}: dataset '{pair[0]}' with model '{pair[1]}' is in two grid entries (only "
+                                  f"the first one's settings would apply). Fix: keep it in one entry.")
+            panels_seen.add(pair)
     check_recipe(study["base"], f"{where}: base")
     for entry in study["grid"]:
         check_recipe({**study["base"], **entry.get("base", {})}, f"{where}: grid base")
@@ -121,6 +212,10 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
             loader = DATASETS.get(spec["loader"])
             options = {k: v for k, v in spec.items() if k not in ("loader", "train_size", "eval_size", "subset_seed")}
             check_options(loader, options, f"dataset '{dataset}'")
+            splits = LOADER_SPLITS.get(spec["loader"])
+            if splits and spec.get("split", "official") not in splits:
+                raise ConfigError(f"dataset '{dataset}': split '{spec['split']}' is not one of {list(splits)} "
+                                  f"for loader '{spec['loader']}'.")
             for model in entry["models"]:
                 mspec = catalog_entry(config, "models", model, where)
                 family = MODELS.get(mspec["family"])
@@ -129,13 +224,18 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
                     raise ConfigError(f"{where}: model '{model}' ({family.name}) is for {want}, but dataset "
                                       f"'{dataset}' is {have}. Fix: put them in separate grid entries.")
         settings = {**study["stages"], **entry.get("stages", {})}
+        resolved = {}
         for chain in study["chains"]:
-            resolve_chain(chain, settings)
+            steps = json.dumps([(stage.name, params) for stage, params in resolve_chain(chain, settings)],
+                               sort_keys=True, default=str)
+            if steps in resolved:
+                raise ConfigError(f"{where}: chains '{resolved[steps]}' and '{chain}' are the same steps with the "
+                                  f"same parameters (they would count as two results). Fix: list one of them.")
+            resolved[steps] = chain
     from slimbench.plots import FIGURES
 
     for figure in study["figures"]:
         FIGURES.get(figure)
-
 
 def load_config(path: Path | str) -> dict[str, Any]:
     return validate_config(read_config(path))
@@ -151,6 +251,20 @@ class Experiment:
     model: str
     seed: int
     chain: str
+
+    def __post_init__(self) -> None:
+        """Every part is a safe folder name, so ``directory`` stays below the results folder whatever the input."""
+        names = {"config": (self.config, SAFE_CONFIG_NAME), "study": (self.study, SAFE_NAME),
+                 "dataset": (self.dataset, SAFE_NAME), "model": (self.model, SAFE_NAME)}
+        for what, (name, pattern) in names.items():
+            if not isinstance(name, str) or not pattern.fullmatch(name):
+                raise UnsafeInputError(f"experiment {what} {name!r} is not a safe folder name (no '/', no leading "
+                                       f"'.', no '..').")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"experiment seed must be a whole number >= 0, not {self.seed!r}.")
+        if "/" in self.chain or self.chain.startswith(".") or ".." in self.chain.split("+"):
+            raise UnsafeInputError(f"chain {self.chain!r} is not a safe folder name.")
+        parse_chain(self.chain)
 
     def directory(self, results_dir: str | Path) -> Path:
         return Path(results_dir) / self.config / self.study / self.dataset / self.model / f"seed{self.seed}" / self.chain
@@ -171,6 +285,10 @@ class Experiment:
         if len(parts) < 6 or not parts[-2].startswith("seed"):
             raise ConfigError(f"'{directory}' is not an experiment folder "
                               f"(<results>/<config>/<study>/<dataset>/<model>/seed<k>/<chain>).")
+        if not parts[-2][4:].isdigit():
+            raise ConfigError(f"'{directory}': '{parts[-2]}' must be seed<k> with a whole number k.")
+        if ".." in parts:
+            raise UnsafeInputError(f"'{directory}' contains '..'; give the experiment folder without it.")
         return cls(parts[-6], parts[-5], parts[-4], parts[-3], int(parts[-2][4:]), parts[-1])
 
 

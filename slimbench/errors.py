@@ -16,6 +16,14 @@ class DataNotFoundError(SlimbenchError):
     """A dataset or checkpoint is missing locally and may not be downloaded."""
 
 
+class CorruptFileError(SlimbenchError):
+    """A data file, saved model or metrics file is truncated or altered: the message names the file and the fix."""
+
+
+class UnsafeInputError(SlimbenchError):
+    """Something would execute code from a model folder or write outside the results folder."""
+
+
 def exit_status(prog: str, command: Callable[[], None]) -> int:
     """Run a command-line action: 0 when it succeeds; a SlimbenchError is one line on stderr and status 2."""
     try:

@@ -1,12 +1,19 @@
 """The three per-experiment steps: train the base model, apply one stage, evaluate. Called by the CLI.
 
 Each step reads its inputs from the experiment folder of its prefix and writes its own folder atomically,
-so Snakemake (or a user by hand) can run, skip and resume them independently.
+so Snakemake (or a user by hand) can run, skip and resume them independently. A step holds its experiment
+folder's lock while it runs: when another process (a Snakemake job, a second `slimbench study`) was building
+the same output, the step waits for it and keeps its result instead of building it twice. The saved model's
+folder holds its stage log, so it is complete (weights, log, then arch.json) or absent; metrics files carry a
+checksum that readers verify.
+
+The torch thread count is set here, once per step, from ``$SLIMBENCH_THREADS`` or the config's ``threads``:
+CPU results depend on it (reduction order), so it is fixed and recorded rather than left to the launcher.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +23,35 @@ import torch
 from torch import nn
 
 from slimbench import checkpoint
+from slimbench.atomic import folder_lock, remove_temporaries
 from slimbench.config import Experiment, study_settings
 from slimbench.data import Splits, data_root, load_dataset
+from slimbench.errors import ConfigError
+from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
 from slimbench.metrics import bitops, cost
 from slimbench.models import build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
-from slimbench.results import METRICS_FILE, write_json
+from slimbench.results import METRICS_FILE
 from slimbench.stages import STAGES, Context, parse_chain
 from slimbench.tasks import Task, make_task
 from slimbench.train import fit, seed_everything
 
 MODEL_DIR = "model"
 STAGE_LOG = "stage.json"
+THREADS_ENV = "SLIMBENCH_THREADS"
+
+
+def apply_threads(configured: int) -> dict[str, Any]:
+    """Set torch's intra-op thread count ($SLIMBENCH_THREADS wins over the config) and say where it came from."""
+    raw = os.environ.get(THREADS_ENV)
+    try:
+        count = int(raw) if raw else int(configured)
+    except ValueError:
+        raise ConfigError(f"${THREADS_ENV}={raw!r} is not a whole number of threads.") from None
+    if count < 1:
+        raise ConfigError(f"thread count must be >= 1, got {count} (from {'$' + THREADS_ENV if raw else 'threads'}).")
+    torch.set_num_threads(count)
+    return {"torch": torch.get_num_threads(), "source": f"${THREADS_ENV}" if raw else "config threads"}
 
 
 def pick_device(setting: str) -> torch.device:
@@ -45,9 +69,11 @@ class Workspace:
     splits: Splits
     task: Task
     device: torch.device
+    threads: dict[str, Any]
 
     @classmethod
     def open(cls, config: dict[str, Any], exp: Experiment) -> "Workspace":
+        threads = apply_threads(config["threads"])
         root = data_root(config["data_root"])
         cache = Path(config["cache_dir"])
         splits = load_dataset(config["datasets"][exp.dataset], root, config["download"], cache)
@@ -55,7 +81,7 @@ class Workspace:
         tokenizer = tokenizer_for(spec, config["download"])
         task = make_task(splits.info, tokenizer, **config["studies"][exp.study]["task"])
         splits = Splits(task.prepare(splits.train), task.prepare(splits.eval), splits.info, splits.split)
-        return cls(config, exp, splits, task, pick_device(config["device"]))
+        return cls(config, exp, splits, task, pick_device(config["device"]), threads)
 
     def directory(self, exp: Experiment | None = None) -> Path:
         return (exp or self.exp).directory(self.config["results_dir"])
@@ -70,19 +96,22 @@ class Workspace:
 
 def run_base(ws: Workspace) -> Path:
     """Build (pretrained if the spec says so) and train/fine-tune the uncompressed model."""
-    recipe, _ = study_settings(ws.config, ws.exp)
-    seed_everything(ws.exp.seed)
-    spec = ws.config["models"][ws.exp.model]
-    model = build_model(spec, ws.splits.info, pretrained=True, download=ws.config["download"])
     out = ws.directory() / MODEL_DIR
-    start = time.perf_counter()
-    history = fit(model, ws.task, ws.splits.train, ws.device, recipe, ws.exp.seed,
-                  resume=out.with_name("resume.pt"), progress=ws.config["progress"], desc=f"base {ws.exp.model}")
-    elapsed = time.perf_counter() - start
-    checkpoint.save_model(model.cpu(), out, describe_model(spec, model), ws.splits.info, [])
-    write_json(out / STAGE_LOG, {"stage": "base", "recipe": recipe, "time_s": elapsed, "steps": history["steps"],
-                                 "final_loss": history["losses"][-1] if history["losses"] else None,
-                                 "epoch_losses": history.get("epoch_losses", [])})
+    with folder_lock(ws.directory()) as waited:
+        if waited and checkpoint.is_saved(out):
+            return out  # built meanwhile by the process we waited for
+        remove_temporaries(ws.directory())
+        recipe, _ = study_settings(ws.config, ws.exp)
+        seed_everything(ws.exp.seed)
+        spec = ws.config["models"][ws.exp.model]
+        model = build_model(spec, ws.splits.info, pretrained=True, download=ws.config["download"])
+        start = time.perf_counter()
+        history = fit(model, ws.task, ws.splits.train, ws.device, recipe, ws.exp.seed,
+                      resume=out.with_name("resume.pt"), progress=ws.config["progress"], desc=f"base {ws.exp.model}")
+        log = {"stage": "base", "recipe": recipe, "time_s": time.perf_counter() - start, "steps": history["steps"],
+               "final_loss": history["losses"][-1] if history["losses"] else None,
+               "epoch_losses": history.get("epoch_losses", []), "threads": ws.threads}
+        checkpoint.save_model(model.cpu(), out, describe_model(spec, model), ws.splits.info, [], {STAGE_LOG: log})
     return out
 
 
@@ -91,21 +120,24 @@ def run_compress(ws: Workspace) -> Path:
     prefix = ws.exp.prefix
     if prefix is None:
         raise ValueError("the base chain is trained by run_base, not compressed")
-    _, settings = study_settings(ws.config, ws.exp)
-    call = parse_chain(ws.exp.chain)[-1]
-    stage = STAGES.get(call.name)
-    params = stage.resolve_models(stage.resolve(call.value, settings.get(call.name)), ws.config["models"])
-    model, arch = checkpoint.load_model(ws.directory(prefix) / MODEL_DIR, ws.device)
-    seed_everything(ws.exp.seed)
-    start = time.perf_counter()
-    model = stage(model, ws.context(), **params)
-    if ws.device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
     out = ws.directory() / MODEL_DIR
-    stages = arch["stages"] + [{"name": stage.name, "params": params}]
-    checkpoint.save_model(model.cpu(), out, arch["model"], ws.splits.info, stages)
-    write_json(out / STAGE_LOG, {"stage": stage.name, "params": params, "time_s": elapsed})
+    with folder_lock(ws.directory()) as waited:
+        if waited and checkpoint.is_saved(out):
+            return out  # built meanwhile by the process we waited for
+        remove_temporaries(ws.directory())
+        _, settings = study_settings(ws.config, ws.exp)
+        call = parse_chain(ws.exp.chain)[-1]
+        stage = STAGES.get(call.name)
+        params = stage.resolve_models(stage.resolve(call.value, settings.get(call.name)), ws.config["models"])
+        model, arch = checkpoint.load_model(ws.directory(prefix) / MODEL_DIR, ws.device)
+        seed_everything(ws.exp.seed)
+        start = time.perf_counter()
+        model = stage(model, ws.context(), **params)
+        if ws.device.type == "cuda":
+            torch.cuda.synchronize()
+        log = {"stage": stage.name, "params": params, "time_s": time.perf_counter() - start, "threads": ws.threads}
+        stages = arch["stages"] + [{"name": stage.name, "params": params}]
+        checkpoint.save_model(model.cpu(), out, arch["model"], ws.splits.info, stages, {STAGE_LOG: log})
     return out
 
 
@@ -157,17 +189,35 @@ def base_cost(ws: Workspace, own: dict[str, Any]) -> dict[str, Any]:
     if ws.exp.prefix is None:
         return own
     path = ws.directory(ws.exp.base) / METRICS_FILE
-    return json.loads(path.read_text())["cost"] if path.exists() else {}
+    return read_sealed_json(path)["cost"] if path.exists() else {}
 
 
 def run_evaluate(ws: Workspace, command: str = "") -> Path:
     """Task metric, cost metrics and provenance -> ``metrics.json`` beside the model."""
+    path = ws.directory() / METRICS_FILE
+    with folder_lock(ws.directory()) as waited:
+        if waited and path.exists():
+            return path  # evaluated meanwhile by the process we waited for
+        remove_temporaries(ws.directory())
+        write_sealed_json(path, evaluation_record(ws, command))
+    return path
+
+
+def read_stage_log(model_dir: Path) -> dict[str, Any]:
+    """The step's log saved inside the model folder (checked with the model: both come from one atomic save)."""
+    try:
+        return read_sealed_json(model_dir / STAGE_LOG, "stage log")
+    except FileNotFoundError:
+        raise corrupt(model_dir, f"{STAGE_LOG} missing", "saved model") from None
+
+
+def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     start = time.perf_counter()
     model_dir = ws.directory() / MODEL_DIR
     model, arch = checkpoint.load_model(model_dir, ws.device)
+    stage_log = read_stage_log(model_dir)
     metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
     costs = measure_cost(ws, model, model_dir, arch["stages"])
-    stage_log = json.loads((model_dir / STAGE_LOG).read_text())
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
@@ -178,9 +228,8 @@ def run_evaluate(ws: Workspace, command: str = "") -> Path:
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],
                    "evaluation": ws.config["evaluation"], "device": str(ws.device)},
+        "threads": ws.threads, "stage_threads": stage_log.get("threads"),
         **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,
     }
     record["wall_time_s"] = record["eval_time_s"] + stage_log["time_s"]
-    path = ws.directory() / METRICS_FILE
-    write_json(path, record)
-    return path
+    return record

@@ -10,6 +10,7 @@ from slimbench.data import files, glue, images, text  # noqa: F401  (register th
 from slimbench.data.base import (ArrayDataset, DatasetInfo, ImageTensorDataset, Splits, TextCorpus,  # noqa: F401
                                  TextDataset, TokenBlockDataset, batches, seeded_subset)
 from slimbench.data.registry import DATASETS
+from slimbench.errors import ConfigError
 
 DATA_ROOT_ENV = "SLIMBENCH_DATA_ROOT"
 
@@ -30,6 +31,9 @@ def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) 
         return splits
     train = seeded_subset(splits.train, train_size, subset_seed)
     evaluation = seeded_subset(splits.eval, eval_size, subset_seed + 1)
+    if not len(train) or not len(evaluation):
+        raise ConfigError(f"dataset '{splits.info.name}' has {len(train)} training and {len(evaluation)} evaluation "
+                          f"examples; both need at least one. Fix: check its files and split options.")
     split = {**splits.split, "train_examples": len(train), "eval_examples": len(evaluation)}
     if train_size or eval_size:
         split["subset"] = {"train_size": train_size, "eval_size": eval_size, "subset_seed": subset_seed}

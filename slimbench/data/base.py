@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional, Protocol, Sequence
 
 import torch
 
-from slimbench.errors import DataNotFoundError
+from slimbench.errors import ConfigError, DataNotFoundError
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,11 @@ def batches(dataset: ArrayDataset, batch_size: int, shuffle: bool = False, seed:
 
 def seeded_split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """A fixed train/eval split of ``range(n)``: the same seed always gives the same split."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_eval = int(round(n * eval_fraction))
+    if not 0 < n_eval < n:
+        raise ConfigError(f"eval_fraction={eval_fraction} of {n} examples leaves {n - n_eval} for training and "
+                          f"{n_eval} for evaluation; both need at least one. Fix: choose eval_fraction in (0, 1).")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[n_eval:]), sorted(order[:n_eval])
 
 

