@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimbench import checkpoint
+from slimbench import checkpoint, devices
 from slimbench.atomic import folder_lock, remove_temporaries
 from slimbench.config import Experiment, study_settings
 from slimbench.data import Splits, data_root, load_dataset
@@ -55,6 +55,9 @@ def apply_threads(configured: int) -> dict[str, Any]:
 
 
 def pick_device(setting: str) -> torch.device:
+    """CPU if the config says so; else this job's own GPU (devices.claim_gpu, before CUDA starts) if any."""
+    if setting != "cpu":
+        devices.claim_gpu()
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -228,6 +231,7 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],
                    "evaluation": ws.config["evaluation"], "device": str(ws.device)},
+        "device": devices.device_record(str(ws.device)),
         "threads": ws.threads, "stage_threads": stage_log.get("threads"),
         **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,
     }
