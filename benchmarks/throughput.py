@@ -1,8 +1,8 @@
 """Benchmark (not a test): training steps/s of the harness's loop against a bare loop, on the same batches.
 
     python benchmarks/throughput.py [--device cuda] [--models text,vit,resnet] [--steps 100] [--warmup 20]
-        [--compile-modes default,vit:reduce-overhead] [--compile-models text,vit] [--data-root ../shared/data]
-        [--tiny] [--json out.json]
+        [--compile-modes default,vit:reduce-overhead] [--compile-models text,vit] [--compiled-only]
+        [--data-root ../shared/data] [--tiny] [--json out.json]
 
 Models, at the sizes of config/default.yaml: MiniLM-L6-shaped BERT from its config (random weights; SST-2 train
 sentences from the data root, else synthetic ones; a WordPiece vocabulary of BERT's size trained on them, as
@@ -217,8 +217,9 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         out[loop]["wall_s"] = round(time.perf_counter() - start, 1)
         print(json.dumps({"benchmark": "throughput", "model": name, "loop": loop, **out[loop]}), flush=True)
 
-    measure("harness", lambda: harness(fresh(), task, data, device, recipe, args.warmup))
-    measure("bare", lambda: bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup))
+    if not args.compiled_only:
+        measure("harness", lambda: harness(fresh(), task, data, device, recipe, args.warmup))
+        measure("bare", lambda: bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup))
     modes = [m.split(":")[-1] for m in args.compile_modes if ":" not in m or m.startswith(name + ":")]
     if modes and name in args.compile_models:
         measure("harness_compiled", lambda: harness(fresh(), task, data, device, {**recipe, "compile": True},
@@ -227,7 +228,7 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         measure("bare_static", lambda: bare_loop(fresh(), task, batches, device, lr, None, args.warmup))
         for mode in modes:
             measure(f"bare_compiled_{mode}", lambda: bare_loop(fresh(), task, batches, device, lr, mode, args.warmup))
-    bare = out["bare"].get("steps_per_s")
+    bare = out.get("bare", {}).get("steps_per_s")
     out["ratios"] = {f"{k}/bare": round(v["steps_per_s"] / bare, 3) for k, v in out.items()
                      if bare and isinstance(v, dict) and "steps_per_s" in v and k != "bare"}
     for a, b in [("harness_compiled", "harness")] + [(f"bare_compiled_{m}", "bare_static") for m in modes]:
@@ -246,6 +247,7 @@ def main() -> None:
                         help="torch.compile modes of the bare compiled loop, comma-separated; 'model:mode' for one "
                              "model only (e.g. vit:reduce-overhead); '' = no compiled loops")
     parser.add_argument("--compile-models", default="text,vit", help="models that also get the compiled loops")
+    parser.add_argument("--compiled-only", action="store_true", help="only the loops of compile mode")
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--tiny", action="store_true", help="tiny models and batches, for a CPU run")
     parser.add_argument("--json", type=Path, help="also append each result line to this file")
