@@ -150,7 +150,7 @@ def verdict(outcomes: list[Outcome]) -> str:
     return "inconclusive" if len(passed) > 1 else ("met" if passed == {True} else "not met")
 
 
-def shown(values: list[float], metric: str, kind: str, relative: bool = False) -> str:
+def shown(values: list[float], metric: str, kind: str, relative: bool = False, column: str = "") -> str:
     """mean +- std (n seeds) in the units a reader expects: points for [0, 1] metrics' drops and gains."""
     if not values:
         return "-"
@@ -161,6 +161,10 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False) -
         scale, unit = 100.0, " pt"
     elif kind == "reduction_within":
         unit = "x"
+    elif column.endswith("_s"):
+        unit = " s"
+    elif column.endswith("_mib"):
+        unit = " MiB"
     series = pd.Series(values, dtype=float) * scale
     spread = f" +- {series.std(ddof=1):.2f}" if len(series) > 1 else ""
     return f"{series.mean():.3g}{spread}{unit} (n={len(series)})"
@@ -187,7 +191,8 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                     outcomes.append(outcome)
             rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
                          "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, metric),
-                         "ours": shown([o.value for o in outcomes], metric, test["kind"], bool(test.get("relative"))),
+                         "ours": shown([o.value for o in outcomes], metric, test["kind"], bool(test.get("relative")),
+                                       test.get("column", "")),
                          "seeds": len(outcomes), "verdict": verdict(outcomes)})
     return pd.DataFrame(rows, columns=["study", "claim", "statement", "source", "paper", "dataset", "model", "test",
                                        "ours", "seeds", "verdict"])

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run the workflow on a GPU machine without internet and pack what it made into $OUT.
+#
+#   [TIME_LIMIT=s] bash scripts/gpu_workflow.sh CONFIG JOBS_PER_GPU TARGET...       e.g. config/default.yaml 6 stat stat_llama
+#
+# Expects the wheels from scripts/gpu_wheels.sh in .whl/ (installed offline into .site/) and the data under
+# $SLIMBENCH_DATA_ROOT. Runs `snakemake --cores all --resources gpu=JOBS_PER_GPU*GPUs` on the targets (study names
+# are targets), so several small jobs share each GPU; the greedy scheduler needs no ILP solver. Samples
+# nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and
+# log of the run), $OUT/snakemake.log and $OUT/gpu.csv.
+set -euo pipefail
+config=$1
+per_gpu=$2
+shift 2
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10 SLIMBENCH_JOBS_PER_GPU=$per_gpu
+out=${OUT:-$PWD/.out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PWD/.site" .whl/*.whl
+export PYTHONPATH="$PWD/.site${PYTHONPATH:+:$PYTHONPATH}"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
+gpus=$(nvidia-smi --list-gpus | wc -l)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 5 > "$out/gpu.csv" &
+sampler=$!
+name=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$config")
+start=$(date +%s)
+set +e
+python3 -m snakemake --unlock --configfile "$config" >/dev/null 2>&1  # a killed earlier call leaves Snakemake's lock
+timeout --signal=INT --kill-after=30 "${TIME_LIMIT:-0}" python3 -m snakemake --cores all --resources gpu=$((per_gpu * gpus)) --scheduler greedy --keep-going \
+  --rerun-incomplete "$@" --configfile "$config" 2>&1 | tee "$out/snakemake.log"
+
+status=${PIPESTATUS[0]}
+set -e
+echo "workflow wall time: $(( $(date +%s) - start )) s on $gpus GPU(s), exit $status" | tee -a "$out/snakemake.log"
+kill "$sampler" 2>/dev/null || true
+tar czf "$out/results.tgz" "results/reports/$name" \
+  $(find "results/$name" -name metrics.json -o -name stage.json -o -name '*.log') 2>/dev/null || true
+exit "$status"
