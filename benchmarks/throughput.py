@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--device cuda] [--models text,vit,resnet] [--steps 100] [--warmup 20]
         [--compile-modes default,vit:reduce-overhead] [--compile-models text,vit] [--compiled-only]
-        [--data-root ../shared/data] [--tiny] [--json out.json]
+        [--data-only] [--data-root ../shared/data] [--tiny] [--json out.json]
 
 Models, at the sizes of config/default.yaml: MiniLM-L6-shaped BERT from its config (random weights; SST-2 train
 sentences from the data root, else synthetic ones; a WordPiece vocabulary of BERT's size trained on them, as
@@ -178,6 +178,25 @@ def harness(model: nn.Module, task: Any, data: Any, device: torch.device, recipe
     return {**summary(clock.step_seconds(first)), "final_loss": history["losses"][-1]}
 
 
+def data_path(task: Any, data: Any, batch_size: int, device: torch.device, per_batch: bool) -> dict[str, float]:
+    """Host seconds per training batch of the data path alone, no model: ``per_batch`` = the loop before
+    this change (collate and ``to_device`` every batch: text tokenized per step); else fit's path now (set
+    encoded once, outside the timing, then :func:`device_batches`)."""
+    if per_batch:
+        source = data.to(device) if hasattr(data, "to") else data
+        start = time.perf_counter()
+        count = sum(1 for b in task.loader(source, batch_size, shuffle=True, seed=0)
+                    for _ in [task.to_device(b, device, train=True)])
+    else:
+        encoded = task.encode(data, device)
+        encoded = encoded.to(device) if hasattr(encoded, "to") else encoded
+        start = time.perf_counter()
+        count = sum(1 for _ in device_batches(task, encoded, batch_size, 0, device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"ms_per_batch": (time.perf_counter() - start) / count * 1e3, "batches": count}
+
+
 def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     tiny = args.tiny
     lr = {"text": 5e-5, "vit": 2e-3, "resnet": 4e-3}[name]
@@ -217,6 +236,10 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         out[loop]["wall_s"] = round(time.perf_counter() - start, 1)
         print(json.dumps({"benchmark": "throughput", "model": name, "loop": loop, **out[loop]}), flush=True)
 
+    if args.data_only:
+        measure("data_per_batch_then", lambda: data_path(task, data, batch_size, device, per_batch=True))
+        measure("data_per_batch_now", lambda: data_path(task, data, batch_size, device, per_batch=False))
+        return out
     if not args.compiled_only:
         measure("harness", lambda: harness(fresh(), task, data, device, recipe, args.warmup))
         measure("bare", lambda: bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup))
@@ -248,6 +271,7 @@ def main() -> None:
                              "model only (e.g. vit:reduce-overhead); '' = no compiled loops")
     parser.add_argument("--compile-models", default="text,vit", help="models that also get the compiled loops")
     parser.add_argument("--compiled-only", action="store_true", help="only the loops of compile mode")
+    parser.add_argument("--data-only", action="store_true", help="only the data path's host time per batch")
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--tiny", action="store_true", help="tiny models and batches, for a CPU run")
     parser.add_argument("--json", type=Path, help="also append each result line to this file")
