@@ -244,12 +244,21 @@ def pruning_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     data = data[calls.map(len) > 0].copy()
     calls = calls[data.index]
     data["criterion"] = calls.map(lambda c: c[0].name)
-    data["mlp_ratio_kept"] = calls.map(
-        lambda c: round(float(c[0].value) if c[0].name == "dgmr" else 1 - float(c[0].value), 6))
+    data["mlp_ratio_kept"] = calls.map(lambda c: round(share_kept(c[0]), 6))
     data["recovery"] = calls.map(lambda c: "+".join(x.name for x in c[1:]) or "none")
     keys = ["dataset", "model", "criterion", "mlp_ratio_kept", "recovery"]
     values = [metric, "params", "flops", "relative_params_kept", "relative_flops_kept"]
     return data.groupby(keys, sort=False)[[v for v in values if v in data]].mean().reset_index()
+
+
+def share_kept(call: Any) -> float:
+    """The share of hidden neurons a pruning call keeps: ``dgmr-x`` keeps x, ``dgmr_mlp-r`` the paper's MLP ratio
+    r (hidden / width, so r / 4 at the expansion 4 of every ViT, DeiT and Swin here), ``mlp_*-y`` removes y."""
+    if call.name == "dgmr":
+        return float(call.value)
+    if call.name == "dgmr_mlp":
+        return float(call.value) / 4
+    return 1 - float(call.value)
 
 
 @figure("dgmr_before_after")

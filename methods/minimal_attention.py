@@ -328,7 +328,7 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     for (dataset, model), runs in grouped:
         options = variant_options(specs[model])
         per_block = attention_parameters(options["embed_dim"], options["num_heads"], options["qk"],
-                                         options["value_output"])
+                                         options["value_output"], options.get("attention_bias", False))
         rows.append({"dataset": dataset, "model": model, "variant": variant_label(options),
                      "standard": is_standard(options), "attention_params_per_block": per_block,
                      "attention_params_total": per_block * options["depth"], "params": int(runs["params"].iloc[0]),

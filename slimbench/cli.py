@@ -78,24 +78,39 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     An experiment whose metrics (and its base's) exist is done and skipped, so a rerun resumes."""
     from dataclasses import replace
 
-    from slimbench import pipeline
-    from slimbench.results import METRICS_FILE
+    from slimbench import checkpoint, pipeline
     from slimbench.stages import chain_prefixes
 
     target = experiment_of(config, args.experiment)
     evaluated = [replace(target, chain=chain) for chain in dict.fromkeys(["base", target.chain])]
-    if not args.force and all((e.directory(config["results_dir"]) / METRICS_FILE).exists() for e in evaluated):
+    if not args.force and all(has_metrics(e.directory(config["results_dir"])) for e in evaluated):
         print(f"done already: {args.experiment}")
         return
     ws = experiment_workspace(config, args.experiment)
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
-        if not (ws.directory() / pipeline.MODEL_DIR / "arch.json").exists():
+        if not checkpoint.is_saved(ws.directory() / pipeline.MODEL_DIR):
             (pipeline.run_base if ws.exp.prefix is None else pipeline.run_compress)(ws)
     for exp in evaluated:
         ws.exp = exp
-        if args.force or not (ws.directory() / METRICS_FILE).exists():
+        if args.force or not has_metrics(ws.directory()):
             print(pipeline.run_evaluate(ws, command=invocation()))
+
+
+def has_metrics(directory: Path) -> bool:
+    """Whether an experiment's metrics exist and pass their checksum (a corrupt file is moved aside: rebuild it)."""
+    from slimbench.errors import CorruptFileError
+    from slimbench.integrity import read_sealed_json
+    from slimbench.results import METRICS_FILE
+
+    if not (directory / METRICS_FILE).exists():
+        return False
+    try:
+        read_sealed_json(directory / METRICS_FILE)
+    except CorruptFileError as error:
+        print(error, file=sys.stderr)
+        return False
+    return True
 
 
 def run_all(config: dict[str, Any], exps: list[Any], args: argparse.Namespace, jobs: int = 1) -> None:
@@ -336,6 +351,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
     from slimbench.config import experiments
+    from slimbench.estimate import estimate
     from slimbench.stages import chain_prefixes
 
     exps = list(experiments(config, args.study))
@@ -343,6 +359,7 @@ def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
     trainings = sum(1 for m in models if m[-1] == "base")
     print(f"config '{config['name']}': {len(exps)} experiments, {len(models)} distinct models "
           f"({trainings} base trainings, {len(models) - trainings} compression steps)")
+    print(estimate(config, args.study).text())
     for exp in exps:
         print(" ", exp.directory(config["results_dir"]))
 

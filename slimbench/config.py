@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import sys
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,7 +41,8 @@ FAMILY_TASKS = {"timm": "image_classification", "cifar_resnet": "image_classific
                 "hf_classifier": "text_classification", "hf_causal_lm": "language_modeling"}
 LOADER_TASKS = {"mnist": "image_classification", "fashion_mnist": "image_classification",
                 "cifar10": "image_classification", "tiny_imagenet": "image_classification",
-                "imagenet": "image_classification", "glue": "text_classification", "wikitext2": "language_modeling"}
+                "imagenet": "image_classification", "glue": "text_classification", "wikitext2": "language_modeling",
+                "text_classification": "text_classification", "image_folder": "image_classification"}
 LOADER_SPLITS = {"mnist": ("official", "test-split"), "fashion_mnist": ("official", "test-split"),
                  "cifar10": ("official", "train-split"), "tiny_imagenet": ("official", "train-split")}
 # A study, dataset, model or config name is a folder name below results/: no '/', no leading '.', no '..'.
@@ -51,9 +53,16 @@ NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def load_plugins(extra: list[str] = ()) -> None:
-    """Import methods/baselines (entry points) and any modules the config names; they register stages."""
+    """Import methods/baselines (entry points) and any modules the config names; they register stages. A plugin
+    package that is absent is skipped (the core runs without it); an import error inside one is raised."""
     for entry in metadata.entry_points(group="slimbench.plugins"):
-        entry.load()
+        try:
+            entry.load()
+        except ModuleNotFoundError as error:
+            if error.name != entry.module:
+                raise
+            print(f"slimbench: plugin package '{entry.module}' is not importable; its stages are unavailable.",
+                  file=sys.stderr)
     for module in extra:
         try:
             importlib.import_module(module)
@@ -87,6 +96,24 @@ def read_config(path: Path | str) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file '{path}' not found. Configs live in config/ (smoke, default, paper).")
     return yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+
+
+def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merged key by key, later values winning (as Snakemake merges --configfile and --config)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def read_configs(paths: list[Path | str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config files merged in order, then command-line overrides: what Snakemake's ``config`` holds."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        merge(config, read_config(path))
+    return merge(config, overrides or {})
 
 
 @lru_cache(maxsize=8)
@@ -226,19 +253,48 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
         settings = {**study["stages"], **entry.get("stages", {})}
         resolved = {}
         for chain in study["chains"]:
-            steps = json.dumps([(stage.name, params) for stage, params in resolve_chain(chain, settings)],
+            resolved_steps = resolve_chain(chain, settings)
+            for stage, params in resolved_steps:
+                stage.resolve_models(params, config["models"])  # an unknown student alias fails here, before work
+            steps = json.dumps([(stage.name, params) for stage, params in resolved_steps],
                                sort_keys=True, default=str)
             if steps in resolved:
                 raise ConfigError(f"{where}: chains '{resolved[steps]}' and '{chain}' are the same steps with the "
                                   f"same parameters (they would count as two results). Fix: list one of them.")
             resolved[steps] = chain
-    from slimbench.plots import FIGURES
+    from slimbench.claims import TESTS
+    from slimbench.plots import FIGURES, TABLES
 
     for figure in study["figures"]:
         FIGURES.get(figure)
+    for name in study["tables"]:
+        TABLES.get(name)
+    if study.get("derive"):
+        from slimbench.derive import DERIVERS
 
-def load_config(path: Path | str) -> dict[str, Any]:
-    return validate_config(read_config(path))
+        DERIVERS.get(study["derive"])
+    for claim in study["claims"]:
+        TESTS.get(claim["test"]["kind"])
+
+
+def tracked_settings(config: dict[str, Any], exp: "Experiment", step: str) -> str:
+    """Everything one step of an experiment depends on, as canonical JSON. The workflow passes it as a rule
+    parameter, so Snakemake reruns exactly the steps whose settings changed (and what depends on them)."""
+    recipe, stages = study_settings(config, exp)
+    settings: dict[str, Any] = {"dataset": config["datasets"][exp.dataset], "model": config["models"][exp.model],
+                                "task": config["studies"][exp.study]["task"], "download": config["download"]}
+    if step == "base":
+        settings["recipe"] = recipe
+    elif step == "compress":
+        stage, params = resolve_chain(exp.chain, stages)[-1]
+        settings.update(recipe=recipe, stage=stage.name, params=stage.resolve_models(params, config["models"]))
+    else:
+        settings["evaluation"] = config["evaluation"]
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def load_config(paths: Path | str | list[Path | str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    return validate_config(read_configs(paths if isinstance(paths, list) else [paths], overrides))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,10 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_records(paths: list[Path]) -> list[dict[str, Any]]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """The records, each checked against its checksum (a corrupt one is moved aside with a clear error)."""
+    from slimbench.integrity import read_sealed_json
+
+    return [read_sealed_json(Path(p)) for p in paths]
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:

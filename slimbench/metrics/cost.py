@@ -99,14 +99,6 @@ def cuda_latency(forward: Forward, device: torch.device, warmup: int = 3, repeat
     return spread([start.elapsed_time(end) for start, end in events])
 
 
-def latency_ms(forward: Forward, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
-    """Median and spread of the time per call: :func:`cuda_latency` on a GPU, else :func:`cpu_latency` at the
-    current thread count."""
-    if device.type == "cuda":
-        return cuda_latency(forward, device, warmup, repeats)
-    return cpu_latency(forward, None, warmup, repeats)
-
-
 def latency_record(forward_at: Callable[[int, torch.device], Forward], device: torch.device, batch_size: int,
                    large_batch: int, threads: int, warmup: int, repeats: int) -> dict[str, Any]:
     """The latency entries of a metrics record. ``forward_at(batch, device)`` returns a call of the model on

@@ -10,6 +10,7 @@ import sys
 from slimbench.config import Experiment, experiments, panels, read_configs, tracked_settings, validate_config
 from slimbench.derive import DERIVERS, evaluated_chains, input_experiments
 from slimbench.errors import SlimbenchError
+from slimbench.estimate import estimate
 
 CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config/default.yaml"]
 OVERRIDES = dict(workflow.config_settings.config or {})
@@ -19,6 +20,7 @@ try:
     CFG = validate_config(config)
 except SlimbenchError as error:
     sys.exit(f"slimbench: {error}")
+print(f"slimbench: {estimate(CFG).text()}", file=sys.stderr)
 
 NAME = CFG["name"]
 RESULTS = os.path.join(CFG["results_dir"], NAME)
