@@ -19,12 +19,11 @@ Stages registered here:
 - ``unstructured_prune-<ratio>``: per-layer magnitude pruning to zeros (no memory saving: the comparison).
 
 Quantization reuses ``fp16`` and ``int8`` from baselines/quantize.py. The report figure/table
-``edge_budget`` (registered into slimbench.plots.FIGURES) checks every model against the device budget.
+``edge_budget`` (a table and a figure of slimbench.plots) checks every model against the device budget.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pandas as pd
@@ -37,7 +36,7 @@ from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
 from slimbench.models import build_model
-from slimbench.plots import FIGURES, save, write_tables
+from slimbench.plots import figure, pyplot, table
 from slimbench.stages import Context, Param, parse_chain, stage
 from slimbench.surgery import find_attentions, find_mlps, keep_heads, kept_count
 from slimbench.train import fit
@@ -451,18 +450,27 @@ def deployed_model(chain: str, base_model: str) -> str:
     return students[-1] if students else base_model
 
 
-def edge_budget(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    """Accuracy vs measured peak memory (process RSS; tensor memory = weights + peak activations) and vs CPU
-    latency at the budget's threads, the memory budget drawn as a line; plus the table edge_budget.csv/md/tex."""
-    import matplotlib.pyplot as plt
+@table("edge_budget")
+def budget_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every model against the device budget: accuracy, parameters, weight memory, measured peak memory,
+    CPU latency and FPS at the budget's thread count, the deployed network, and whether it fits."""
+    rows = budget_table(frame, metric)
+    rows["network"] = [deployed_model(c, m) for c, m in zip(rows["chain"], rows["model"])]
+    return rows
+
+
+@figure("edge_budget")
+def edge_budget(frame: pd.DataFrame, metric: str) -> Any:
+    """Accuracy against measured peak memory (process RSS; tensor memory = weights + peak activations) and
+    against CPU latency at the budget's threads, one marker per chain and deployed network; the memory budget
+    drawn as a red line."""
     import seaborn as sns
 
+    plt = pyplot()
     name, memory_mib = budget_of(frame)
     threads = int(frame["latency_cpu_threads"].iloc[0])
-    table = budget_table(frame, metric)
-    table["network"] = [deployed_model(c, m) for c, m in zip(table["chain"], table["model"])]
+    table = budget_rows(frame, metric)
     table["chain_label"] = table["chain"].map(lambda c: c.removeprefix("base+") if c != "base" else "uncompressed")
-    paths = write_tables(table.drop(columns="chain_label"), out, "edge_budget")
     panels = (("peak_rss_mib", "peak process RSS (MiB)", True), ("peak_tensor_mib", "tensor memory (MiB)", True),
               ("latency_ms", f"CPU latency per image (ms, {threads} threads)", False))
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
@@ -477,7 +485,4 @@ def edge_budget(frame: pd.DataFrame, metric: str, out: Path) -> list[Path]:
     axes[-1].legend(fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.suptitle(f"Accuracy against the {name} budget ({memory_mib:.0f} MiB dashed, {threads} CPU threads)")
     fig.tight_layout()
-    return paths + save(fig, out, "edge_budget")
-
-
-FIGURES.add("edge_budget", edge_budget)
+    return fig

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SNAKEMAKE=$(grep -E '^snakemake==' envs/requirements-cpu.txt | cut -d= -f3)
-# Already on the GPU image (see the device tool's KINDS.md): never carried.
-ON_IMAGE='^(certifi|charset_normalizer|idna|jinja2|markupsafe|packaging|platformdirs|psutil|pyyaml|requests|tabulate|urllib3|wrapt|attrs|typing_extensions|tqdm|numpy|pandas|python_dateutil|six|pytz|tzdata|fastjsonschema|traitlets|jupyter_core)-'
+# Already on the GPU image (see the device tool's KINDS.md), or not needed there and too large for the 64 MiB
+# carry (pulp, 16 MB: the GPU runs use Snakemake's greedy scheduler; docutils: only for --report; greenlet:
+# SQLAlchemy's async support; evaluate: unused): never carried.
+ON_IMAGE='^(pulp|docutils|greenlet|evaluate|certifi|charset_normalizer|idna|jinja2|markupsafe|packaging|psutil|pyyaml|requests|tabulate|urllib3|wrapt|attrs|typing_extensions|tqdm|numpy|pandas|python_dateutil|six|pytz|tzdata|fastjsonschema|traitlets|jupyter_core)-'
 PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64"
 rm -rf .whl && mkdir -p .whl
 cp "${WHEELS_GPU:-../shared/wheels-gpu}"/*.whl .whl/
