@@ -48,9 +48,11 @@ def mean_abs_activations(model: nn.Module, ctx: Context, num_examples: int, batc
     return {name: sums[name] / max(1, counts[name]) for name in sums}
 
 
-@stage("mlp_activation", params=(RATIO, Param("num_examples", int, 512, 1, None, help="calibration examples"),
-                                 Param("batch_size", int, 64, 1, None, help="calibration batch size")),
-       primary="ratio")
+CALIBRATION = (Param("num_examples", int, 512, 1, None, help="calibration examples"),
+               Param("batch_size", int, 64, 1, None, help="calibration batch size"))
+
+
+@stage("mlp_activation", params=(RATIO, *CALIBRATION), primary="ratio")
 def mlp_activation(model: nn.Module, ctx: Context, ratio: float, num_examples: int, batch_size: int) -> nn.Module:
     """Remove the ``ratio`` share of MLP hidden neurons with the smallest mean |activation| on calibration data."""
     scores = mean_abs_activations(model, ctx, num_examples, batch_size)

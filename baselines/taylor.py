@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from baselines.activation import CALIBRATION
 from baselines.magnitude import RATIO, prune_mlps_by_score
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, stage
 from slimbench.surgery import find_mlps
 
 
@@ -60,9 +61,7 @@ def taylor_scores(model: nn.Module, ctx: Context, num_examples: int, batch_size:
     return {name: torch.stack(r).norm(dim=0) for name, r in rows.items()}
 
 
-@stage("mlp_taylor", params=(RATIO, Param("num_examples", int, 512, 1, None, help="calibration examples"),
-                             Param("batch_size", int, 64, 1, None, help="calibration batch size (one row each)")),
-       primary="ratio")
+@stage("mlp_taylor", params=(RATIO, *CALIBRATION), primary="ratio")  # one importance row per calibration batch
 def mlp_taylor(model: nn.Module, ctx: Context, ratio: float, num_examples: int, batch_size: int) -> nn.Module:
     """Remove the ``ratio`` share of MLP hidden neurons with the smallest first-order Taylor importance."""
     scores = taylor_scores(model, ctx, num_examples, batch_size)
