@@ -52,6 +52,18 @@ MUTATIONS: list[Mutation] = [
              "self.norm2 = nn.LayerNorm(embed_dim) if norms == 2 else nn.Identity()",
              "self.norm2 = nn.LayerNorm(embed_dim)",
              ("tests/test_minimal_attention.py", "-k", "paper or closed_form")),
+    Mutation("stat-ignore-sequential", "methods/stat.py",
+             "gram = collect_grams(model, [part], batches, ctx, sketch_rows)[0] if sequential and i else grams[i]",
+             "gram = grams[i]", ("tests/test_stat.py", "-k", "sequential_calibration")),
+    Mutation("stat-include-padding-rows", "methods/stat.py",
+             "return rows if mask is None else rows[mask.reshape(-1).bool()]", "return rows",
+             ("tests/test_stat.py", "-k", "padding_positions")),
+    Mutation("stat-sketch-without-signs", "methods/stat.py",
+             "sign = (torch.randint(0, 2, (len(rows), 1), generator=self.generator) * 2 - 1).to(rows)",
+             "sign = torch.ones(len(rows), 1).to(rows)", ("tests/test_stat.py", "-k", "lapack")),
+    Mutation("stat-sketch-with-4-rows", "methods/stat.py",
+             "bucket = torch.randint(0, self.sketch_rows, (len(rows),), generator=self.generator)",
+             "bucket = torch.randint(0, 4, (len(rows),), generator=self.generator)", ("tests/test_stat.py", "-k", "lapack")),
 ]
 
 

@@ -21,12 +21,15 @@ values, as Snakemake's --configfile and --config do.
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from slimbench.errors import SlimbenchError, exit_status
+
+log = logging.getLogger("slimbench")
 
 
 def invocation() -> str:
@@ -84,7 +87,7 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     target = experiment_of(config, args.experiment)
     evaluated = [replace(target, chain=chain) for chain in dict.fromkeys(["base", target.chain])]
     if not args.force and all(has_metrics(e.directory(config["results_dir"])) for e in evaluated):
-        print(f"done already: {args.experiment}")
+        log.info("done already: %s", args.experiment)
         return
     ws = experiment_workspace(config, args.experiment)
     for chain in chain_prefixes(target.chain):
@@ -108,7 +111,7 @@ def has_metrics(directory: Path) -> bool:
     try:
         read_sealed_json(directory / METRICS_FILE)
     except CorruptFileError as error:
-        print(error, file=sys.stderr)
+        log.warning("%s", error)
         return False
     return True
 
@@ -119,7 +122,7 @@ def run_all(config: dict[str, Any], exps: list[Any], args: argparse.Namespace, j
     base is trained twice; each subprocess writes its output to run.log in its experiment folder."""
     if jobs <= 1:
         for exp in exps:
-            print(f"== {exp.directory(config['results_dir'])}", flush=True)
+            log.info("== %s", exp.directory(config["results_dir"]))
             cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
         return
     import subprocess
@@ -132,15 +135,15 @@ def run_all(config: dict[str, Any], exps: list[Any], args: argparse.Namespace, j
     def run_group(group: list[Any]) -> None:
         for exp in group:
             directory = exp.directory(config["results_dir"])
-            log = directory / "run.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            print(f"== {directory} (output in {log})", flush=True)
-            with log.open("a") as out:
+            log_file = directory / "run.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log.info("== %s (output in %s)", directory, log_file)
+            with log_file.open("a") as out:
                 status = subprocess.run([sys.executable, "-m", "slimbench.cli", "run", *config_arguments(args),
                                          str(directory)], stdout=out, stderr=subprocess.STDOUT).returncode
             if status != 0:
-                raise SlimbenchError(f"{directory} failed (exit {status}); its output is in {log}.")
-            print(f"done: {directory}", flush=True)
+                raise SlimbenchError(f"{directory} failed (exit {status}); its output is in {log_file}.")
+            log.info("done: %s", directory)
 
     with ThreadPoolExecutor(jobs) as pool:
         for finished in [pool.submit(run_group, group) for group in groups.values()]:
@@ -174,7 +177,7 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
     try:
         study_metrics(config, args.study)
     except SlimbenchError as missing:
-        print(f"reports not written: {missing}")
+        log.warning("reports not written: %s", missing)
         return
     for path in write_reports(config, args.study):
         print(path)
@@ -190,7 +193,7 @@ def decide_all(config: dict[str, Any], study: str) -> list[Any]:
         try:
             record = decide_panel(config, study, dataset, model)
         except FileNotFoundError as missing:
-            print(f"chains of {dataset}/{model} not decided yet: {missing}")
+            log.warning("chains of %s/%s not decided yet: %s", dataset, model, missing)
             continue
         write_decision(record, decision_path(config, study, dataset, model))
     return derived_experiments(config, study)
@@ -207,7 +210,7 @@ def cmd_derive(args: argparse.Namespace, config: dict[str, Any]) -> None:
     except FileNotFoundError as missing:
         raise SlimbenchError(f"cannot decide {args.dataset}/{args.model} yet: {missing}") from None
     if record.get("cycles"):
-        print(f"no full order: the precedence graph has cycles {record['cycles']}", file=sys.stderr)
+        log.warning("no full order: the precedence graph has cycles %s", record["cycles"])
     write_decision(record, Path(args.out))
 
 
@@ -414,8 +417,15 @@ def add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="debug messages too")
+    loudness.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", help="warnings and errors only")
+    common.set_defaults(verbosity=0)
     root = argparse.ArgumentParser(prog="slimbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)  # every command takes -v / -q
     for name in ("base", "compress", "evaluate", "run"):
         p = sub.add_parser(name, help=f"{name} one experiment folder")
         add_config(p)
@@ -480,7 +490,10 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slimbench.log import setup
+
     args = parser().parse_args(argv)
+    setup(args.verbosity)
     return exit_status("slimbench", lambda: dispatch(args))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import sys
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,8 +61,8 @@ def load_plugins(extra: list[str] = ()) -> None:
         except ModuleNotFoundError as error:
             if error.name != entry.module:
                 raise
-            print(f"slimbench: plugin package '{entry.module}' is not importable; its stages are unavailable.",
-                  file=sys.stderr)
+            logging.getLogger("slimbench").warning("plugin package '%s' is not importable; its stages are "
+                                                   "unavailable.", entry.module)
     for module in extra:
         try:
             importlib.import_module(module)
