@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -50,13 +51,14 @@ def test_study_match_without_experiments_names_the_id_format(tmp_path: Path) -> 
         cli.cmd_study(args, config_in(tmp_path))
 
 
-def test_a_finished_experiment_is_skipped_without_building_anything(tmp_path: Path, capsys) -> None:
+def test_a_finished_experiment_is_skipped_without_building_anything(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="slimbench")
     config = config_in(tmp_path)
     exp = next(e for e in experiments(config, "dgmr") if e.chain == "base+dgmr-0.5+dgmr_kd")
     for done in (exp.base, exp):
         write_metrics(config, done, 0.8)
     cli.cmd_run(argparse.Namespace(experiment=str(exp.directory(config["results_dir"])), force=False), config)
-    assert "done already" in capsys.readouterr().out
+    assert "done already" in caplog.text
     assert sorted(p.name for p in exp.directory(config["results_dir"]).parent.iterdir()) == ["base",
                                                                                                 exp.chain]
     assert not any(exp.directory(config["results_dir"]).parent.rglob("arch.json"))
