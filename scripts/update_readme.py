@@ -24,10 +24,12 @@ def scorecard_block() -> str:
     card = pd.read_csv(REPO / "reports" / "default" / "SCORECARD.csv")
     counts = card["verdict"].value_counts()
     summary = ", ".join(f"**{counts.get(v, 0)} {v}**" for v in ("met", "not met", "inconclusive", "not run"))
-    table = card.assign(panel=card["dataset"] + " / " + card["model"])[
-        ["study", "claim", "paper", "panel", "ours", "verdict"]]
+    by_study = card.groupby("study", sort=False)["verdict"].value_counts().unstack(fill_value=0)
+    by_study = by_study.reindex(columns=[v for v in ("met", "not met", "inconclusive", "not run")], fill_value=0)
+    table = card.assign(panel=card["dataset"] + " / " + card["model"])[["study", "claim", "panel", "ours", "verdict"]]
     return (f"{len(card)} claim checks over the reference runs: {summary} "
-            f"([reports/default/SCORECARD.md](reports/default/SCORECARD.md) has each claim's source and test).\n\n"
+            f"([reports/default/SCORECARD.md](reports/default/SCORECARD.md) has each claim's statement, source, the "
+            f"paper's value and the test).\n\n" + by_study.reset_index().to_markdown(index=False) + "\n\n"
             + table.to_markdown(index=False) + "\n")
 
 
