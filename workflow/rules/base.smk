@@ -8,6 +8,7 @@ rule base:
     log:
         exp("base", "base.log"),
     params:
+        config=config_args,
         settings=settings("base"),
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
@@ -15,4 +16,4 @@ rule base:
     resources:
         gpu=1,
     shell:
-        "slimbench base {CONFIG_ARGS} {params.directory} > {log} 2>&1"
+        "slimbench base {params.config} {params.directory} > {log} 2>&1"

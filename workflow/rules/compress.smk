@@ -11,6 +11,7 @@ rule compress:
     log:
         exp("{prefix}+{stage}", "compress.log"),
     params:
+        config=config_args,
         settings=settings("compress"),
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
@@ -18,4 +19,4 @@ rule compress:
     resources:
         gpu=1,
     shell:
-        "slimbench compress {CONFIG_ARGS} {params.directory} > {log} 2>&1"
+        "slimbench compress {params.config} {params.directory} > {log} 2>&1"

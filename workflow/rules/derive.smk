@@ -16,8 +16,10 @@ checkpoint derive:
         rep("derived", "{dataset}", "{model}", "decision.log"),
     wildcard_constraints:
         study=DERIVE_STUDIES,
+    params:
+        config=config_args,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench derive {CONFIG_ARGS} --study {wildcards.study} --dataset {wildcards.dataset} "
+        "slimbench derive {params.config} --study {wildcards.study} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --out {output} > {log} 2>&1"

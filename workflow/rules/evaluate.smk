@@ -11,9 +11,10 @@ rule evaluate:
     log:
         exp("{chain}", "evaluate.log"),
     params:
+        config=config_args,
         settings=settings("evaluate"),
         directory=lambda wc, output: os.path.dirname(output[0]),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench evaluate {CONFIG_ARGS} {params.directory} > {log} 2>&1"
+        "slimbench evaluate {params.config} {params.directory} > {log} 2>&1"

@@ -11,10 +11,12 @@ rule runs:
         rep("runs.csv"),
     log:
         os.path.join(RESULTS, "{study}", "runs.log"),
+    params:
+        config=config_args,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench runs {CONFIG_ARGS} --study {wildcards.study} > {log} 2>&1"
+        "slimbench runs {params.config} --study {wildcards.study} > {log} 2>&1"
 
 
 rule table:
@@ -30,11 +32,12 @@ rule table:
     wildcard_constraints:
         name=TABLE_NAMES,
     params:
+        config=config_args,
         caption=caption("table"),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench table {CONFIG_ARGS} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
+        "slimbench table {params.config} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
 
 
 rule figure:
@@ -49,11 +52,12 @@ rule figure:
     wildcard_constraints:
         name=FIGURE_NAMES,
     params:
+        config=config_args,
         caption=caption("figure"),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench figure {CONFIG_ARGS} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
+        "slimbench figure {params.config} --study {wildcards.study} --name {wildcards.name} > {log} 2>&1"
 
 
 rule scorecard:
@@ -65,10 +69,12 @@ rule scorecard:
         md=rep("scorecard.md"),
     log:
         os.path.join(RESULTS, "{study}", "scorecard.log"),
+    params:
+        config=config_args,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench scorecard {CONFIG_ARGS} --study {wildcards.study} > {log} 2>&1"
+        "slimbench scorecard {params.config} --study {wildcards.study} > {log} 2>&1"
 
 
 rule scorecards:
@@ -80,10 +86,12 @@ rule scorecards:
         md=os.path.join(REPORTS, "SCORECARD.md"),
     log:
         os.path.join(RESULTS, "scorecard.log"),
+    params:
+        config=config_args,
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench scorecard {CONFIG_ARGS} > {log} 2>&1"
+        "slimbench scorecard {params.config} > {log} 2>&1"
 
 
 rule compare:
@@ -96,11 +104,13 @@ rule compare:
     log:
         os.path.join(RESULTS, "compare.log"),
     params:
+        config=config_args,
         reference=REFERENCE,
+        reports=lambda wildcards, output: os.path.dirname(output.md),
     conda:
         "../../envs/slimbench.yaml"
     shell:
-        "slimbench compare {CONFIG_ARGS} {REPORTS} {params.reference} > {log} 2>&1 || (cat {log}; exit 1)"
+        "slimbench compare {params.config} {params.reports} {params.reference} > {log} 2>&1 || (cat {log}; exit 1)"
 
 
 for _study in CFG["studies"]:
