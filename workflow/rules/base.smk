@@ -13,6 +13,7 @@ rule base:
         directory=lambda wc, output: os.path.dirname(os.path.dirname(output.arch)),
     conda:
         "../../envs/slimbench.yaml"
+    threads: CFG["threads"]  # the torch threads the step sets: Snakemake and SLURM reserve as many cores
     resources:
         gpu=1,
     shell:

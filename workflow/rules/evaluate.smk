@@ -16,5 +16,8 @@ rule evaluate:
         directory=lambda wc, output: os.path.dirname(output[0]),
     conda:
         "../../envs/slimbench.yaml"
+    threads: max(CFG["threads"], CFG["evaluation"]["latency"]["threads"])  # latency measured on its own cores
+    resources:
+        gpu=1,  # and its own GPU
     shell:
         "slimbench evaluate {params.config} {params.directory} > {log} 2>&1"
