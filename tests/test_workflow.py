@@ -66,7 +66,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
     table = pd.read_csv(reports / "smoke" / "skeleton" / "table.csv")
     assert len(table) == 10 and table["accuracy"].between(0, 1).all()
     methods = pd.read_csv(reports / "smoke" / "methods" / "table.csv")
-    assert len(methods) == 9 and (methods["relative_params_kept"] <= 1.01).all()
+    assert len(methods) == 11 and (methods["relative_params_kept"] <= 1.01).all()
     for figure in ("metric_vs_params", "metric_vs_flops"):
         assert (reports / "smoke" / "skeleton" / f"{figure}.png").stat().st_size > 10_000
     # Every result equals the committed reference exactly (CPU runs are deterministic): the compare job passed.
