@@ -55,7 +55,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pandas as pd
-import seaborn as sns
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -266,6 +265,8 @@ def before_after(frame: pd.DataFrame, metric: str) -> Any:
     """Task metric against the share of parameters removed, per criterion (DGMR and the baselines): pruned only
     (left) and after the distillation recovery (right), one row of panels per model; the uncompressed model
     dashed."""
+    import seaborn as sns
+
     plt = pyplot()
     rows = pruning_rows(frame, metric)
     rows["params removed (%)"] = (1 - rows["relative_params_kept"]) * 100
