@@ -85,11 +85,12 @@ def test_smoke_workflow_end_to_end(tmp_path):
     target = next(results.rglob("vit_micro/seed0/base+int8/metrics.json"))
     forced = snakemake(str(target), "--forcerun", "compress", "-n", *args)  # targets before --configfile
     assert re.search(r"^compress\s+1$", forced.stdout + forced.stderr, re.MULTILINE), forced.stdout[-3000:]
-    # A changed stage setting reruns exactly the steps that use it: kd's epochs touch one compression (its
-    # evaluation and the skeleton study's reports follow), no base model and nothing of the methods study.
+    # A changed stage setting reruns exactly the steps that use it: kd's epochs touch the kd compression of each of
+    # the skeleton study's two (dataset, model) pairs and their evaluations (then that study's reports), no base
+    # model and nothing of the methods study.
     changed = tmp_path / "smoke_kd2.yaml"
     changed.write_text((REPO / "config" / "smoke.yaml").read_text().replace("kd: {epochs: 1}", "kd: {epochs: 2}"))
     plan = snakemake("-n", "--cores", "2", "--configfile", str(changed), *overrides)
     counts = job_counts(plan.stdout + plan.stderr)
-    assert counts.get("compress") == 1 and counts.get("evaluate") == 1 and "base" not in counts, plan.stdout[-3000:]
+    assert counts.get("compress") == 2 and counts.get("evaluate") == 2 and "base" not in counts, plan.stdout[-3000:]
     assert counts.get("runs") == 1 and "base+mlp_magnitude-0.5+kd" in plan.stdout
