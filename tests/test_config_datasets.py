@@ -71,6 +71,12 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def own_data_root(monkeypatch) -> None:
+    """These configs bring their data in tmp_path: $SLIMBENCH_DATA_ROOT (set by CI) would win over it."""
+    monkeypatch.delenv("SLIMBENCH_DATA_ROOT", raising=False)
+
+
 @pytest.fixture
 def adopted(tmp_path: Path) -> Path:
     write_tsv(tmp_path / "data" / "reviews" / "train.tsv", 24)
