@@ -20,7 +20,8 @@ perplexity count a rise as the drop):
 - ``model_within`` {model, reference, max_drop[, chain]}: across models of one dataset (variants trained from
   scratch), ``model`` loses at most ``max_drop`` against the ``reference`` model (same chain, default base).
 - ``decided_order`` {order}: the study's chain deriver (e.g. the order study's topological sort) decides the
-  given order, e.g. ``[distill, prune, quant, exit]``.
+  given order, e.g. ``[distill, prune, quant, exit]``, with a won edge between every consecutive pair (ties do
+  not count: they leave the sort to a fixed fallback).
 """
 
 from __future__ import annotations
@@ -120,31 +121,49 @@ def model_within(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) 
 
 @TESTS.register("decided_order")
 def decided_order(runs: pd.DataFrame, metric: str, test: dict[str, Any], deriver: Any) -> Outcome | None:
+    """Met only when the decision forces the order: every consecutive pair of it is a won edge (a tie adds no
+    edge, and a sort of tied pairs would fall back on a fixed list). Not run unless every input chain ran."""
     if deriver is None:
         raise ConfigError("claim test 'decided_order' needs a study with 'derive:' (e.g. derive: order).")
-    needed = set(deriver.inputs(list(runs["chain"].unique())))
-    if not needed:
+    order = list(test["order"])
+    present = set(runs["chain"])
+    needed = set(deriver.inputs(list(present)))
+    pairs = {frozenset((a, b)) for a in order for b in order if a != b}
+    covered = {frozenset(c.split("+")[i].split("-")[0] for i in (1, 2)) for c in needed}
+    if not needed or not pairs <= covered:
         return None
-    decision = deriver.decide(runs, metric, list(runs["chain"].unique()), 0, 0)
-    order = decision.get("order")
-    return Outcome(math.nan if order is None else float(order == list(test["order"])), order == list(test["order"]))
+    decision = deriver.decide(runs, metric, list(present), 0, 0)
+    edges = {tuple(e) for e in decision.get("edges", [])}
+    forced = decision.get("order") == order and all((a, b) in edges for a, b in zip(order, order[1:]))
+    return Outcome(float(forced), forced)
 
 
 CROSS_MODEL = {"model_within"}  # tests that compare models: their panel is a dataset
 
 
+def panel_metric(panel: pd.DataFrame, default: str) -> str:
+    """A panel's own task metric (a study may mix tasks, e.g. CoLA's mcc beside SST-2's accuracy)."""
+    if "metric" in panel and panel["metric"].notna().any():
+        return str(panel["metric"].dropna().iloc[0])
+    return default
+
+
 def panels_of(runs: pd.DataFrame, claim: dict[str, Any]) -> list[tuple[str, str]]:
     if claim["test"]["kind"] in CROSS_MODEL:
-        datasets = list(dict.fromkeys(runs["dataset"])) if len(runs) else []
-        label = f"{claim['test']['model']} vs {claim['test']['reference']}"
-        return [(d, label) for d in datasets if claim.get("dataset", d) == d] or [(claim.get("dataset", "-"), label)]
+        test = claim["test"]
+        both = [d for d, models in runs.groupby("dataset", sort=False)["model"]
+                if {test["model"], test["reference"]} <= set(models)] if len(runs) else []
+        label = f"{test['model']} vs {test['reference']}"
+        return [(d, label) for d in both if claim.get("dataset", d) == d] or [(claim.get("dataset", "-"), label)]
     found = list(dict.fromkeys(zip(runs["dataset"], runs["model"]))) if len(runs) else []
     wanted = [(d, m) for d, m in found if claim.get("dataset", d) == d and claim.get("model", m) == m]
     return wanted or [(claim.get("dataset", "-"), claim.get("model", "-"))]
 
 
-def verdict(outcomes: list[Outcome]) -> str:
-    if not outcomes:
+def verdict(outcomes: list[Outcome], expected_seeds: int) -> str:
+    """From the seeds alone; "not run" unless every seed of the study has a result (a missing seed could
+    have disagreed)."""
+    if not outcomes or len(outcomes) < expected_seeds:
         return "not run"
     passed = {o.passed for o in outcomes}
     return "inconclusive" if len(passed) > 1 else ("met" if passed == {True} else "not met")
@@ -171,8 +190,9 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False, c
 
 
 def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], study: str,
-                deriver: Any = None) -> pd.DataFrame:
-    """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict."""
+                deriver: Any = None, seeds: int = 1) -> pd.DataFrame:
+    """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict; ``seeds`` is how
+    many seeds the study runs (fewer results is "not run"); each panel is judged on its own task metric."""
     rows = []
     for claim in claims:
         test = claim["test"]
@@ -184,16 +204,17 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 panel = runs[runs["dataset"] == dataset]
             else:
                 panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
+            own = panel_metric(panel, metric)
             outcomes = []
             for _, seed_runs in panel.groupby("seed") if len(panel) else []:
-                outcome = check(seed_runs, metric, test, deriver)
+                outcome = check(seed_runs, own, test, deriver)
                 if outcome is not None:
                     outcomes.append(outcome)
             rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
-                         "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, metric),
-                         "ours": shown([o.value for o in outcomes], metric, test["kind"], bool(test.get("relative")),
+                         "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, own),
+                         "ours": shown([o.value for o in outcomes], own, test["kind"], bool(test.get("relative")),
                                        test.get("column", "")),
-                         "seeds": len(outcomes), "verdict": verdict(outcomes)})
+                         "seeds": len(outcomes), "verdict": verdict(outcomes, seeds)})
     return pd.DataFrame(rows, columns=["study", "claim", "statement", "source", "paper", "dataset", "model", "test",
                                        "ours", "seeds", "verdict"])
 

@@ -181,6 +181,7 @@ def cmd_study(args: argparse.Namespace, config: dict[str, Any]) -> None:
         return
     for path in write_reports(config, args.study):
         print(path)
+    cmd_scorecard(argparse.Namespace(study=None, reports=None), config)  # the config's SCORECARD.md, as the workflow
 
 
 def decide_all(config: dict[str, Any], study: str) -> list[Any]:
@@ -292,7 +293,8 @@ def score(config: dict[str, Any], study: str, folder: Path) -> Any:
     path = folder / study / RUNS_FILE
     frame = read_runs(path) if path.exists() else pd.DataFrame(columns=["dataset", "model", "chain", "seed"])
     metric = study_metric(frame) if len(frame) else "accuracy"
-    return score_study(frame, metric, config["studies"][study]["claims"], study, deriver_of(config, study))
+    spec = config["studies"][study]
+    return score_study(frame, metric, spec["claims"], study, deriver_of(config, study), seeds=len(spec["seeds"]))
 
 
 def cmd_scorecard(args: argparse.Namespace, config: dict[str, Any]) -> None:

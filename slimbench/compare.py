@@ -4,13 +4,15 @@ Both sides are report folders (``<reports>/<config>/<study>/runs.csv``): a run's
 a committed ``reports/<config>``. For every experiment (dataset, model, chain) of the reference, the task metric's
 reference mean and seed spread, the new mean, their difference and a verdict: **ok** when the difference is at
 most the tolerance, the larger of ``sigmas`` standard deviations of the reference seeds and the metric's
-``floor`` (0 on CPU, where runs are deterministic); **changed** beyond it; **missing** when the run lacks it.
+``floor`` (0 on CPU, where runs are deterministic); **changed** beyond it; **missing** when the run lacks it
+or has fewer seeds of it. Each experiment is compared on its own task metric.
 Structural costs (``exact``: parameters, FLOPs) must match exactly. Only studies present in the run are compared,
 so a partial run checks what it ran.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,12 @@ DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 
 def compare_study(run: pd.DataFrame, reference: pd.DataFrame, study: str, settings: dict[str, Any]) -> pd.DataFrame:
-    metric = study_metric(reference)
+    default = study_metric(reference)
     rows = []
     new = run.groupby(KEYS, sort=False)
     mine = {key: group for key, group in new}
     for key, ref in reference.groupby(KEYS, sort=False):
+        metric = str(ref["metric"].iloc[0]) if "metric" in ref and ref["metric"].notna().all() else default
         columns = [(metric, settings["sigmas"], settings["floor"].get(metric, 0.0))]
         columns += [(c, 0.0, 0.0) for c in settings["exact"] if c in ref and ref[c].notna().any()]
         for column, sigmas, floor in columns:
@@ -37,7 +40,7 @@ def compare_study(run: pd.DataFrame, reference: pd.DataFrame, study: str, settin
             group = mine.get(key)
             value = float(group[column].mean()) if group is not None and column in group else math.nan
             difference = value - ref_mean
-            status = ("missing" if math.isnan(value) else
+            status = ("missing" if group is None or math.isnan(value) or len(group) < len(ref) else
                       "ok" if abs(difference) <= tolerance + 1e-12 * max(1.0, abs(ref_mean)) else "changed")
             rows.append({"study": study, **dict(zip(KEYS, key)), "column": column, "reference": ref_mean,
                          "reference_std": ref_std, "reference_seeds": len(ref),
@@ -52,9 +55,12 @@ def compare_runs(run_dir: Path, reference_dir: Path, settings: dict[str, Any] | 
     references = sorted(reference_dir.glob(f"*/{RUNS_FILE}"))
     if not references:
         raise FileNotFoundError(f"no reference runs under {reference_dir} (expected <study>/{RUNS_FILE}).")
-    tables = [compare_study(read_runs(run_dir / path.parent.name / RUNS_FILE), read_runs(path),
-                            path.parent.name, settings)
-              for path in references if (run_dir / path.parent.name / RUNS_FILE).exists()]
+    present = [path for path in references if (run_dir / path.parent.name / RUNS_FILE).exists()]
+    skipped = sorted(set(path.parent.name for path in references) - set(path.parent.name for path in present))
+    if skipped:
+        logging.getLogger("slimbench").warning("not compared (no runs.csv in %s): %s", run_dir, ", ".join(skipped))
+    tables = [compare_study(read_runs(run_dir / path.parent.name / RUNS_FILE), read_runs(path), path.parent.name,
+                            settings) for path in present]
     if not tables:
         raise FileNotFoundError(f"no study of {reference_dir} has runs under {run_dir}: run the workflow first.")
     return pd.concat(tables, ignore_index=True)

@@ -267,14 +267,41 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
 
     for figure in study["figures"]:
         FIGURES.get(figure)
-    for name in study["tables"]:
-        TABLES.get(name)
+    for table in study["tables"]:
+        TABLES.get(table)
     if study.get("derive"):
         from slimbench.derive import DERIVERS
 
         DERIVERS.get(study["derive"])
     for claim in study["claims"]:
         TESTS.get(claim["test"]["kind"])
+        check_claim(config, name, study, claim)
+
+
+def check_claim(config: dict[str, Any], name: str, study: dict[str, Any], claim: dict[str, Any]) -> None:
+    """A claim must name what its study runs: else it would read 'not run' forever because of a typo."""
+    where = f"study '{name}': claim '{claim['id']}'"
+    test = claim["test"]
+    chain, other = test.get("chain"), test.get("other")
+    if isinstance(chain, list) or isinstance(other, list):
+        if not (isinstance(chain, list) and isinstance(other, list) and len(chain) == len(other)):
+            raise ConfigError(f"{where}: 'chain' and 'other' must both be lists of the same length, or both one chain.")
+    named = [c for value in (chain, other) for c in (value if isinstance(value, list) else [value]) if c]
+    if test["kind"] == "drop_at_most" and test.get("reference"):
+        named.append(test["reference"])
+    for chain_name in named:
+        resolve_chain(chain_name, study["stages"])
+        if chain_name not in study["chains"] and not study.get("derive"):
+            raise ConfigError(f"{where}: chain '{chain_name}' is not one of the study's chains. Fix: add it to "
+                              f"'chains' or correct the claim.")
+    models = {m for entry in study["grid"] for m in entry["models"]}
+    datasets = {d for entry in study["grid"] for d in entry["datasets"]}
+    wanted = [("dataset", claim.get("dataset"), datasets), ("model", claim.get("model"), models)]
+    if test["kind"] == "model_within":
+        wanted += [("model", test.get("model"), models), ("model", test.get("reference"), models)]
+    for what, value, known in wanted:
+        if value is not None and value not in known:
+            raise ConfigError(f"{where}: {what} '{value}' is not in the study's grid ({', '.join(sorted(known))}).")
 
 
 def tracked_settings(config: dict[str, Any], exp: "Experiment", step: str) -> str:

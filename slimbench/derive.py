@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from slimbench.atomic import atomic_target
 from slimbench.config import Experiment, panels
 from slimbench.registry import Registry
 from slimbench.results import METRICS_FILE, load_frame, study_metric
@@ -65,8 +66,9 @@ def decide_panel(config: dict[str, Any], study: str, dataset: str, model: str, r
 
 
 def write_decision(record: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    """Atomically: a killed checkpoint leaves no half-written decision."""
+    with atomic_target(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def derived_chains(config: dict[str, Any], study: str, decision: dict[str, Any]) -> list[str]:

@@ -15,9 +15,9 @@ def runs(rows: list[tuple]) -> pd.DataFrame:
                           "bitops": r[3] if len(r) > 3 else 100.0, "stage_time_s": 10.0 * (r[1] + 1)} for r in rows])
 
 
-def verdict(frame: pd.DataFrame, test: dict, metric: str = "accuracy") -> tuple[str, str]:
+def verdict(frame: pd.DataFrame, test: dict, metric: str = "accuracy", seeds: int = 1) -> tuple[str, str]:
     claim = {"id": "c", "claim": "c", "source": "s", "paper": "p", "test": test}
-    row = score_study(frame, metric, [claim], "study").iloc[0]
+    row = score_study(frame, metric, [claim], "study", seeds=seeds).iloc[0]
     return row["verdict"], row["ours"]
 
 
@@ -28,6 +28,40 @@ def test_drop_at_most_is_met_only_when_every_seed_is_within() -> None:
     assert verdict(frame, {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.012})[0] == "inconclusive"
     assert verdict(frame, {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.005})[0] == "not met"
     assert verdict(frame, {"kind": "drop_at_most", "chain": "base+y", "max_drop": 0.1}) == ("not run", "-")
+
+
+def test_a_missing_seed_leaves_the_claim_not_run() -> None:
+    frame = runs([("base", 0, 0.90), ("base+x", 0, 0.89), ("base", 1, 0.92)])  # seed 1 lacks base+x
+    assert verdict(frame, {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.05}, seeds=2)[0] == "not run"
+    assert verdict(frame, {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.05}, seeds=1)[0] == "met"
+
+
+def test_each_panel_is_judged_on_its_own_metric() -> None:
+    cola = runs([("base", 0, 0.70), ("base+x", 0, 0.695)]).assign(dataset="cola", metric="mcc", mcc=[0.50, 0.10])
+    assert verdict(cola, {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.015})[0] == "not met"  # mcc -0.4
+
+
+def test_tied_pairs_do_not_make_a_decided_order() -> None:
+    from slimbench.config import load_plugins
+    from slimbench.derive import DERIVERS
+
+    load_plugins()
+    methods = ["distill", "prune", "quant", "exit"]
+    token = {"distill": "distill", "prune": "prune-0.5", "quant": "quant-8", "exit": "exit-0.9"}
+    rows = [("base", 0, 0.9, 100.0)]
+    for a in methods:
+        for b in methods:
+            if a != b:  # every order equal: ties everywhere, no edge
+                rows.append((f"base+{token[a]}+{token[b]}", 0, 0.8, 50.0))
+    test = {"kind": "decided_order", "order": methods}
+    claim = {"id": "c", "claim": "c", "source": "s", "paper": "p", "test": test}
+    tied = score_study(runs(rows), "accuracy", [claim], "order", DERIVERS.get("order")).iloc[0]
+    assert tied["verdict"] == "not met"
+    rank = {m: i for i, m in enumerate(methods)}  # now the earlier method first always wins by 1 point
+    won = [(c, s, 0.81 if len(c.split("+")) == 3 and rank[c.split("+")[1].split("-")[0]] < rank[c.split("+")[2].split("-")[0]]
+            else acc, b) for c, s, acc, b in rows]
+    decided = score_study(runs(won), "accuracy", [claim], "order", DERIVERS.get("order")).iloc[0]
+    assert decided["verdict"] == "met"
 
 
 def test_lower_is_better_metrics_count_a_rise_as_the_drop() -> None:
@@ -71,3 +105,13 @@ def test_every_claim_of_the_configs_is_scored(config: str) -> None:
     for name, study in cfg["studies"].items():
         card = score_study(empty, "accuracy", study["claims"], name)
         assert len(card) == len(study["claims"]) and set(card["verdict"]) <= {"not run"}
+
+
+def test_a_claim_naming_a_chain_its_study_does_not_run_is_refused() -> None:
+    from slimbench.config import read_config, validate_config
+    from slimbench.errors import ConfigError
+
+    config = read_config(REPO / "config" / "default.yaml")
+    config["studies"]["stat"]["claims"][0]["test"]["chain"] = "base+stat-0.45"
+    with pytest.raises(ConfigError, match="claim 'stat_40pct_no_finetune': chain 'base\\+stat-0.45' is not one of"):
+        validate_config(config)

@@ -40,3 +40,9 @@ def test_a_deliberately_changed_result_fails_the_command(tmp_path: Path) -> None
                            text=True)
     assert moved.returncode == 2 and "2 of 3 checks outside the tolerance" in moved.stderr
     assert "changed" in (tmp_path / "run" / "compare.md").read_text()
+
+
+def test_a_run_with_fewer_seeds_is_missing_not_ok(tmp_path: Path) -> None:
+    write_runs(tmp_path / "ref", {0: 0.8, 1: 0.8})
+    write_runs(tmp_path / "run", {0: 0.8})
+    assert set(compare_runs(tmp_path / "run", tmp_path / "ref")["verdict"]) == {"missing"}

@@ -2,6 +2,7 @@
 # file: every job reads the same config files Snakemake read (CONFIG_ARGS), and each step's own settings are a
 # rule parameter (slimbench.config.tracked_settings), so changing a setting reruns exactly the steps that use it.
 
+import glob
 import json
 import os
 import shlex
@@ -30,6 +31,11 @@ CONFIG_ARGS = " ".join(f"--config {shlex.quote(p)}" for p in CONFIG_FILES)
 if OVERRIDES:
     CONFIG_ARGS += f" --set {shlex.quote(json.dumps(OVERRIDES, sort_keys=True))}"
 REFERENCE = CFG["compare"].get("reference", os.path.join("reports", NAME))
+
+
+def reference_runs(wildcards):
+    """The committed reference runs the check reads: a new reference compares again."""
+    return sorted(glob.glob(os.path.join(REFERENCE, "*", "runs.csv"))) if REFERENCE else []
 
 
 def config_args(wildcards, output):

@@ -71,6 +71,7 @@ rule scorecard:
         os.path.join(RESULTS, "{study}", "scorecard.log"),
     params:
         config=config_args,
+        claims=lambda wc: json.dumps(CFG["studies"][wc.study]["claims"], sort_keys=True),  # an edited claim rescores
     conda:
         "../../envs/slimbench.yaml"
     shell:
@@ -81,13 +82,14 @@ rule scorecards:
     input:
         [os.path.join(REPORTS, study, "runs.csv") for study in CFG["studies"]],
     output:
-        csv=report(os.path.join(REPORTS, "SCORECARD.csv"), caption="report/scorecard.rst", category="scorecard",
+        csv=report(os.path.join(REPORTS, "SCORECARD.csv"), caption="../report/scorecard.rst", category="scorecard",
                    labels={"study": "all", "table": "SCORECARD"}),
         md=os.path.join(REPORTS, "SCORECARD.md"),
     log:
         os.path.join(RESULTS, "scorecard.log"),
     params:
         config=config_args,
+        claims=json.dumps({study: spec["claims"] for study, spec in CFG["studies"].items()}, sort_keys=True),
     conda:
         "../../envs/slimbench.yaml"
     shell:
@@ -96,9 +98,10 @@ rule scorecards:
 
 rule compare:
     input:
-        [os.path.join(REPORTS, study, "runs.csv") for study in CFG["studies"]],
+        run=[os.path.join(REPORTS, study, "runs.csv") for study in CFG["studies"]],
+        reference=reference_runs,
     output:
-        csv=report(os.path.join(REPORTS, "compare.csv"), caption="report/compare.rst", category="scorecard",
+        csv=report(os.path.join(REPORTS, "compare.csv"), caption="../report/compare.rst", category="scorecard",
                    labels={"study": "all", "table": "compare"}),
         md=os.path.join(REPORTS, "compare.md"),
     log:
@@ -106,6 +109,7 @@ rule compare:
     params:
         config=config_args,
         reference=REFERENCE,
+        tolerance=json.dumps(CFG["compare"], sort_keys=True),  # a changed tolerance compares again
         reports=lambda wildcards, output: os.path.dirname(output.md),
     conda:
         "../../envs/slimbench.yaml"
