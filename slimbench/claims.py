@@ -35,6 +35,7 @@ import pandas as pd
 
 from slimbench.errors import ConfigError
 from slimbench.registry import Registry
+from slimbench.results import study_metric
 from slimbench.stages import BASE
 
 LOWER_IS_BETTER = {"perplexity", "nll", "loss", "eval_loss"}
@@ -141,13 +142,6 @@ def decided_order(runs: pd.DataFrame, metric: str, test: dict[str, Any], deriver
 CROSS_MODEL = {"model_within"}  # tests that compare models: their panel is a dataset
 
 
-def panel_metric(panel: pd.DataFrame, default: str) -> str:
-    """A panel's own task metric (a study may mix tasks, e.g. CoLA's mcc beside SST-2's accuracy)."""
-    if "metric" in panel and panel["metric"].notna().any():
-        return str(panel["metric"].dropna().iloc[0])
-    return default
-
-
 def panels_of(runs: pd.DataFrame, claim: dict[str, Any]) -> list[tuple[str, str]]:
     if claim["test"]["kind"] in CROSS_MODEL:
         test = claim["test"]
@@ -204,7 +198,7 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 panel = runs[runs["dataset"] == dataset]
             else:
                 panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
-            own = panel_metric(panel, metric)
+            own = study_metric(panel, metric)  # a study may mix tasks: each panel on its own metric
             outcomes = []
             for _, seed_runs in panel.groupby("seed") if len(panel) else []:
                 outcome = check(seed_runs, own, test, deriver)

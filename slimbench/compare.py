@@ -26,12 +26,11 @@ DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 
 def compare_study(run: pd.DataFrame, reference: pd.DataFrame, study: str, settings: dict[str, Any]) -> pd.DataFrame:
-    default = study_metric(reference)
     rows = []
     new = run.groupby(KEYS, sort=False)
     mine = {key: group for key, group in new}
     for key, ref in reference.groupby(KEYS, sort=False):
-        metric = str(ref["metric"].iloc[0]) if "metric" in ref and ref["metric"].notna().all() else default
+        metric = study_metric(ref)  # each experiment on its own task metric
         columns = [(metric, settings["sigmas"], settings["floor"].get(metric, 0.0))]
         columns += [(c, 0.0, 0.0) for c in settings["exact"] if c in ref and ref[c].notna().any()]
         for column, sigmas, floor in columns:

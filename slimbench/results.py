@@ -12,17 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from slimbench.atomic import atomic_target
-
 METRICS_FILE = "metrics.json"
 RUNS_FILE = "runs.csv"
 TASK_METRICS = ("accuracy", "mcc", "f1", "perplexity", "mean_iou")  # for runs.csv files without a metric column
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Atomic write: readers never see half a file, and a killed run leaves no partial JSON."""
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -50,14 +42,18 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame([flatten(r) for r in load_records(paths)])
 
 
-def study_metric(frame: pd.DataFrame) -> str:
-    """The task metric of a study's runs (older runs.csv files lack the column: the first task metric present)."""
+def study_metric(frame: pd.DataFrame, default: str | None = None) -> str:
+    """The task metric of these runs: their ``metric`` column, else ``default`` (e.g. the study's), else the first
+    task metric present (older runs.csv files lack the column). Call it per (dataset, model) where a study mixes
+    tasks (CoLA's mcc beside SST-2's accuracy)."""
     if "metric" in frame and frame["metric"].notna().any():
         return str(frame["metric"].dropna().iloc[0])
+    if default is not None:
+        return default
     found = [m for m in TASK_METRICS if m in frame]
-    if not found:
-        raise ValueError(f"no task metric column among {list(frame.columns)[:12]}...")
-    return found[0]
+    if found:
+        return found[0]
+    raise ValueError(f"no task metric column among {list(frame.columns)[:12]}...")
 
 
 def read_runs(path: Path) -> pd.DataFrame:
