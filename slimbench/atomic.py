@@ -8,7 +8,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextmanager
@@ -23,6 +23,14 @@ def atomic_target(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a temporary path and move the result onto ``path``: a reader (another `slimbench study`
+    reading runs.csv, say) sees the old file or the new one, never a half-written one."""
+    with atomic_target(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 LOCK_FILE = ".lock"

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from slimbench.atomic import write_atomically
 from slimbench.errors import ConfigError
 from slimbench.registry import Registry
 from slimbench.results import study_metric
@@ -229,6 +230,6 @@ def scorecard_markdown(card: pd.DataFrame, title: str) -> str:
 def write_scorecard(card: pd.DataFrame, out: Path, stem: str, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.csv", out / f"{stem}.md"]
-    card.to_csv(paths[0], index=False)
-    paths[1].write_text(scorecard_markdown(card, title))
+    write_atomically(paths[0], lambda tmp: card.to_csv(tmp, index=False))
+    write_atomically(paths[1], lambda tmp: tmp.write_text(scorecard_markdown(card, title)))
     return paths

@@ -250,11 +250,12 @@ def study_runs(config: dict[str, Any], study: str) -> tuple[Any, str]:
 
 def cmd_runs(args: argparse.Namespace, config: dict[str, Any]) -> None:
     """Every metrics file of a study as one table, runs.csv: the input of its tables, figures and scorecard."""
+    from slimbench.atomic import write_atomically
     from slimbench.results import RUNS_FILE, load_frame
 
     out = report_dir(config, args.study) / RUNS_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    load_frame(study_metrics(config, args.study)).to_csv(out, index=False)
+    frame = load_frame(study_metrics(config, args.study))
+    write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
     print(out)
 
 

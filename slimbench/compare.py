@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from slimbench.atomic import write_atomically
 from slimbench.results import RUNS_FILE, read_runs, study_metric
 
 KEYS = ["dataset", "model", "chain"]
@@ -73,10 +74,11 @@ def summary(table: pd.DataFrame) -> str:
 def write_comparison(table: pd.DataFrame, out: Path, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "compare.csv", out / "compare.md"]
-    table.to_csv(paths[0], index=False)
+    write_atomically(paths[0], lambda tmp: table.to_csv(tmp, index=False))
     failing = table[table["verdict"] != "ok"]
     body = f"# {title}\n\n{len(table)} checks: {summary(table)}.\n\n"
     if len(failing):
         body += "## Outside the tolerance\n\n" + failing.to_markdown(index=False, floatfmt=".6g") + "\n\n## All\n\n"
-    paths[1].write_text(body + table.to_markdown(index=False, floatfmt=".6g") + "\n")
+    text = body + table.to_markdown(index=False, floatfmt=".6g") + "\n"
+    write_atomically(paths[1], lambda tmp: tmp.write_text(text))
     return paths

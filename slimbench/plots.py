@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from slimbench.atomic import write_atomically
 from slimbench.registry import Registry
 from slimbench.stages import BASE, parse_chain
 
@@ -66,17 +67,17 @@ def pyplot() -> Any:
 def write_tables(frame: pd.DataFrame, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.{ext}" for ext in TABLE_FORMATS]
-    frame.to_csv(paths[0], index=False)
-    paths[1].write_text(frame.to_markdown(index=False, floatfmt=".4g") + "\n")
-    paths[2].write_text(frame.to_latex(index=False, float_format="%.4g"))
+    write_atomically(paths[0], lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomically(paths[1], lambda tmp: tmp.write_text(frame.to_markdown(index=False, floatfmt=".4g") + "\n"))
+    write_atomically(paths[2], lambda tmp: tmp.write_text(frame.to_latex(index=False, float_format="%.4g")))
     return paths
 
 
 def save(fig: "Figure", out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
-    fig.savefig(paths[0], dpi=160, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    write_atomically(paths[0], lambda tmp: fig.savefig(tmp, format="png", dpi=160, bbox_inches="tight"))
+    write_atomically(paths[1], lambda tmp: fig.savefig(tmp, format="pdf", bbox_inches="tight"))
     pyplot().close(fig)
     return paths
 
