@@ -18,7 +18,7 @@ import psutil
 import torch
 from torch import nn
 from torch.utils import benchmark
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
 Forward = Callable[[], Any]
 
@@ -40,10 +40,26 @@ def stored_bits(model: nn.Module) -> int:
     return sum(tensor_bits(t) for t in model.state_dict().values())
 
 
+def _sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """QK^T and AV of a fused attention op (torch's own formula, GQA included; a causal mask is not discounted)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Fused attention kernels that torch's flop counter has no formula for (torch 2.14: it knows the CUDA flash,
+# efficient and cuDNN kernels only), so ``scaled_dot_product_attention`` counted 0 FLOPs on CPU. All take
+# (query, key, value, ...) like the ops torch registers ``sdpa_flop`` for.
+UNCOUNTED_SDPA = tuple(getattr(torch.ops.aten, name) for name in (
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable",
+    "_scaled_dot_product_attention_math_for_mps") if hasattr(torch.ops.aten, name))
+
+
 @torch.no_grad()
 def count_flops(forward: Forward) -> int:
-    """Floating-point operations of one call (a multiply-add counts 2), as torch's flop counter sees them."""
-    with FlopCounterMode(display=False) as counter:
+    """Floating-point operations of one call (a multiply-add counts 2), as torch's flop counter sees them, plus
+    attention on every backend: the fused CPU (and MPS / out-of-tree) SDPA kernels are charged torch's own SDPA
+    formula, 2 x 2 x batch x heads x N_q x N_k x head_dim, which is what the math backend's two bmm give."""
+    mapping = {op: _sdpa_flops for op in UNCOUNTED_SDPA if op not in flop_registry}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         forward()
     return int(counter.get_total_flops())
 
