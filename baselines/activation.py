@@ -18,7 +18,7 @@ from torch import nn
 
 from baselines.magnitude import RATIO, prune_mlps_by_score
 from slimbench.data import seeded_subset
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, Param, applies_to, removes_value, stage
 from slimbench.surgery import find_mlps
 
 
@@ -52,7 +52,8 @@ CALIBRATION = (Param("num_examples", int, 512, 1, None, help="calibration exampl
                Param("batch_size", int, 64, 1, None, help="calibration batch size"))
 
 
-@stage("mlp_activation", params=(RATIO, *CALIBRATION), primary="ratio")
+@stage("mlp_activation", params=(RATIO, *CALIBRATION), primary="ratio", applies_to=applies_to("mlp_neurons"),
+       budget=removes_value)
 def mlp_activation(model: nn.Module, ctx: Context, ratio: float, num_examples: int, batch_size: int) -> nn.Module:
     """Remove the ``ratio`` share of MLP hidden neurons with the smallest mean |activation| on calibration data."""
     scores = mean_abs_activations(model, ctx, num_examples, batch_size)

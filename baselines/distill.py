@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, Param, applies_to, stage
 from slimbench.train import fit
 
 EPOCHS = Param("epochs", int, None, 0, None, help="recovery epochs (default: the base recipe's)")
@@ -36,7 +36,7 @@ def recovery_recipe(ctx: Context, epochs: Optional[int], lr: Optional[float]) ->
 
 
 @stage("kd", params=(EPOCHS, LR, Param("temperature", float, 4.0, 0.0, None, low_open=True),
-                     Param("alpha", float, 0.9, 0.0, 1.0)))
+                     Param("alpha", float, 0.9, 0.0, 1.0)), applies_to=applies_to())  # logits of any task
 def kd(model: nn.Module, ctx: Context, epochs: Optional[int], lr: Optional[float], temperature: float,
        alpha: float) -> nn.Module:
     """Distil the uncompressed teacher's logits into the model (Hinton et al., 2015)."""
@@ -54,7 +54,7 @@ def kd(model: nn.Module, ctx: Context, epochs: Optional[int], lr: Optional[float
     return model
 
 
-@stage("finetune", params=(EPOCHS, LR))
+@stage("finetune", params=(EPOCHS, LR), applies_to=applies_to())
 def finetune(model: nn.Module, ctx: Context, epochs: Optional[int], lr: Optional[float]) -> nn.Module:
     """Recover with the task's labels only (no teacher)."""
     fit(model, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from baselines.magnitude import input_row_norms
-from slimbench.stages import Context, stage
+from slimbench.stages import Context, applies_to, removes_value, stage
 from slimbench.surgery import (FLOPS_RATIO, SEQ_LEN, Attention, Component, components, head_columns, keep_heads,
                                keep_mlp_neurons, prunable_flops)
 
@@ -53,7 +53,8 @@ def uniform_sizes(parts: list[Component], ratio: float, seq_len: int) -> list[in
     return sizes(low)
 
 
-@stage("heads_magnitude", params=(FLOPS_RATIO, SEQ_LEN), primary="ratio")
+@stage("heads_magnitude", params=(FLOPS_RATIO, SEQ_LEN), primary="ratio",
+       applies_to=applies_to("attention_heads", "mlp_neurons"), budget=removes_value)
 def heads_magnitude(model: nn.Module, ctx: Context, ratio: float, seq_len: int) -> nn.Module:
     """Remove the smallest-norm heads and neurons, the same share in every layer, to a FLOPs budget."""
     if ratio == 0:

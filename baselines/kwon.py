@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from methods.stat import calibration, token_rows
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, Param, applies_to, removes_value, stage
 from slimbench.surgery import (FLOPS_RATIO, SEQ_LEN, Component, components, head_columns, keep_heads,
                                keep_mlp_neurons, prunable_flops)
 
@@ -317,14 +317,16 @@ KWON_PARAMS = (
 
 
 @stage("kwon", params=(*KWON_PARAMS, Param("rearrangement", bool, True, help="step 2: block-Fisher swaps"),
-                       Param("tune", bool, True, help="step 3: least-squares mask tuning")), primary="ratio")
+                       Param("tune", bool, True, help="step 3: least-squares mask tuning")), primary="ratio",
+       applies_to=applies_to("attention_heads", "mlp_neurons"), budget=removes_value)
 def kwon(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
     """Kwon et al. (2022): Fisher mask search, rearrangement and tuning of heads and neurons to a FLOPs budget."""
     return kwon_prune(model, ctx, **params)
 
 
 @stage("kwon_search", params=(*KWON_PARAMS, Param("rearrangement", bool, False, help="off: the ablation"),
-                              Param("tune", bool, False, help="off: the ablation")), primary="ratio")
+                              Param("tune", bool, False, help="off: the ablation")), primary="ratio",
+       applies_to=applies_to("attention_heads", "mlp_neurons"), budget=removes_value)
 def kwon_search(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
     """Kwon et al. ablation: the Fisher mask search alone (no rearrangement, no mask tuning)."""
     return kwon_prune(model, ctx, **params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, Param, applies_to, removes_value, stage
 from slimbench.surgery import MLP, find_mlps, keep_mlp_neurons, kept_count
 
 RATIO = Param("ratio", float, 0.5, 0.0, 1.0, high_open=True, help="share of MLP hidden neurons removed")
@@ -28,7 +28,7 @@ def prune_mlps_by_score(model: nn.Module, ratio: float, score: callable) -> nn.M
     return model
 
 
-@stage("mlp_magnitude", params=(RATIO,), primary="ratio")
+@stage("mlp_magnitude", params=(RATIO,), primary="ratio", applies_to=applies_to("mlp_neurons"), budget=removes_value)
 def mlp_magnitude(model: nn.Module, ctx: Context, ratio: float) -> nn.Module:
     """Remove the ``ratio`` share of MLP hidden neurons with the smallest input-weight norm."""
     return prune_mlps_by_score(model, ratio, input_row_norms)

@@ -15,7 +15,7 @@ from torch import nn
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_  # noqa: E402
 
-from slimbench.stages import Context, Param, stage  # noqa: E402
+from slimbench.stages import Context, Param, applies_to, stage  # noqa: E402
 
 SCHEMES = {"dynamic": Int8DynamicActivationInt8WeightConfig, "weight_only": Int8WeightOnlyConfig}
 SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
@@ -26,7 +26,7 @@ def int8_quantize(model: nn.Module, scheme: str = "dynamic") -> nn.Module:
     return model
 
 
-@stage("int8", params=(SCHEME,), primary="scheme", finalize=int8_quantize)
+@stage("int8", params=(SCHEME,), primary="scheme", finalize=int8_quantize, applies_to=applies_to("linear_compute"))
 def int8(model: nn.Module, ctx: Context, scheme: str) -> nn.Module:
     """Quantize every Linear layer's weights to int8 (torchao); activations too with ``dynamic``."""
     return int8_quantize(model.cpu(), scheme)
@@ -36,7 +36,7 @@ def to_half(model: nn.Module) -> nn.Module:
     return model.half()
 
 
-@stage("fp16", finalize=to_half)
+@stage("fp16", finalize=to_half, applies_to=applies_to())  # casting works on any model
 def fp16(model: nn.Module, ctx: Context) -> nn.Module:
     """Cast all weights to float16 (half the memory of float32)."""
     return to_half(model)

@@ -27,7 +27,7 @@ from torch import nn
 
 from baselines.activation import CALIBRATION
 from baselines.magnitude import RATIO, prune_mlps_by_score
-from slimbench.stages import Context, stage
+from slimbench.stages import Context, applies_to, removes_value, stage
 from slimbench.surgery import find_mlps
 
 
@@ -61,7 +61,8 @@ def taylor_scores(model: nn.Module, ctx: Context, num_examples: int, batch_size:
     return {name: torch.stack(r).norm(dim=0) for name, r in rows.items()}
 
 
-@stage("mlp_taylor", params=(RATIO, *CALIBRATION), primary="ratio")  # one importance row per calibration batch
+@stage("mlp_taylor", params=(RATIO, *CALIBRATION), primary="ratio", applies_to=applies_to("mlp_neurons"),
+       budget=removes_value)  # one importance row per calibration batch
 def mlp_taylor(model: nn.Module, ctx: Context, ratio: float, num_examples: int, batch_size: int) -> nn.Module:
     """Remove the ``ratio`` share of MLP hidden neurons with the smallest first-order Taylor importance."""
     scores = taylor_scores(model, ctx, num_examples, batch_size)

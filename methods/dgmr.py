@@ -63,7 +63,7 @@ from baselines.distill import recovery_recipe
 from slimbench.data import seeded_subset
 from slimbench.errors import ConfigError
 from slimbench.plots import figure, pyplot, table
-from slimbench.stages import BASE, Context, Param, parse_chain, stage
+from slimbench.stages import BASE, Context, Param, applies_to, keeps_value, parse_chain, stage
 from slimbench.surgery import MLP, find_mlps, keep_mlp_neurons
 from slimbench.train import fit
 
@@ -145,13 +145,13 @@ def prune_by_diversity(model: nn.Module, kept: Any) -> nn.Module:
     return model
 
 
-@stage("dgmr", params=(RATIO,), primary="ratio")
+@stage("dgmr", params=(RATIO,), primary="ratio", applies_to=applies_to("mlp_neurons"), budget=keeps_value)
 def dgmr(model: nn.Module, ctx: Context, ratio: float) -> nn.Module:
     """Keep ``ratio`` of every MLP's hidden neurons by Gram-Schmidt diversity (DGMR, Shen et al. 2025, Sec. 3)."""
     return prune_by_diversity(model, lambda mlp: kept_hidden(mlp.hidden, ratio))
 
 
-@stage("dgmr_mlp", params=(MLP_RATIO,), primary="mlp_ratio")
+@stage("dgmr_mlp", params=(MLP_RATIO,), primary="mlp_ratio", applies_to=applies_to("mlp_neurons"))
 def dgmr_mlp(model: nn.Module, ctx: Context, mlp_ratio: float) -> nn.Module:
     """DGMR at the paper's MLP ratio: keep int(mlp_ratio * width) hidden neurons per MLP (released prune.py)."""
     return prune_by_diversity(model, lambda mlp: kept_for_mlp_ratio(mlp, mlp_ratio))
@@ -210,7 +210,7 @@ def kd_recipe(ctx: Context, recipe_name: str, epochs: int, lr: float, warmup: fl
           help="share of the train set used, without labels (seeded subset)"),
     Param("output_weight", float, 1.0, 0.0, None, help="weight of the output (logit) MSE"),
     Param("feature_weight", float, 1.0, 0.0, None, help="weight of the final-feature MSE"),
-))
+), applies_to=applies_to("token_features"))
 def dgmr_kd(model: nn.Module, ctx: Context, recipe: str, epochs: int, lr: float, warmup: float,
             weight_decay: float, batch_size: Optional[int], fraction: float, output_weight: float,
             feature_weight: float) -> nn.Module:

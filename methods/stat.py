@@ -72,7 +72,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimbench.stages import Context, Param, stage
+from slimbench.stages import Context, Param, applies_to, removes_value, stage
 from slimbench.surgery import (FLOPS_RATIO, SEQ_LEN, Component, components, head_columns, keep_heads,
                                keep_mlp_neurons, prunable_flops)
 
@@ -276,14 +276,14 @@ STAT_PARAMS = (
 
 
 @stage("stat", params=(*STAT_PARAMS, Param("correct", bool, True, help="fold the ID correction into the next layer")),
-       primary="ratio")
+       primary="ratio", applies_to=applies_to("attention_heads", "mlp_neurons"), budget=removes_value)
 def stat(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
     """STAT (Flynn et al., 2024): prune heads and neurons by pivoted-QR IDs to a FLOPs budget; no fine-tuning."""
     return stat_prune(model, ctx, **params)
 
 
 @stage("stat_nocorrect", params=(*STAT_PARAMS, Param("correct", bool, False, help="off: the ablation")),
-       primary="ratio")
+       primary="ratio", applies_to=applies_to("attention_heads", "mlp_neurons"), budget=removes_value)
 def stat_nocorrect(model: nn.Module, ctx: Context, **params: Any) -> nn.Module:
     """STAT ablation: the same kept heads/neurons and sizes, the next layer's weights only sliced (no ``T``)."""
     return stat_prune(model, ctx, **params)

@@ -25,12 +25,13 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
+from slimbench.architectures import structures
 from slimbench.checkpoint import remote_code_keys
 from slimbench.data import DATASETS
 from slimbench.errors import ConfigError, UnsafeInputError
 from slimbench.estimate import estimate
 from slimbench.models import MODELS
-from slimbench.stages import BASE, chain_prefixes, parse_chain, resolve_chain
+from slimbench.stages import BASE, STAGES, chain_prefixes, parse_chain, resolve_chain
 from slimbench.train import check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,6 +219,68 @@ def once(items: list[Any], what: str, where: str) -> None:
         seen.add(key)
 
 
+def pair_task(config: dict[str, Any], dataset: str, model: str) -> str:
+    """The task of a (dataset, model) pair: its dataset loader's, else its model family's."""
+    loader = config["datasets"][dataset]["loader"]
+    return LOADER_TASKS.get(loader) or FAMILY_TASKS.get(config["models"][model]["family"], "unknown")
+
+
+def skip_reason(config: dict[str, Any], dataset: str, model: str, chain: str) -> tuple[str, str] | None:
+    """(stage, reason) of the first stage of ``chain`` that does not apply to ``model`` on ``dataset``'s task
+    (each stage's ``applies_to``, against :func:`slimbench.architectures.structures`); None when all apply."""
+    spec, task = config["models"][model], pair_task(config, dataset, model)
+    for call in parse_chain(chain):
+        stage = STAGES.get(call.name)
+        reason = stage.applies_to.reason(stage.name, structures(spec), task, model)
+        if reason is not None:
+            return stage.name, reason
+    return None
+
+
+def skipped(config: dict[str, Any], study: str) -> list[dict[str, str]]:
+    """What a study with ``skip_inapplicable: true`` leaves out of its grid, and why (its ``skipped`` table)."""
+    spec = config["studies"][study]
+    if not spec.get("skip_inapplicable"):
+        return []
+    rows = []
+    for dataset, model in panels(config, study):
+        for chain in spec["chains"]:
+            found = skip_reason(config, dataset, model, chain)
+            if found is not None:
+                rows.append({"dataset": dataset, "model": model, "chain": chain, "stage": found[0],
+                             "reason": found[1]})
+    return rows
+
+
+def check_applicable(config: dict[str, Any], name: str, study: dict[str, Any]) -> None:
+    """Every chain must apply to every (dataset, model) of the grid, unless the study sets ``skip_inapplicable``;
+    then each left-out combination is logged and listed in the skipped table, and a chain that applies nowhere
+    is refused (it would run nothing)."""
+    where = f"study '{name}'"
+    if not study.get("skip_inapplicable"):
+        for dataset, model in panels(config, name):
+            for chain in study["chains"]:
+                found = skip_reason(config, dataset, model, chain)
+                if found is not None:
+                    raise ConfigError(f"{where}: chain '{chain}' cannot run on model '{model}' with dataset "
+                                      f"'{dataset}': {found[1]}. Fix: remove the chain or the model, or set "
+                                      f"'skip_inapplicable: true' in the study to leave such combinations out "
+                                      f"(each is then listed with its reason in the study's skipped table).")
+        return
+    left_out = skipped(config, name)
+    pairs = len(list(panels(config, name)))
+    for chain in study["chains"]:
+        if sum(row["chain"] == chain for row in left_out) == pairs:
+            reasons = sorted({row["reason"] for row in left_out if row["chain"] == chain})
+            raise ConfigError(f"{where}: chain '{chain}' applies to no (dataset, model) of the grid ({'; '.join(reasons)}). "
+                              f"Fix: remove it, or add a model it applies to.")
+    if left_out:
+        logging.getLogger("slimbench").info("%s: %d of %d (dataset, model, chain) left out as inapplicable "
+                                            "(skipped table): e.g. %s/%s/%s: %s", where, len(left_out),
+                                            pairs * len(study["chains"]), left_out[0]["dataset"],
+                                            left_out[0]["model"], left_out[0]["chain"], left_out[0]["reason"])
+
+
 def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> None:
     where = f"study '{name}'"
     once(study["seeds"], "seed", where)
@@ -262,6 +325,7 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
                 raise ConfigError(f"{where}: chains '{resolved[steps]}' and '{chain}' are the same steps with the "
                                   f"same parameters (they would count as two results). Fix: list one of them.")
             resolved[steps] = chain
+    check_applicable(config, name, study)
     from slimbench.claims import TESTS
     from slimbench.plots import FIGURES, TABLES
 
@@ -384,14 +448,17 @@ def panels(config: dict[str, Any], study: str) -> Iterator[tuple[str, str]]:
 
 
 def experiments(config: dict[str, Any], study: str | None = None) -> Iterator[Experiment]:
-    """Every (dataset, model, seed, chain) of a study (or of all studies), in config order."""
+    """Every (dataset, model, seed, chain) of a study (or of all studies), in config order; a study with
+    ``skip_inapplicable`` leaves out what :func:`skipped` lists. The workflow, ``plan`` and ``study`` all use this."""
     for name, spec in config["studies"].items():
         if study is not None and name != study:
             continue
+        left_out = {(row["dataset"], row["model"], row["chain"]) for row in skipped(config, name)}
         for dataset, model in panels(config, name):
             for seed in spec["seeds"]:
                 for chain in spec["chains"]:
-                    yield Experiment(config["name"], name, dataset, model, seed, chain)
+                    if (dataset, model, chain) not in left_out:
+                        yield Experiment(config["name"], name, dataset, model, seed, chain)
 
 
 def study_settings(config: dict[str, Any], exp: Experiment) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+from slimbench.architectures import STRUCTURES
 from slimbench.errors import ConfigError
 from slimbench.registry import Registry
 
@@ -74,6 +75,50 @@ class Param:
 
 StageFn = Callable[..., nn.Module]
 RebuildFn = Callable[..., nn.Module]
+BudgetFn = Callable[[float], float]
+
+
+@dataclass(frozen=True)
+class AppliesTo:
+    """What a stage can compress, declared at registration so that a study can tell before any run which
+    (dataset, model, chain) make sense: the model structures it needs (names of
+    :data:`slimbench.architectures.STRUCTURES`, e.g. ``mlp_neurons``) and the tasks it works for (None: any)."""
+
+    needs: frozenset[str] = frozenset()
+    tasks: Optional[frozenset[str]] = None
+
+    def reason(self, stage: str, structures: Optional[frozenset[str]], task: str, model: str) -> Optional[str]:
+        """Why ``stage`` does not apply to ``model`` (its structures, None when unknown) on ``task``; None if it does."""
+        if self.tasks is not None and task not in self.tasks:
+            return f"'{stage}' works for {', '.join(sorted(self.tasks))}, not {task}"
+        if not self.needs:
+            return None
+        if structures is None:
+            return (f"'{stage}' needs {', '.join(sorted(self.needs))}, and the structures of model '{model}' are "
+                    f"unknown (add its architecture to slimbench/architectures.py)")
+        missing = sorted(self.needs - structures)
+        return f"'{stage}' needs {', '.join(missing)}, which model '{model}' lacks" if missing else None
+
+
+ANY = AppliesTo()
+
+
+def applies_to(*needs: str, tasks: Optional[tuple[str, ...]] = None) -> AppliesTo:
+    """``applies_to("mlp_neurons")``: the declaration a stage passes to :func:`stage`."""
+    unknown = sorted(set(needs) - set(STRUCTURES))
+    if unknown:
+        raise ValueError(f"applies_to: unknown structure(s) {unknown}; known: {sorted(STRUCTURES)}.")
+    return AppliesTo(frozenset(needs), None if tasks is None else frozenset(tasks))
+
+
+def removes_value(value: float) -> float:
+    """Budget of a stage whose primary value is already the share of its prunable FLOPs removed."""
+    return value
+
+
+def keeps_value(value: float) -> float:
+    """Budget of a stage whose primary value is the share of its prunable units KEPT (e.g. ``dgmr-0.7``)."""
+    return 1.0 - value
 
 
 @dataclass(frozen=True)
@@ -83,6 +128,9 @@ class Stage:
     ``rebuild`` replays structural changes that the saved tensor shapes alone cannot express (new exit
     heads, fake-quant wrappers) on a freshly built model before weights are loaded; ``finalize`` runs after
     loading (e.g. re-packing int8 kernels). Pruning needs neither: shapes are restored from the checkpoint.
+    ``applies_to`` says which models and tasks the stage can compress (default: any). ``budget`` maps the
+    primary value to the share of the stage's prunable FLOPs it removes (the crossbench's comparable budget;
+    None where the value is not such a share, e.g. a bit width).
     """
 
     name: str
@@ -92,6 +140,8 @@ class Stage:
     rebuild: Optional[RebuildFn] = None
     finalize: Optional[RebuildFn] = None
     description: str = ""
+    applies_to: AppliesTo = ANY
+    budget: Optional[BudgetFn] = None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -148,13 +198,18 @@ def stage(
     primary: Optional[str] = None,
     rebuild: Optional[RebuildFn] = None,
     finalize: Optional[RebuildFn] = None,
+    applies_to: AppliesTo = ANY,
+    budget: Optional[BudgetFn] = None,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn(model, ctx, **params) -> model`` as a stage; the docstring becomes its description."""
+    if budget is not None and primary is None:
+        raise ValueError(f"stage '{name}': a budget maps the primary value, so it needs a primary parameter.")
 
     def decorator(fn: StageFn) -> StageFn:
         STAGES.add(
             name,
-            Stage(name, fn, tuple(params), primary, rebuild, finalize, (fn.__doc__ or "").strip()),
+            Stage(name, fn, tuple(params), primary, rebuild, finalize, (fn.__doc__ or "").strip(), applies_to,
+                  budget),
         )
         return fn
 
