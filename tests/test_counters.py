@@ -40,3 +40,62 @@ def test_flops_of_a_tiny_vit_count_attention_on_cpu(path: str) -> None:
     backend = SDPBackend.MATH if path == "fused_math_backend" else None
     with sdpa_kernel(backend) if backend else torch.no_grad():
         assert cost.count_flops(lambda: model(x)) == 2 * sum(VIT_MACS.values()) == 2 * 4520
+
+
+# Swin block: 4x4 map of width C in 2x2 windows (W windows of T tokens), H heads, MLP width 2C, shifted windows.
+C, SIDE, WIN = 8, 4, 2
+TOKENS, WINDOWS, T = SIDE * SIDE, (SIDE // WIN) ** 2, WIN * WIN
+SWIN_MACS = {
+    "qkv": TOKENS * C * 3 * C,
+    "attention": WINDOWS * H * 2 * T * T * (C // H),  # QK^T and AV in every window
+    "proj": TOKENS * C * C,
+    "mlp": 2 * TOKENS * C * 2 * C,
+}
+# MobileViT block: 4-channel 4x4 map, 2x2 patches (P pixels per patch, NP patches), transformer width C.
+CIN, P, NP = 4, 4, 4
+MOBILEVIT_MACS = {
+    "conv_kxk": TOKENS * CIN * CIN * 9,
+    "conv_1x1": TOKENS * C * CIN,
+    "qkv": TOKENS * C * 3 * C,
+    "attention": P * H * 2 * NP * NP * (C // H),  # one attention over the NP patches per patch pixel
+    "proj": TOKENS * C * C,
+    "mlp": 2 * TOKENS * C * 2 * C,
+    "conv_proj": TOKENS * CIN * C,
+    "conv_fusion": TOKENS * CIN * 2 * CIN * 9,
+}
+
+
+def swin_block() -> torch.nn.Module:
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    return SwinTransformerBlock(C, (SIDE, SIDE), num_heads=H, window_size=WIN, shift_size=1, mlp_ratio=2.0).eval()
+
+
+def mobilevit_block() -> torch.nn.Module:
+    from timm.models.mobilevit import MobileVitBlock
+
+    return MobileVitBlock(CIN, CIN, transformer_dim=C, transformer_depth=1, patch_size=2, num_heads=H,
+                          mlp_ratio=2.0).eval()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_bitops_count_swin_windows_and_mobilevit_patches_over_all_leading_dims(fused: bool, batch: int) -> None:
+    for block, x, macs in ((swin_block(), torch.randn(batch, SIDE, SIDE, C), SWIN_MACS),
+                           (mobilevit_block(), torch.randn(batch, CIN, SIDE, SIDE), MOBILEVIT_MACS)):
+        for module in block.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = fused
+        assert bitops.total_bitops(block, x) == sum(macs.values()) * 32 * 32
+
+
+def test_bitops_of_a_tiny_vit_match_the_hand_count() -> None:
+    assert bitops.total_bitops(tiny_vit(), torch.randn(3, 3, IMG, IMG)) == sum(VIT_MACS.values()) * 32 * 32
+
+
+@pytest.mark.parametrize(("scheme", "act_bits"), [("dynamic", 8), ("weight_only", 32)])
+def test_int8_dynamic_quantization_is_charged_w8a8(scheme: str, act_bits: int) -> None:
+    from baselines.quantize import int8_quantize
+
+    model = int8_quantize(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)), scheme)
+    assert bitops.total_bitops(model, torch.randn(2, 64)) == (64 * 32 + 32 * 16) * 8 * act_bits

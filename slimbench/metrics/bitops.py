@@ -6,14 +6,20 @@ bit width of its weights times the bit width of its activations, so that a 32-bi
 copy differ by 16x, and an early-exit network is charged the operations it runs up to the exit each input
 takes, averaged over the evaluation set (the paper's expected cost of a dynamic architecture).
 
-Counted here, per example:
+Counted here, per example (every count is over the whole call, all leading dimensions included, then divided
+by the number of examples: Swin runs its layers on (batch x windows, tokens, dim) and MobileViT on (batch x
+patch area, patches, dim), so the first dimension is not the batch):
 
 - ``nn.Conv1d/2d/3d`` and ``nn.Linear``: MACs = output elements x (input channels / groups) x kernel size;
-- attention matrix products of modules exposing ``num_heads`` and ``head_dim`` (timm ``Attention``):
-  QK^T and AV, 2 x heads x tokens^2 x head_dim MACs, at the activations' bit width;
+- every matrix product between activations outside those layers (attention's QK^T and AV, whether written
+  as ``@``/``bmm``/``einsum`` or run by a fused ``scaled_dot_product_attention`` kernel), seen at the aten
+  level by a dispatch mode: MACs = leading dims x M x K x N, at both operands' bit widths;
 - a *quantized leaf* (any module with int ``weight_bits`` / ``act_bits`` and a ``layer`` child that is a conv
   or linear, e.g. the fake-quant wrapper of ``methods/order.py``) at those bit widths; any other layer at the
-  bit width of its weight and input dtypes (32 for float32, 16 for fp16, 8 for int8 codes).
+  bit width of its weight (32 for float32, 16 for fp16, 8 for int8 codes) and of the activations it really
+  multiplies: its input's dtype, or 8 for torchao dynamic int8 (``Int8DynamicActivationInt8WeightConfig``
+  quantizes each input row to int8 on the fly before an int8 x int8 matmul, so it is W8A8; weight-only int8
+  keeps float activations, W8A32).
 
 Early exit: a module with ``exit_boundaries()`` (the modules after whose forward one exit's head has run)
 and ``last_exit`` (each example's exit index after an eval forward) splits the network into segments;
@@ -23,10 +29,15 @@ FLOPs-style counts of the paper.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import re
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
 
 COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -46,14 +57,46 @@ def tensor_bit_width(tensor: torch.Tensor) -> int:
 
 
 def layer_macs(layer: nn.Module, output: torch.Tensor) -> int:
-    """MACs per example of a conv or linear layer from its output shape."""
-    per_example = output[0].numel() if output.dim() > 1 else output.numel()
+    """MACs of one call of a conv or linear layer from its output shape, over all leading dimensions."""
     if isinstance(layer, nn.Linear):
-        return per_example * layer.in_features
-    kernel = 1
-    for k in layer.kernel_size:
-        kernel *= k
-    return per_example * (layer.in_channels // layer.groups) * kernel
+        return output.numel() * layer.in_features
+    return output.numel() * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
+
+
+def activation_bits(weight: torch.Tensor, inputs: torch.Tensor) -> int:
+    """Bit width of the activations a layer multiplies: torchao weights that quantize their input on the fly
+    (``act_quant_kwargs``, e.g. ``QuantizeTensorToInt8Kwargs``) say it in their name; else the input's dtype."""
+    kwargs = getattr(weight, "act_quant_kwargs", None)
+    if kwargs is None:
+        return inputs.element_size() * 8
+    found = re.search(r"(?:Int|Float)(\d+)", type(kwargs).__name__)
+    if not found:
+        raise ValueError(f"cannot tell the activation bit width of {type(kwargs).__name__}; add it to "
+                         "slimbench.metrics.bitops.activation_bits")
+    return int(found.group(1))
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(…, M, K) x (…, K, N): leading dims x M x K x N."""
+    return math.prod(a.shape) * b.shape[-1], a, b
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *_: Any, **__: Any) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """QK^T (leading x N_q x d x N_k) plus AV (leading x N_q x N_k x d_v), leading = batch x query heads."""
+    return math.prod(q.shape[:-1]) * k.shape[-2] * (q.shape[-1] + v.shape[-1]), q, k
+
+
+# aten matrix products an activation x activation product can reach (matmul and einsum decompose to these).
+MATMULS: dict[Any, Callable[..., tuple[int, torch.Tensor, torch.Tensor]]] = {
+    aten.mm.default: _mm, aten.bmm.default: _mm,
+    aten.addmm.default: lambda bias, a, b, *_, **__: _mm(a, b),
+    aten.baddbmm.default: lambda bias, a, b, *_, **__: _mm(a, b),
+    **{getattr(aten, name).default: _sdpa for name in (
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable", "_scaled_dot_product_attention_math_for_mps")
+       if hasattr(aten, name)},
+}
 
 
 def is_quantized_leaf(module: nn.Module) -> bool:
@@ -61,36 +104,66 @@ def is_quantized_leaf(module: nn.Module) -> bool:
             and isinstance(getattr(module, "layer", None), COMPUTE))
 
 
-def is_attention(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "num_heads", None), int) and isinstance(getattr(module, "head_dim", None), int)
-
-
 def _first_tensor(values: Any) -> torch.Tensor:
     return values[0] if isinstance(values, (tuple, list)) else values
 
 
+class _MatmulMode(TorchDispatchMode):
+    """Adds the BitOps of every aten matrix product run outside a conv/linear layer (``counter.inside == 0``)."""
+
+    def __init__(self, counter: "SegmentCounter") -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in MATMULS and not self.counter.inside:
+            macs, a, b = MATMULS[func](*args, **kwargs)
+            self.counter._add(layer_bitops(macs, a.element_size() * 8, b.element_size() * 8))
+        return func(*args, **kwargs)
+
+
 class SegmentCounter:
-    """Forward hooks that add each layer's BitOps to the current early-exit segment."""
+    """Forward hooks that add each layer's BitOps to the current early-exit segment, and a dispatch mode (active
+    inside ``with counter:``) that adds the activation x activation products run between those layers."""
 
     def __init__(self, model: nn.Module) -> None:
         self.segments: list[int] = [0]
         self.handles: list[Any] = []
+        self.inside = 0  # depth of conv/linear/quantized-leaf calls: their matmuls are counted by the hooks
         inside_quantized: set[int] = set()
         for module in model.modules():
             if is_quantized_leaf(module):
                 inside_quantized.add(id(module.layer))
-                self.handles.append(module.register_forward_hook(self._quantized))
-            elif isinstance(module, COMPUTE):
-                continue
-            elif is_attention(module):
-                self.handles.append(module.register_forward_hook(self._attention))
+                self._hook(module, self._quantized)
         for module in model.modules():
             if isinstance(module, COMPUTE) and id(module) not in inside_quantized:
-                self.handles.append(module.register_forward_hook(self._float))
+                self._hook(module, self._float)
+            elif isinstance(module, COMPUTE):
+                self._hook(module, None)
         for module in model.modules():
             if hasattr(module, "exit_boundaries"):
                 for boundary in module.exit_boundaries():
                     self.handles.append(boundary.register_forward_hook(self._next_segment))
+        self._mode = _MatmulMode(self)
+
+    def _hook(self, module: nn.Module, count: Callable[..., None] | None) -> None:
+        def leave(mod: nn.Module, inputs: Any, output: Any) -> None:
+            self.inside -= 1
+            if count is not None:
+                count(mod, inputs, output)
+
+        def enter(*_: Any) -> None:
+            self.inside += 1
+
+        self.handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+
+    def __enter__(self) -> "SegmentCounter":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mode.__exit__(*exc)
 
     def _add(self, value: int) -> None:
         self.segments[-1] += value
@@ -99,14 +172,8 @@ class SegmentCounter:
         self._add(layer_bitops(layer_macs(module.layer, output), module.weight_bits, module.act_bits))
 
     def _float(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        act_bits = _first_tensor(inputs).element_size() * 8
+        act_bits = activation_bits(module.weight, _first_tensor(inputs))
         self._add(layer_bitops(layer_macs(module, output), tensor_bit_width(module.weight), act_bits))
-
-    def _attention(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        tokens = _first_tensor(inputs).shape[1]
-        macs = 2 * module.num_heads * tokens * tokens * module.head_dim
-        bits = _first_tensor(inputs).element_size() * 8
-        self._add(layer_bitops(macs, bits, bits))
 
     def _next_segment(self, *_: Any) -> None:
         self.segments.append(0)
@@ -117,19 +184,20 @@ class SegmentCounter:
 
 
 @torch.no_grad()
-def segment_bitops(model: nn.Module, forward: Any) -> list[int]:
-    """BitOps per early-exit segment for one example (one segment when the model has no exits).
+def segment_bitops(model: nn.Module, forward: Any, examples: int = 1) -> list[int]:
+    """BitOps per early-exit segment per example (one segment when the model has no exits).
 
-    ``forward()`` runs the model on a batch of one example. Exit heads run in eval mode on every example
-    here, so segment ``j`` holds the backbone between exits ``j-1`` and ``j`` plus head ``j``.
+    ``forward()`` runs the model on a batch of ``examples`` examples. Exit heads run in eval mode on every
+    example here, so segment ``j`` holds the backbone between exits ``j-1`` and ``j`` plus head ``j``.
     """
     counter = SegmentCounter(model)
     try:
         model.eval()
-        forward()
+        with counter:
+            forward()
     finally:
         counter.remove()
-    return counter.segments
+    return [segment // examples for segment in counter.segments]
 
 
 def expected_bitops(segments: Sequence[int], exit_counts: Sequence[int]) -> float:
@@ -191,5 +259,5 @@ def cost_record(model: nn.Module, task: Any, dataset: Any, device: torch.device,
 
 
 def total_bitops(model: nn.Module, example: torch.Tensor) -> int:
-    """Full-depth BitOps of ``model(example)`` (convenience for tests and scripts)."""
-    return sum(segment_bitops(model, lambda: model(example)))
+    """Full-depth BitOps per example of ``model(example)`` (convenience for tests and scripts)."""
+    return sum(segment_bitops(model, lambda: model(example), len(example)))
