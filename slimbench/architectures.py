@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 STRUCTURES = {
     "mlp_neurons": "transformer MLP hidden neurons (slimbench.surgery.find_mlps)",
-    "attention_heads": "attention heads that slimbench.surgery.keep_heads can remove",
+    "attention_heads": "attention heads that slimbench.surgery.keep_heads can remove; not Swin's window attention",
     "linear_compute": "compute mostly in nn.Linear layers (what int8 quantizes)",
     "token_features": "final token features for feature distillation",
 }

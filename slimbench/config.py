@@ -225,16 +225,20 @@ def pair_task(config: dict[str, Any], dataset: str, model: str) -> str:
     return LOADER_TASKS.get(loader) or FAMILY_TASKS.get(config["models"][model]["family"], "unknown")
 
 
-def skip_reason(config: dict[str, Any], dataset: str, model: str, chain: str) -> tuple[str, str] | None:
-    """(stage, reason) of the first stage of ``chain`` that does not apply to ``model`` on ``dataset``'s task
-    (each stage's ``applies_to``, against :func:`slimbench.architectures.structures`); None when all apply."""
-    spec, task = config["models"][model], pair_task(config, dataset, model)
+def chain_skip_reason(spec: dict[str, Any], task: str, model: str, chain: str) -> tuple[str, str] | None:
+    """(stage, reason) of the first stage of ``chain`` that does not apply to the model ``spec`` (named ``model``)
+    on ``task`` (each stage's ``applies_to``, against :func:`slimbench.architectures.structures`); None if all apply."""
     for call in parse_chain(chain):
         stage = STAGES.get(call.name)
         reason = stage.applies_to.reason(stage.name, structures(spec), task, model)
         if reason is not None:
             return stage.name, reason
     return None
+
+
+def skip_reason(config: dict[str, Any], dataset: str, model: str, chain: str) -> tuple[str, str] | None:
+    """:func:`chain_skip_reason` for a (dataset, model) of the config."""
+    return chain_skip_reason(config["models"][model], pair_task(config, dataset, model), model, chain)
 
 
 def skipped(config: dict[str, Any], study: str) -> list[dict[str, str]]:

@@ -160,3 +160,6 @@ def metric_vs_stored_bits(frame: pd.DataFrame, metric: str) -> "Figure":
     """Task metric against the share of the uncompressed model's stored weight bits kept (quantization counts
     here), one line per method (seeds as a band), the uncompressed model dashed."""
     return metric_vs_cost(frame, metric, "stored_bits")
+
+
+from slimbench import leaderboard  # noqa: E402,F401  (registers the crossbench's leaderboards, rank plot, skipped table)

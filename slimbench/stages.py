@@ -97,7 +97,8 @@ class AppliesTo:
             return (f"'{stage}' needs {', '.join(sorted(self.needs))}, and the structures of model '{model}' are "
                     f"unknown (add its architecture to slimbench/architectures.py)")
         missing = sorted(self.needs - structures)
-        return f"'{stage}' needs {', '.join(missing)}, which model '{model}' lacks" if missing else None
+        named = "; ".join(f"{name} ({STRUCTURES[name]})" for name in missing)
+        return f"'{stage}' needs {named}, which model '{model}' lacks" if missing else None
 
 
 ANY = AppliesTo()
