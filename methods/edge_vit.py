@@ -1,18 +1,31 @@
 """Edge ViT compression: Swin-to-student distillation, structured/unstructured pruning, post-training quantization.
 
 Paper: E. Youn, S. Mitheran J, S. Prabhu, S. Chen, "Compressing Vision Transformers for Low-Resource Visual
-Learning", arXiv 2309.02617 (2023); the authors' code is github.com/chensy7/efficient-vit. The paper fits a
-ViT-style model to a Jetson-Nano-class device (4 GB RAM, Sec. 1 "Motivation"; its CPU has 4 cores) by
-(i) distilling a Swin teacher into a MobileViT student (ResNet-18 as a CNN reference),
-(ii) structured pruning of filters/channels, linear rows and attention heads, one-shot or iterative, with
-unstructured pruning as the comparison, and (iii) fp16 post-training quantization (the paper's pipeline and ablations; details here follow the authors'
-``train_upernet.py``, ``upernet.py``, ``prune.py``, ``evaluate.py``, ``Uper_mobilevit.yml``). Here it is done for
-image classification; the paper's setting is UPerNet segmentation on LPCV 2023 UAV data.
+Learning", arXiv 2309.02617 (2023); the authors' code is github.com/chensy7/efficient-vit (branch swin_v2_b,
+commit 6163879 cited below). The paper fits a segmentation model to a Jetson-Nano-class device (4 GB RAM, Sec. 1
+"Motivation"; its CPU has 4 cores) by (i) distilling a Swin(-V2) UPerNet teacher into a UPerNet with a MobileViT-S
+backbone (ResNet-18 as a CNN reference), (ii) structured pruning of filters/channels, linear rows and attention
+heads, one-shot or iterative, with unstructured pruning as the comparison, and (iii) fp16 post-training
+quantization (details here follow the authors' ``train_upernet.py``, ``upernet.py``, ``prune.py``,
+``evaluate.py``, ``Uper_mobilevit.yml``). The same stages serve the paper's setting, semantic segmentation
+(study ``edge_vit``: CamVid, as LPCV 2023 UAV data is not available), and this project's image-classification
+version (study ``edge_vit_cifar``: CIFAR-10).
+
+Distillation, the authors' way (``upernet.py`` @ 6163879, ``UperNet.forward``): loss = task cross-entropy
++ 1.0 x MSE between the student's and the teacher's logit maps (both upsampled to the input size); their KL
+line (T = 1) is commented out in every commit. Their task loss is OHEM cross-entropy (``OhemCELoss2D``,
+thresh 0.7, ``Uper_mobilevit.yml``); here it is the task's plain cross-entropy (not replicated). The KL logit
+term and the feature-mimicking term are this project's options (``logit_loss: kl``, ``beta > 0``), used by the
+classification study.
 
 Stages registered here:
 
-- ``feature_kd-<student alias>``: logit KD plus feature mimicking of intermediate stages into a *different*
-  model, the student, named by a model alias of the config (see :func:`feature_kd`).
+- ``feature_kd-<student alias>``: distillation into a *different* model, the student, named by a model alias
+  of the config (see :func:`feature_kd`): CE + alpha x logit term (MSE by default) + beta x feature term.
+- ``label_student-<student alias>``: the same student trained with the same recipe on the labels alone (no
+  teacher): the reference the distillation gain is measured against.
+- ``mse_kd``: the authors' CE + MSE distillation of the teacher into the current model (after pruning: the
+  authors retrain the pruned student with the teacher, ``train_upernet.py`` with ``prune: True``).
 - ``structured_prune-<target>`` (one-shot) and ``iterative_prune-<target>`` (several prune/fine-tune
   rounds), target ``filters`` | ``channels`` | ``rows`` | ``heads``; filters/channels/rows go through
   Torch-Pruning's DependencyGraph (coupled layers shrink together), heads through slimbench.surgery.
@@ -51,7 +64,10 @@ def teacher_shape(teacher: nn.Module) -> DatasetInfo:
     classifier's outputs, the first convolution's inputs, and a patch embedding's ``img_size`` if any.
 
     The KD stage's ``rebuild`` hook only sees the freshly built teacher, so the student's shape comes from it.
+    Segmentation models (slimbench.models.segmentation) carry their ``dataset_info``.
     """
+    if isinstance(getattr(teacher, "dataset_info", None), DatasetInfo):
+        return teacher.dataset_info
     linears = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
     convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
     if not linears or not convs:
@@ -177,12 +193,29 @@ def distillation_pairs(student: nn.Module, teacher: nn.Module, x: torch.Tensor) 
     return pairs, nn.ModuleList([projection(s_feats[s].shape[1], t_feats[t].shape[1]) for s, t in pairs])
 
 
-def distillation_loss(ctx: Context, teacher: nn.Module, teacher_tap: FeatureTap, pairs: list[tuple[int, int]],
-                      temperature: float, alpha: float, beta: float) -> Callable[[Distiller, Any], torch.Tensor]:
-    """Loss = CE(student, y) + alpha * T^2 KL(teacher/T || student/T) + beta * feature mimicking.
+LOGIT_LOSSES = ("mse", "kl")
 
-    The authors' training adds the distillation term to the task loss with weight 1 (``upernet.py``,
-    ``UperNet.forward``: ``loss += t_loss``; its KL variant uses T = 1, alpha = 1), hence the defaults.
+
+def logit_term(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
+    """The logit distillation term. ``mse``: the authors' ``F.mse_loss(outputs, teacher_outputs)``, the mean
+    over every element of the (upsampled) logit maps (``upernet.py`` @ 6163879, ``UperNet.forward``). ``kl``:
+    this project's T^2-scaled KL over classes (Hinton et al., 2015), for classification logits (N, classes)."""
+    if kind == "mse":
+        return F.mse_loss(student.float(), teacher.float())
+    if student.ndim != 2:
+        raise ConfigError("logit_loss 'kl' is defined here for classification logits (N, classes), not maps of "
+                          f"shape {tuple(student.shape)}. Fix: use logit_loss: mse (the authors' term).")
+    return kd_loss(student, teacher, temperature)
+
+
+def distillation_loss(ctx: Context, teacher: nn.Module, teacher_tap: FeatureTap, pairs: list[tuple[int, int]],
+                      logit_loss: str, temperature: float, alpha: float,
+                      beta: float) -> Callable[[Distiller, Any], torch.Tensor]:
+    """Loss = task CE(student, y) + alpha * logit term (:func:`logit_term`) + beta * feature mimicking.
+
+    The authors add the logit MSE to the task loss with weight 1 (``upernet.py`` @ 6163879: ``t_loss =
+    F.mse_loss(outputs, teacher_outputs); loss += t_loss``), hence alpha = 1 and logit_loss = mse by default;
+    the feature term (beta) is this project's and off by default.
     """
 
     def loss(distiller: Distiller, batch: Any) -> torch.Tensor:
@@ -191,51 +224,97 @@ def distillation_loss(ctx: Context, teacher: nn.Module, teacher_tap: FeatureTap,
         t_feats = teacher_tap.take()
         if beta == 0:
             logits = ctx.task.logits(distiller.student, batch)
-            return ctx.task.loss(logits, batch) + alpha * kd_loss(logits, target, temperature)
+            return ctx.task.loss(logits, batch) + alpha * logit_term(logits, target, logit_loss, temperature)
         s_tap = FeatureTap(distiller.student)
         try:
             logits = ctx.task.logits(distiller.student, batch)
             s_feats = s_tap.take()
         finally:
             s_tap.close()
-        return (ctx.task.loss(logits, batch) + alpha * kd_loss(logits, target, temperature)
+        return (ctx.task.loss(logits, batch) + alpha * logit_term(logits, target, logit_loss, temperature)
                 + beta * feature_loss(s_feats, t_feats, distiller.projections, pairs))
 
     return loss
 
 
-@stage("feature_kd", params=(Param("student", str, "mobilevit_xs", model=True, help="model alias of the student"),
-                             EPOCHS, LR, Param("temperature", float, 1.0, 0.0, None, low_open=True),
-                             Param("alpha", float, 1.0, 0.0, None, help="weight of the logit KL term"),
-                             Param("beta", float, 1.0, 0.0, None, help="weight of the feature-mimicking term")),
+STUDENT = Param("student", str, "mobilevit_xs", model=True, help="model alias of the student")
+LOGIT_LOSS = Param("logit_loss", str, "mse", choices=LOGIT_LOSSES,
+                   help="logit term: mse (the authors') or kl (this project's, classification)")
+TEMPERATURE = Param("temperature", float, 1.0, 0.0, None, low_open=True, help="KL temperature (kl only)")
+ALPHA = Param("alpha", float, 1.0, 0.0, None, help="weight of the logit term (authors: 1.0)")
+
+
+def new_student(model: nn.Module, ctx: Context, student: dict[str, Any]) -> nn.Module:
+    """The student of spec ``student`` for the teacher's (``model``'s) data shape, on the device."""
+    net = build_student(model, student, pretrained=True).to(ctx.device)
+    if teacher_shape(net).num_classes != ctx.task.info.num_classes:
+        raise ConfigError(f"feature_kd: student {student} does not predict {ctx.task.info.num_classes} classes.")
+    return net
+
+
+@stage("feature_kd", params=(STUDENT, EPOCHS, LR, LOGIT_LOSS, TEMPERATURE, ALPHA,
+                             Param("beta", float, 0.0, 0.0, None,
+                                   help="weight of the feature-mimicking term (this project's, off by default)")),
        primary="student", rebuild=rebuild_student)
 def feature_kd(model: nn.Module, ctx: Context, student: dict[str, Any], epochs: Optional[int], lr: Optional[float],
-               temperature: float, alpha: float, beta: float) -> nn.Module:
-    """Distil the teacher (``ctx.teacher``, the study's uncompressed base model, e.g. a Swin) into a new
-    student built from the spec ``student`` (the pipeline resolves the chain's alias, e.g. mobilevit_xs, through
-    the config's models); returns the student.
+               logit_loss: str, temperature: float, alpha: float, beta: float) -> nn.Module:
+    """Distil the teacher (``ctx.teacher``, the study's uncompressed base model, e.g. a Swin UPerNet) into a new
+    student built from the spec ``student`` (the pipeline resolves the chain's alias, e.g. upernet_mobilevit_s,
+    through the config's models); returns the student.
 
     How a stage yields a different model: the student is built here for the teacher's classes, channels and
     input size (:func:`teacher_shape`), trained with :func:`distillation_loss` through the shared training loop,
     and saved; its ``rebuild`` hook rebuilds the same student when the checkpoint is loaded, so later stages
-    (pruning, quantization) and the evaluation see the student. Paper: knowledge distillation step (logit and
-    feature distillation from a Swin teacher into MobileViT, ResNet-18 as reference; ``train_upernet.py``).
+    (pruning, quantization) and the evaluation see the student. Paper: knowledge distillation step (Swin-V2
+    teacher -> MobileViT-S student, ``train_upernet.py`` with a ``teacher`` in ``Uper_mobilevit.yml``).
     """
     teacher = ctx.teacher
-    net = build_student(model, student, pretrained=True).to(ctx.device)
-    if teacher_shape(net).num_classes != ctx.task.info.num_classes:
-        raise ConfigError(f"feature_kd: student {student} does not predict {ctx.task.info.num_classes} classes.")
-    sample = ctx.task.to_device(next(ctx.calibration_batches(8, 8)), ctx.device)[0]
-    pairs, projections = distillation_pairs(net, teacher, sample) if beta > 0 else ([], nn.ModuleList())
+    net = new_student(model, ctx, student)
+    pairs, projections = [], nn.ModuleList()
+    if beta > 0:
+        sample = ctx.task.to_device(next(ctx.calibration_batches(8, 8)), ctx.device)[0]
+        pairs, projections = distillation_pairs(net, teacher, sample)
     distiller = Distiller(net, projections.to(ctx.device))
     teacher_tap = FeatureTap(teacher) if beta > 0 else FeatureTap.nothing()
     try:
         fit(distiller, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed,
-            loss_fn=distillation_loss(ctx, teacher, teacher_tap, pairs, temperature, alpha, beta),
+            loss_fn=distillation_loss(ctx, teacher, teacher_tap, pairs, logit_loss, temperature, alpha, beta),
             progress=ctx.progress, desc=f"feature_kd {student['family']}")
     finally:
         teacher_tap.close()
     return distiller.student.eval()
+
+
+STUDENT_STAGES = ("feature_kd", "label_student")
+
+
+@stage("label_student", params=(STUDENT, EPOCHS, LR), primary="student", rebuild=rebuild_student)
+def label_student(model: nn.Module, ctx: Context, student: dict[str, Any], epochs: Optional[int],
+                  lr: Optional[float]) -> nn.Module:
+    """The student trained on the labels alone, with the distillation stage's recipe (set the same epochs and
+    lr in the config): the label-only reference of the paper's distillation gain (about +0.06 IoU)."""
+    net = new_student(model, ctx, student)
+    fit(net, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed,
+        progress=ctx.progress, desc=f"label_student {student['family']}")
+    return net.eval()
+
+
+@stage("mse_kd", params=(EPOCHS, LR, ALPHA))
+def mse_kd(model: nn.Module, ctx: Context, epochs: Optional[int], lr: Optional[float], alpha: float) -> nn.Module:
+    """Retrain the current model (e.g. the pruned student) with the teacher: task CE + alpha x MSE of the logit
+    maps, the authors' loss (``upernet.py`` @ 6163879); their pruned student is retrained this way
+    (``train_upernet.py``, ``prune: True`` with a teacher)."""
+    teacher = ctx.teacher
+
+    def loss(student: nn.Module, batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            target = ctx.task.logits(teacher, batch)
+        logits = ctx.task.logits(student, batch)
+        return ctx.task.loss(logits, batch) + alpha * logit_term(logits, target, "mse", 1.0)
+
+    fit(model, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed, loss_fn=loss,
+        progress=ctx.progress, desc="mse_kd")
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -445,8 +524,8 @@ def budget_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def deployed_model(chain: str, base_model: str) -> str:
-    """Which network a chain deploys: the KD student's alias, else the study's base model."""
-    students = [call.value for call in parse_chain(chain) if call.name == "feature_kd" and call.value]
+    """Which network a chain deploys: the (distilled or label-only) student's alias, else the study's base model."""
+    students = [call.value for call in parse_chain(chain) if call.name in STUDENT_STAGES and call.value]
     return students[-1] if students else base_model
 
 

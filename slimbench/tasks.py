@@ -1,7 +1,8 @@
 """Tasks turn a dataset batch into model inputs, logits, a loss and the task metric.
 
-Three kinds cover the benchmark: image classification (timm-style ``model(x)``), text classification
-(Hugging Face ``model(**tokens).logits``) and causal language modelling (``model(input_ids).logits``).
+Four kinds cover the benchmark: image classification (timm-style ``model(x)``), semantic segmentation (a
+map of logits per image), text classification (Hugging Face ``model(**tokens).logits``) and causal language
+modelling (``model(input_ids).logits``).
 Stages and the training loop only talk to a Task, never to a dataset or model type directly.
 """
 
@@ -16,7 +17,8 @@ from torch import nn
 
 from slimbench.batching import TokenizedText
 from slimbench.data import ArrayDataset, DatasetInfo, TextCorpus, TextDataset, TokenBlockDataset, batches
-from slimbench.metrics.task import classification_metrics, perplexity
+from slimbench.metrics.task import (classification_metrics, confusion_matrix, perplexity,
+                                   segmentation_metrics)
 from slimbench.registry import Registry
 
 
@@ -123,6 +125,94 @@ def random_crop_flip(x: torch.Tensor, padding: int) -> torch.Tensor:
     out = out.gather(3, cols)
     flip = torch.rand(n, device=x.device) < 0.5
     return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+
+
+@TASKS.register("semantic_segmentation")
+class SemanticSegmentation(Task):
+    """Per-pixel classification: uint8 images (N, 3, H, W) and label maps (N, H, W) in, logits maps out.
+
+    The model's logits are upsampled (bilinear) to the label size, as the edge-ViT authors' UPerNet does
+    (``upernet.py``, ``F.interpolate(x, size=input_size, mode='bilinear')``, chensy7/efficient-vit @ 6163879);
+    the loss is pixel cross-entropy without the ``ignore_index`` label (the dataset's void class); evaluation
+    is at full resolution, mean IoU from a confusion matrix. Training batches get the dataset's augmentation
+    (``info.extra``: random scale in ``scale``, random ``crop``, horizontal flip) when ``info.augment``.
+    Task option ``eval_batch_size`` (default 8) caps the evaluation batch: full-size maps are large.
+    """
+
+    @property
+    def ignore_index(self) -> int:
+        return int(self.info.extra.get("ignore_index", 255))
+
+    def to_device(self, batch: Any, device: torch.device, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        x = images.to(device, non_blocking=True).float().div_(255)
+        mean, std = normalization(self.info.mean, self.info.std, device)
+        x = (x - mean) / std
+        y = labels.to(device, non_blocking=True).long()
+        if train and self.info.augment:
+            x, y = scale_crop_flip(x, y, tuple(self.info.extra["scale"]), tuple(self.info.extra["crop"]),
+                                   self.ignore_index)
+        return x, y
+
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        dtype = next(model.parameters()).dtype
+        out = model(batch[0].to(dtype) if dtype.is_floating_point else batch[0])
+        out = out.logits if hasattr(out, "logits") else out
+        size = batch[1].shape[-2:]
+        if out.shape[-2:] != size:
+            out = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+        return out.float()
+
+    def loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        return F.cross_entropy(logits, batch[1], ignore_index=self.ignore_index)
+
+    def labels(self, batch: Any) -> torch.Tensor:
+        return batch[1]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, dataset: ArrayDataset, device: torch.device, batch_size: int = 8) -> dict:
+        """Mean IoU, pixel and mean class accuracy over every labelled pixel of ``dataset`` at full resolution,
+        and ``eval_loss``, the pixel cross-entropy averaged over the labelled pixels."""
+        model.eval()
+        classes = self.info.num_classes
+        confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
+        loss_sum, pixels = 0.0, 0
+        for batch in self.loader(dataset, min(batch_size, self.options.get("eval_batch_size", 8))):
+            batch = self.to_device(batch, device)
+            logits = self.logits(model, batch)
+            confusion += confusion_matrix(batch[1], logits.argmax(1), classes, self.ignore_index)
+            counted = int((batch[1] != self.ignore_index).sum())
+            if counted:
+                loss_sum += self.loss(logits, batch).item() * counted
+                pixels += counted
+        return {**segmentation_metrics(confusion.cpu()), "eval_loss": loss_sum / max(1, pixels)}
+
+
+def scale_crop_flip(x: torch.Tensor, y: torch.Tensor, scale: tuple[float, float], crop: tuple[int, int],
+                    ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The usual segmentation augmentation, per image on the device: resize by a factor drawn uniformly from
+    ``scale`` (image bilinear, labels nearest), pad to at least ``crop`` (image with 0 = the mean after
+    normalization, labels with ``ignore_index``), take a random ``crop`` window, flip horizontally with p=0.5.
+    Draws come from torch's global CPU generator, which the training loop seeds."""
+    height, width = crop
+    images, labels = [], []
+    for image, label in zip(x, y):
+        factor = scale[0] + (scale[1] - scale[0]) * float(torch.rand(()))
+        h, w = max(1, round(image.shape[-2] * factor)), max(1, round(image.shape[-1] * factor))
+        image = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+        pad_h, pad_w = max(0, height - h), max(0, width - w)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            label = F.pad(label, (0, pad_w, 0, pad_h), value=ignore_index)
+        top = int(torch.randint(0, image.shape[-2] - height + 1, ()))
+        left = int(torch.randint(0, image.shape[-1] - width + 1, ()))
+        image, label = image[:, top:top + height, left:left + width], label[top:top + height, left:left + width]
+        if float(torch.rand(())) < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        images.append(image)
+        labels.append(label)
+    return torch.stack(images), torch.stack(labels)
 
 
 @TASKS.register("text_classification")

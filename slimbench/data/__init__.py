@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from slimbench.data import files, glue, images, text  # noqa: F401  (register the loaders)
+from slimbench.data import camvid, files, glue, images, text  # noqa: F401  (register the loaders)
 from slimbench.data.base import (ArrayDataset, DatasetInfo, ImageTensorDataset, Splits, TextCorpus,  # noqa: F401
                                  TextDataset, TokenBlockDataset, batches, seeded_subset)
 from slimbench.data.registry import DATASETS

@@ -1,10 +1,12 @@
-"""Task metrics with GLUE's definitions, computed with scikit-learn (``evaluate.load`` needs the hub)."""
+"""Task metrics: GLUE's definitions computed with scikit-learn (``evaluate.load`` needs the hub), perplexity,
+and segmentation's mean IoU and pixel accuracy from a confusion matrix."""
 
 from __future__ import annotations
 
 import math
 from typing import Callable, Sequence
 
+import torch
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from slimbench.registry import Registry
@@ -26,3 +28,32 @@ def perplexity(total_nll: float, total_tokens: int) -> dict[str, float]:
     """exp of the mean negative log-likelihood per predicted token."""
     mean = total_nll / max(total_tokens, 1)
     return {"perplexity": math.exp(mean), "nll": mean, "tokens": float(total_tokens)}
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int,
+                     ignore_index: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts, rows = true class, columns = predicted class, over the pixels
+    whose label is not ``ignore_index`` (one bincount, on the tensors' device). A label outside the classes
+    is an error: silently dropping it would raise mIoU."""
+    keep = labels != ignore_index
+    truth, guess = labels[keep].long(), predictions[keep].long()
+    if truth.numel() and (int(truth.min()) < 0 or int(truth.max()) >= num_classes):
+        raise ValueError(f"segmentation labels must be 0..{num_classes - 1} or the ignore index {ignore_index}; "
+                         f"found {int(truth.min())}..{int(truth.max())}. Fix: check the dataset's label maps "
+                         f"and its num_classes.")
+    counts = torch.bincount(truth * num_classes + guess, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes)
+
+
+def segmentation_metrics(confusion: torch.Tensor) -> dict[str, float]:
+    """Mean IoU, pixel accuracy and mean class accuracy of a confusion matrix, as the edge-ViT authors'
+    ``metrics.py`` (runningScore, from wkentaro/pytorch-fcn; chensy7/efficient-vit @ 6163879) computes them:
+    IoU_c = TP / (TP + FP + FN), averaged over the classes whose union is non-empty (their ``np.nanmean``)."""
+    hist = confusion.double()
+    true_positive, truth, guessed = hist.diag(), hist.sum(1), hist.sum(0)
+    union = truth + guessed - true_positive
+    present = union > 0
+    seen = truth > 0
+    return {"mean_iou": float((true_positive[present] / union[present]).mean()) if present.any() else float("nan"),
+            "pixel_accuracy": float(true_positive.sum() / hist.sum()) if hist.sum() > 0 else float("nan"),
+            "mean_class_accuracy": float((true_positive[seen] / truth[seen]).mean()) if seen.any() else float("nan")}
