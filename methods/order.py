@@ -100,8 +100,36 @@ class FakeQuant(nn.Module):
 
 
 def quant_bits(model: nn.Module) -> Optional[int]:
-    """The model's bit width if it is fake-quantized, else None."""
-    return next((m.weight_bits for m in model.modules() if isinstance(m, FakeQuant)), None)
+    """The bit width most of the model's fake-quantized layers use (None if it has none): the first and last
+    layers may keep a wider one (``methods/order_stages.py``)."""
+    widths = [m.weight_bits for m in model.modules() if isinstance(m, FakeQuant)]
+    return max(set(widths), key=widths.count) if widths else None
+
+
+def edge_layers(model: nn.Module) -> list[FakeQuant]:
+    """The first and last layers: the backbone's first quantized layer (the stem conv) and every classifier
+    output layer (a quantized Linear with one output per class: the final one and the exit heads' own)."""
+    base = getattr(model, "backbone", model)
+    wrappers = [m for m in base.modules() if isinstance(m, FakeQuant)]
+    if not wrappers:
+        return []
+    classes = model_info(model).num_classes
+    outputs = [m for m in model.modules() if isinstance(m, FakeQuant) and isinstance(m.layer, nn.Linear)
+               and m.layer.out_features == classes]
+    return [wrappers[0], *[m for m in outputs if m is not wrappers[0]]]
+
+
+def edge_bits(model: nn.Module) -> Optional[int]:
+    """The bit width of the first and last layers (None if the model is not quantized)."""
+    edges = edge_layers(model)
+    return edges[0].weight_bits if edges else None
+
+
+def set_edge_bits(model: nn.Module, bits: int) -> nn.Module:
+    """First and last layers at ``bits`` (weights and inputs)."""
+    for wrapper in edge_layers(model):
+        wrapper.weight_bits = wrapper.act_bits = bits
+    return model
 
 
 def quantize(model: nn.Module, bits: int) -> nn.Module:
@@ -199,6 +227,10 @@ class EarlyExit(nn.Module):
     def exit_boundaries(self) -> list[nn.Module]:
         return [self.backbone.get_submodule(p) for p in self.points]
 
+    def exits_like(self, model: nn.Module) -> "EarlyExit":
+        """``model`` with heads of this kind, as many as its depth allows (the student of distillation)."""
+        return add_exits(model, len(self.points), self.threshold)
+
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         self._pending = []
         final = self.backbone(x)
@@ -243,8 +275,10 @@ def model_info(model: nn.Module) -> DatasetInfo:
 
 
 @torch.no_grad()
-def add_exits(model: nn.Module, exits: int, threshold: float) -> EarlyExit:
-    """Attach heads (quantized like the backbone, if it is) after ``exits`` evenly spaced blocks."""
+def add_exits(model: nn.Module, exits: int, threshold: float, head: Any = None, wrapper: type = None) -> EarlyExit:
+    """Attach heads (``head(feature, classes)``, default :func:`exit_head`; quantized like the backbone, if it
+    is) after ``exits`` evenly spaced blocks, in ``wrapper`` (default :class:`EarlyExit`)."""
+    head, wrapper = head or exit_head, wrapper or EarlyExit
     points = exit_points(model, exits)
     info = model_info(model)
     device = next(model.parameters()).device
@@ -256,11 +290,14 @@ def add_exits(model: nn.Module, exits: int, threshold: float) -> EarlyExit:
     model.train(was_training)
     for handle in handles:
         handle.remove()
-    heads = nn.ModuleList([exit_head(f, info.num_classes) for f in features]).to(device)
-    bits = quant_bits(model)
+    heads = nn.ModuleList([head(f, info.num_classes) for f in features]).to(device)
+    bits, edge = quant_bits(model), edge_bits(model)
     if bits is not None:
         quantize(heads, bits)
-    return EarlyExit(model, points, heads, threshold)
+    found = wrapper(model, points, heads, threshold)
+    if bits is not None and edge != bits:  # the heads' output layers are last layers too
+        set_edge_bits(found, edge)
+    return found
 
 
 def all_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -291,11 +328,11 @@ def make_student(teacher: nn.Module, student: dict[str, Any], info: DatasetInfo)
     only the static architecture changes under distillation)."""
     model = build_model(student, info, pretrained=False, download=False)
     model = model.to(next(teacher.parameters()).device)
-    bits = quant_bits(teacher)
+    bits, edge = quant_bits(teacher), edge_bits(teacher)
     if isinstance(teacher, EarlyExit):  # as many heads as the student's depth allows
-        model = add_exits(model, len(teacher.points), teacher.threshold)
+        model = teacher.exits_like(model)
     if bits is not None:
-        quantize(model, bits)
+        set_edge_bits(quantize(model, bits), edge)
     return model
 
 
