@@ -99,3 +99,73 @@ def test_int8_dynamic_quantization_is_charged_w8a8(scheme: str, act_bits: int) -
 
     model = int8_quantize(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)), scheme)
     assert bitops.total_bitops(model, torch.randn(2, 64)) == (64 * 32 + 32 * 16) * 8 * act_bits
+
+
+# ----------------------------------------------------------------------------------------------- model memory
+def test_memory_probe_measures_the_saved_model_alone_in_a_fresh_cpu_process(tmp_path) -> None:
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.metrics.model_memory import ModelMemoryProbe, capture_inputs
+
+    info = DatasetInfo("toy", "image_classification", "accuracy", 10, 3, 32, (0.0,) * 3, (1.0,) * 3, False)
+    spec = {"family": "timm", "arch": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 512, "depth": 4,
+            "num_heads": 8}
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, embed_dim=512,
+                              depth=4, num_heads=8).eval()
+    weights_mib = sum(p.numel() for p in model.parameters()) * 4 / 2**20  # 12 D^2 per block + embeddings: ~48 MiB
+    checkpoint.save_model(model, tmp_path / "m", spec, info, [])
+    x = torch.randn(1, 3, 32, 32)
+    inputs = capture_inputs(model, lambda: model(x))
+    assert list(inputs) == ["arg.0"] and torch.equal(inputs["arg.0"], x)
+    probe = ModelMemoryProbe([])
+    try:
+        measured = probe.measure(tmp_path / "m", inputs, threads=1)
+    finally:
+        probe.close()
+    # weights as loaded: their bytes, give or take the allocator's slack; the runtime (hundreds of MiB) excluded
+    assert measured["model_weights_rss_mib"] == pytest.approx(weights_mib, rel=0.25)
+    assert measured["model_weights_rss_mib"] <= measured["model_peak_rss_mib"] < weights_mib + 64
+    assert measured["probe_process_peak_rss_mib"] > measured["model_peak_rss_mib"] + 100
+    assert measured["probe_threads"] == 1
+
+
+# ----------------------------------------------------------------------------------------------- paired latency
+def test_paired_latency_interleaves_the_models_and_reports_the_ratio_with_its_interval() -> None:
+    calls, now = [], [0.0]
+    # model A takes 3 ms, then 6 ms on the 4th pair (a load spike that hits its partner B too: 2 ms instead of 1)
+    durations = {"A": [3, 3, 3, 6, 3], "B": [1, 1, 1, 2, 1]}
+
+    def timed(name: str):
+        def call() -> None:
+            calls.append(name)
+            if len(calls) > 2:  # after the warm-up pair
+                now[0] += durations[name][sum(c == name for c in calls[2:]) - 1] / 1e3
+        return call
+
+    out = cost.paired_latency(timed("A"), timed("B"), num_threads=1, pairs=5, warmup=1, batch_size=2,
+                              clock=lambda: now[0])
+    assert calls == ["A", "B"] * 6  # one warm-up pair, then A B A B ...
+    assert out["latency_vs_base_ratio"] == pytest.approx(3.0)  # every pair: 3/1 or 6/2
+    assert out["latency_vs_base_ci_low"] == pytest.approx(3.0) and out["latency_vs_base_ci_high"] == pytest.approx(3.0)
+    assert out["latency_paired_ms"] == pytest.approx(3.0) and out["latency_paired_base_ms"] == pytest.approx(1.0)
+    assert out["fps_cpu"] == pytest.approx(2 * 1000 / 3.0)
+
+
+def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
+    import numpy as np
+
+    ratios = [1.0, 1.2, 0.9, 1.1, 1.3, 0.8, 1.0, 1.05]
+    times = iter([t for r in ratios for t in (r, 1.0)])
+    now = [0.0]
+
+    def call() -> None:
+        now[0] += next(times) / 1e3
+
+    out = cost.paired_latency(call, call, num_threads=1, pairs=len(ratios), warmup=0, resamples=500,
+                              clock=lambda: now[0])
+    # the same bootstrap by hand: resample the 8 pair ratios with replacement 500 times (seed 0), median of each
+    medians = np.median(np.random.default_rng(0).choice(np.array(ratios), (500, 8)), axis=1)
+    assert out["latency_vs_base_ratio"] == pytest.approx(np.median(ratios)) == pytest.approx(1.025)
+    assert (out["latency_vs_base_ci_low"], out["latency_vs_base_ci_high"]) == pytest.approx(
+        tuple(np.percentile(medians, [2.5, 97.5])))
+    assert out["latency_vs_base_ci_low"] <= 1.025 <= out["latency_vs_base_ci_high"]

@@ -14,10 +14,10 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import psutil
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
 Forward = Callable[[], Any]
@@ -91,6 +91,8 @@ def cpu_latency(forward: Forward, threads: int | None = None, warmup: int = 3, r
     """Wall time per call on the CPU through ``torch.utils.benchmark.Timer`` with ``num_threads=threads``
     (default: the current count): ``warmup`` untimed calls, then ``repeats`` samples of one call each (the
     Timer runs two untimed calls before each sample)."""
+    from torch.utils import benchmark  # lazy: the memory probe's fresh process imports this module
+
     threads = threads or torch.get_num_threads()
     timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=threads)
     if warmup:
@@ -130,6 +132,35 @@ def latency_record(forward_at: Callable[[int, torch.device], Forward], device: t
             out.update({f"{key}_ms": gpu["median_ms"], f"{key}_iqr_ms": gpu["iqr_ms"]})
         out["latency_cuda_large_batch"] = large_batch
     return out
+
+
+def paired_latency(forward: Forward, base_forward: Forward, num_threads: int, pairs: int, warmup: int = 3,
+                   batch_size: int = 1, resamples: int = 2000, clock: Callable[[], float] = time.perf_counter
+                   ) -> dict[str, float]:
+    """CPU latency of a model against its base, interleaved call by call (A B A B ...): each pair's ratio
+    A/B sees the same machine state, so load and frequency drift cancel, where one median per model (the
+    single-run ``latency_cpu_ms``) does not. Reports the median ratio with a 95% percentile-bootstrap interval
+    of that median (``resamples`` resamples of the pairs, seed 0), both medians and frames per second
+    (``batch_size`` x 1000 / median ms). ``clock`` is for tests."""
+    if pairs < 1:
+        raise ValueError(f"paired latency needs at least one pair, got {pairs}")
+    own, base = [], []
+    with threads(num_threads), torch.no_grad():
+        for _ in range(warmup):
+            forward(), base_forward()
+        for _ in range(pairs):
+            for call, times in ((forward, own), (base_forward, base)):
+                start = clock()
+                call()
+                times.append((clock() - start) * 1e3)
+    ratios = np.array(own) / np.array(base)
+    medians = np.median(np.random.default_rng(0).choice(ratios, (resamples, pairs)), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    own_ms = statistics.median(own)
+    return {"latency_vs_base_ratio": float(np.median(ratios)), "latency_vs_base_ci_low": float(low),
+            "latency_vs_base_ci_high": float(high), "latency_vs_base_pairs": pairs,
+            "latency_paired_ms": own_ms, "latency_paired_base_ms": statistics.median(base),
+            "fps_cpu": batch_size * 1e3 / own_ms}
 
 
 class RssSampler:
