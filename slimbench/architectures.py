@@ -34,7 +34,8 @@ STRUCTURES = {
 TRANSFORMER = frozenset(STRUCTURES)
 WINDOWED = TRANSFORMER - {"attention_heads"}
 # timm architecture name prefixes (longest match first) -> structures.
-TIMM = (("mobilevit", TRANSFORMER), ("deit", TRANSFORMER), ("vit", TRANSFORMER), ("swin", WINDOWED),
+HYBRID = TRANSFORMER - {"linear_compute"}  # MobileViT: transformer blocks, but most FLOPs in convolutions
+TIMM = (("mobilevit", HYBRID), ("deit", TRANSFORMER), ("vit", TRANSFORMER), ("swin", WINDOWED),
         ("resnet", frozenset({"token_features"})))
 # Hugging Face model_type -> structures (module names as slimbench.surgery spells them).
 HF = {"distilbert": frozenset({"linear_compute", "token_features"}),  # q_lin/lin1: names surgery does not know

@@ -271,6 +271,9 @@ def check_applicable(config: dict[str, Any], name: str, study: dict[str, Any]) -
                                       f"'skip_inapplicable: true' in the study to leave such combinations out "
                                       f"(each is then listed with its reason in the study's skipped table).")
         return
+    if "skipped" not in study["tables"]:
+        raise ConfigError(f"{where}: skip_inapplicable needs the 'skipped' table, which lists what is left out and "
+                          f"why. Fix: add 'skipped' to the study's tables.")
     left_out = skipped(config, name)
     pairs = len(list(panels(config, name)))
     for chain in study["chains"]:

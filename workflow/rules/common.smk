@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 
-from slimbench.config import Experiment, experiments, panels, read_configs, tracked_settings, validate_config
+from slimbench.config import Experiment, experiments, panels, read_configs, skipped, tracked_settings, validate_config
 from slimbench.derive import DERIVERS, evaluated_chains, input_experiments
 from slimbench.errors import SlimbenchError
 from slimbench.estimate import estimate
@@ -31,6 +31,12 @@ CONFIG_ARGS = " ".join(f"--config {shlex.quote(p)}" for p in CONFIG_FILES)
 if OVERRIDES:
     CONFIG_ARGS += f" --set {shlex.quote(json.dumps(OVERRIDES, sort_keys=True))}"
 REFERENCE = CFG["compare"].get("reference", os.path.join("reports", NAME))
+for _name in CFG["studies"]:  # never silent: what skip_inapplicable leaves out is said here and in the table
+    _left_out = skipped(CFG, _name)
+    if _left_out:
+        print(f"slimbench: study '{_name}' leaves out {len(_left_out)} inapplicable (dataset, model, chain), e.g. "
+              f"{_left_out[0]['model']}/{_left_out[0]['chain']}: {_left_out[0]['reason']}; all with reasons in "
+              f"{os.path.join(REPORTS, _name, 'skipped.csv')}", file=sys.stderr)
 
 
 def reference_runs(wildcards):
