@@ -39,6 +39,7 @@ class Mutation:
 
 DGMR_ROWS = "    return torch.cat([lin.weight.detach().double() for lin in mlp.inputs], dim=1)\n"
 DGMR_TESTS = ("tests/test_dgmr.py",)
+ORDER_QAT_TESTS = ("tests/test_order_known_answers.py", "-k", "qat_computes")
 MUTATIONS: list[Mutation] = [
     Mutation("dgmr-orthogonalise-fc2-columns", "methods/dgmr.py", DGMR_ROWS,
              "    return mlp.output.weight.detach().double().T.contiguous()\n", DGMR_TESTS),
@@ -64,6 +65,18 @@ MUTATIONS: list[Mutation] = [
     Mutation("stat-sketch-with-4-rows", "methods/stat.py",
              "bucket = torch.randint(0, self.sketch_rows, (len(rows),), generator=self.generator)",
              "bucket = torch.randint(0, 4, (len(rows),), generator=self.generator)", ("tests/test_stat.py", "-k", "lapack")),
+    Mutation("order-qat-does-not-quantize-weights", "methods/order.py",
+             "        wq = fake_quant_weight(self.layer.weight, self.weight_bits)\n", "        wq = self.layer.weight\n",
+             ORDER_QAT_TESTS),
+    Mutation("order-qat-float-activations", "methods/order.py",
+             "        xq = fake_quant_act(x, self.act_low, self.act_high, self.act_bits).to(x.dtype)\n",
+             "        xq = x\n", ORDER_QAT_TESTS),
+    Mutation("order-exit-does-not-freeze-backbone", "methods/order_stages.py",
+             "    for p in model.backbone.parameters():\n        p.requires_grad_(False)\n", "",
+             ("tests/test_order_known_answers.py", "-k", "backbone_unchanged")),
+    Mutation("order-exit-threshold-not-chosen", "methods/order_stages.py",
+             "    model.threshold = choose_threshold(*held_out_outputs(model, ctx, held), max_drop)\n",
+             "    model.threshold = NEVER\n", ("tests/test_order_known_answers.py", "-k", "first_exit")),
 ]
 
 
