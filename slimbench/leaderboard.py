@@ -129,9 +129,11 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
         part = found[found["budget"] == budget]
         columns = list(dict.fromkeys(column_of(d, m) for d, m in zip(part["dataset"], part["model"])))
         for method, rows in part.groupby("method", sort=True):
-            x = [columns.index(column_of(d, m)) for d, m in zip(rows["dataset"], rows["model"])]
-            ax.plot(x, rows["rank"], marker="o", label=f"{method} (mean {rows['rank'].mean():.1f})")
+            by_column = dict(zip((column_of(d, m) for d, m in zip(rows["dataset"], rows["model"])), rows["rank"]))
+            y = [by_column.get(column, float("nan")) for column in columns]  # a gap where the method does not apply
+            ax.plot(range(len(columns)), y, marker="o", label=f"{method} (mean {rows['rank'].mean():.1f})")
         ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=7)
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.invert_yaxis()
         ax.set_ylabel("rank (1 = smallest drop)")
         ax.set_title(f"{budget:.0%} of the prunable FLOPs removed")

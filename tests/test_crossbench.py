@@ -17,7 +17,7 @@ from slimbench.architectures import structures
 from slimbench.config import experiments, load_config, load_plugins, skipped, validate_config
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
-from slimbench.leaderboard import cells, chain_budget, leaderboard, skipped_table
+from slimbench.leaderboard import cells, chain_budget, leaderboard, ranks, skipped_table
 from slimbench.models import build_model
 from slimbench.stages import STAGES, Param, applies_to, removes_value, stage
 from slimbench.surgery import components, find_attentions, find_mlps, keep_heads, prunable_flops
@@ -194,6 +194,9 @@ def test_leaderboard_cells_known_answers(runs):
     assert lstat["drop_mean"] == pytest.approx(5.0) and lstat["drop_std"] == pytest.approx(0.0)
     assert lkwon["drop_mean"] == pytest.approx(1.5) and lkwon["drop_std"] == pytest.approx(0.5 ** 0.5)
     assert bool(lkwon["best"]) and not bool(lstat["best"])
+    ranked = ranks(runs, "accuracy").set_index(["budget", "model", "method"])["rank"]
+    assert [ranked[(0.3, "vit", m)] for m in ("dgmr", "stat", "kwon")] == [1, 2, 3]
+    assert [ranked[(0.3, "llama", m)] for m in ("kwon", "stat")] == [1, 2]
 
 
 def test_leaderboard_table_per_budget(runs):
