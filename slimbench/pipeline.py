@@ -28,7 +28,7 @@ from slimbench.config import Experiment, study_settings
 from slimbench.data import Splits, data_root, load_dataset
 from slimbench.errors import ConfigError
 from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
-from slimbench.metrics import bitops, cost
+from slimbench.metrics import bitops, cost, model_memory
 from slimbench.models import build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
 from slimbench.results import METRICS_FILE
@@ -149,7 +149,31 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
     return lambda: ws.task.logits(model, batch)
 
 
-def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]]) -> dict[str, Any]:
+def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.ModelMemoryProbe | None:
+    """Start the fresh CPU-only process that measures the model's own memory (when asked for, or when a device
+    budget is set: the budget is judged on it), so its imports overlap the task evaluation. It imports the
+    modules of the stages whose hooks rebuild the saved model, nothing else."""
+    settings = ws.config["evaluation"]
+    if not (settings["model_memory"] or settings.get("budget")):
+        return None
+    hooks = [STAGES.get(s["name"]) for s in stages]
+    modules = {f.__module__ for stage in hooks for f in (stage.rebuild, stage.finalize) if f is not None}
+    return model_memory.ModelMemoryProbe(sorted(modules))
+
+
+def paired_against_base(ws: Workspace, model: nn.Module, forward: Any) -> dict[str, Any]:
+    """CPU latency interleaved call by call with the study's base model (the chain prefix ``base``, built
+    first), at the latency batch and threads; the base itself is paired with itself (an A/A check: its
+    interval shows the noise floor)."""
+    latency = ws.config["evaluation"]["latency"]
+    cpu = torch.device("cpu")
+    base = model if ws.exp.prefix is None else checkpoint.load_model(ws.directory(ws.exp.base) / MODEL_DIR, cpu)[0]
+    return cost.paired_latency(forward, example_forward(ws, base, latency["batch_size"], cpu), latency["threads"],
+                               latency["paired"], latency["warmup"], latency["batch_size"])
+
+
+def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]],
+                 probe: model_memory.ModelMemoryProbe | None = None) -> dict[str, Any]:
     settings = ws.config["evaluation"]
     latency = settings["latency"]
     out: dict[str, Any] = {
@@ -165,18 +189,26 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[
         counted = checkpoint.load_model(model_dir, "cpu", finalize=False)[0] if packed else cpu_model
         out["flops"] = cost.count_flops(example_forward(ws, counted, 1, torch.device("cpu")))
     forward = example_forward(ws, cpu_model, latency["batch_size"], torch.device("cpu"))
+    if probe is not None:  # the model's own memory, from the saved model in a fresh CPU-only process
+        out.update(probe.measure(model_dir, model_memory.capture_inputs(cpu_model, forward), latency["threads"]))
+    # This process's RSS (peak_rss_mib, rss_rise_mib) holds the dataset, a CUDA context and earlier steps' memory:
+    # whole-process figures, kept for comparison with earlier reports; never a device budget's measure.
     with cost.threads(latency["threads"]):
         memory = cost.peak_memory(forward, torch.device("cpu"))
+    out.update(memory)
+    if latency["paired"]:
+        out.update(paired_against_base(ws, cpu_model, forward))
     # CPU latency (torch.utils.benchmark: median and IQR) and, on a GPU, CUDA-event latency at the latency batch
     # and at the evaluation batch, where structured pruning's speed-up can be set against its FLOPs.
-    out.update({**memory, **cost.latency_record(
+    out.update(cost.latency_record(
         lambda size, device: example_forward(ws, model.to(device), size, device),
         ws.device if latency["cuda"] else torch.device("cpu"), latency["batch_size"], settings["batch_size"],
-        latency["threads"], latency["warmup"], latency["repeats"])})
+        latency["threads"], latency["warmup"], latency["repeats"]))
     budget = settings.get("budget")
     if budget:
         out.update({"budget": budget["name"], "budget_memory_mib": budget["memory_mib"],
-                    "fits_budget": memory["peak_rss_mib"] <= budget["memory_mib"]})
+                    "fits_budget": out["model_peak_rss_mib"] <= budget["memory_mib"],
+                    "fits_budget_measure": "model_peak_rss_mib"})
     if latency["cuda"] and ws.device.type == "cuda":
         gpu_model = model.to(ws.device)
         gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
@@ -221,8 +253,13 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     model_dir = ws.directory() / MODEL_DIR
     model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
-    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
-    costs = measure_cost(ws, model, model_dir, arch["stages"])
+    probe = memory_probe(ws, arch["stages"])
+    try:
+        metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
+        costs = measure_cost(ws, model, model_dir, arch["stages"], probe)
+    finally:
+        if probe is not None:
+            probe.close()
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,

@@ -144,7 +144,7 @@ def test_paired_latency_interleaves_the_models_and_reports_the_ratio_with_its_in
 
     out = cost.paired_latency(timed("A"), timed("B"), num_threads=1, pairs=5, warmup=1, batch_size=2,
                               clock=lambda: now[0])
-    assert calls == ["A", "B"] * 6  # one warm-up pair, then A B A B ...
+    assert calls == ["A", "B"] + ["A", "B", "B", "A"] * 2 + ["A", "B"]  # one warm-up pair, then A B, B A, ...
     assert out["latency_vs_base_ratio"] == pytest.approx(3.0)  # every pair: 3/1 or 6/2
     assert out["latency_vs_base_ci_low"] == pytest.approx(3.0) and out["latency_vs_base_ci_high"] == pytest.approx(3.0)
     assert out["latency_paired_ms"] == pytest.approx(3.0) and out["latency_paired_base_ms"] == pytest.approx(1.0)
@@ -155,13 +155,14 @@ def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
     import numpy as np
 
     ratios = [1.0, 1.2, 0.9, 1.1, 1.3, 0.8, 1.0, 1.05]
-    times = iter([t for r in ratios for t in (r, 1.0)])
-    now = [0.0]
+    own, base, now = iter(ratios), iter([1.0] * len(ratios)), [0.0]
 
-    def call() -> None:
-        now[0] += next(times) / 1e3
+    def timed(times):
+        def call() -> None:
+            now[0] += next(times) / 1e3
+        return call
 
-    out = cost.paired_latency(call, call, num_threads=1, pairs=len(ratios), warmup=0, resamples=500,
+    out = cost.paired_latency(timed(own), timed(base), num_threads=1, pairs=len(ratios), warmup=0, resamples=500,
                               clock=lambda: now[0])
     # the same bootstrap by hand: resample the 8 pair ratios with replacement 500 times (seed 0), median of each
     medians = np.median(np.random.default_rng(0).choice(np.array(ratios), (500, 8)), axis=1)
@@ -169,3 +170,25 @@ def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
     assert (out["latency_vs_base_ci_low"], out["latency_vs_base_ci_high"]) == pytest.approx(
         tuple(np.percentile(medians, [2.5, 97.5])))
     assert out["latency_vs_base_ci_low"] <= 1.025 <= out["latency_vs_base_ci_high"]
+
+
+def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency_with_the_base(tmp_path) -> None:
+    """A 2k-parameter ViT fits 256 MiB; the evaluating process (torch, data, ~900 MiB RSS) would not."""
+    import json
+
+    from test_faults import base_config, write_config
+
+    from slimbench import cli
+
+    config = base_config(tmp_path)
+    config["evaluation"]["budget"] = {"name": "tiny device", "memory_mib": 256}
+    config["evaluation"]["latency"]["paired"] = 4
+    config["studies"]["s"]["chains"] = ["base"]
+    assert cli.main(["study", "--config", str(write_config(config, tmp_path / "c.yaml")), "--study", "s"]) == 0
+    (path,) = (tmp_path / "results").rglob("metrics.json")
+    measured = json.loads(path.read_text())["cost"]
+    assert measured["peak_rss_mib"] > 256  # the whole evaluating process
+    assert 0 < measured["model_peak_rss_mib"] < 64 and measured["fits_budget"] is True
+    assert measured["fits_budget_measure"] == "model_peak_rss_mib"
+    assert measured["latency_vs_base_pairs"] == 4
+    assert measured["latency_vs_base_ci_low"] <= measured["latency_vs_base_ratio"] <= measured["latency_vs_base_ci_high"]
