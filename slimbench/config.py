@@ -373,6 +373,15 @@ def check_claim(config: dict[str, Any], name: str, study: dict[str, Any], claim:
     for what, value, known in wanted:
         if value is not None and value not in known:
             raise ConfigError(f"{where}: {what} '{value}' is not in the study's grid ({', '.join(sorted(known))}).")
+    left_out = {(r["dataset"], r["model"], r["chain"]): r["reason"] for r in skipped(config, name)}
+    for dataset, model in panels(config, name):
+        if claim.get("dataset", dataset) != dataset or claim.get("model", model) != model:
+            continue
+        for chain_name in named:
+            if (dataset, model, chain_name) in left_out:
+                raise ConfigError(f"{where}: chain '{chain_name}' is left out for {dataset}/{model} "
+                                  f"({left_out[(dataset, model, chain_name)]}), so the claim could never be judged "
+                                  f"there. Fix: restrict the claim with 'model:' (or 'dataset:') to where it runs.")
 
 
 def tracked_settings(config: dict[str, Any], exp: "Experiment", step: str) -> str:

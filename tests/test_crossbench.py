@@ -86,6 +86,17 @@ def test_a_chain_that_applies_nowhere_and_a_missing_skipped_table_are_refused(to
         validate_config(config)
 
 
+def test_a_claim_on_a_left_out_chain_must_be_restricted_to_where_it_runs(toy_stages):
+    claim = {"id": "toy", "claim": "-", "source": "-", "paper": "-",
+             "test": {"kind": "drop_at_most", "chain": "base+toy_heads-0.3", "max_drop": 0.01}}
+    config = toy_config(skip=True)
+    config["studies"]["toy"]["claims"] = [claim]
+    with pytest.raises(ConfigError, match="'base\\+toy_heads-0.3' is left out for cifar10_train_split/swin_tiny_p2"):
+        validate_config(config)
+    config["studies"]["toy"]["claims"] = [{**claim, "model": "vit_micro"}]
+    validate_config(config)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The declared structures against the real models (slimbench.surgery and torch's FLOP counter)
 # ---------------------------------------------------------------------------------------------------------
