@@ -3,11 +3,19 @@
 Order of Compression (arXiv 2403.17447) builds its sequence in three steps, each a function here:
 
 1. *Pairwise foundations* (paper Sec. 3): for every two methods A, B run A then B and B then A with the
-   same settings, and let the better order win. :func:`pair_winner` is the criterion used: the order with
-   the higher mean task metric over seeds *at the same BitOps reduction* wins when the two differ by more
-   than ``tolerance`` (orders of different cost are brought to the same reduction by
-   :func:`at_matched_cost`); otherwise the order with fewer BitOps wins (by more than 1%); otherwise the
-   pair is a tie and adds no edge.
+   same settings, and let the better order win. The rule that decides a pair is a :class:`Protocol`, read from
+   the study's ``protocol:`` block in the config (pre-registered before the runs) and recorded in every
+   decision and in the ``order_pairwise`` table. What follows the paper: an order is better when it keeps more
+   accuracy for its compression (abstract, Sec. 3), and BitOps is the cost. What the paper leaves open (as far
+   as its abstract and introduction, all that could be read here, say): the tolerance below which two
+   accuracies are equal, how orders of different cost are compared, how seeds are combined, and what a tie
+   does; the protocol states each. Two operating points exist: ``matched_cost`` (:func:`at_matched_cost`: loss
+   taken as linear in log2 of the BitOps reduction, both orders read off at the lesser one; equal accuracies go
+   to the cheaper order) is the rule the ``order`` and ``order_vit`` studies were decided with, *after* their
+   GPU runs (the study's README says so; it is :data:`LEGACY`, the default when a study has no protocol);
+   ``pareto`` assumes no shape of the accuracy-cost curve: an order wins only if it is more accurate by more
+   than the tolerance *and* not costlier by more than ``cost_tolerance``; more accurate but costlier is
+   ``incomparable`` and adds no edge, like a tie.
 2. *Precedence graph*: each win is an edge winner-first -> winner-second (:func:`precedence_edges`). The
    paper shows that inserting a third method between two keeps their order (checked by
    :func:`insertion_checks` on chains A+X+B vs B+X+A), so the pairwise edges compose.
@@ -25,21 +33,23 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import networkx as nx
 import pandas as pd
 
 from slimbench.derive import DERIVERS, Deriver
+from slimbench.errors import ConfigError
 from slimbench.plots import figure, pyplot, table
 from slimbench.stages import BASE, StageCall, format_chain, parse_chain
 
-ORDER_STAGES = ("distill", "prune", "quant", "exit")
-SHORT = {"distill": "D", "prune": "P", "quant": "Q", "exit": "E"}
-TOLERANCE = 0.002  # 0.2 accuracy points: below this the two orders' accuracies count as equal
+# The paper's order of the four methods; qat and early_exit (methods/order_stages.py) are Q and E of the
+# pre-registered study, quant and exit those of the order study.
+ORDER_STAGES = ("distill", "prune", "quant", "qat", "exit", "early_exit")
+SHORT = {"distill": "D", "prune": "P", "quant": "Q", "qat": "Q", "exit": "E", "early_exit": "E"}
+TOLERANCE = 0.002  # LEGACY's tolerance: 0.2 accuracy points
 TARGET_REDUCTION, TARGET_DROP = 100.0, 0.01  # the issue's target: >= 100x BitOps within 1 point
-RANDOM_ORDERS = 2  # random full orders run beside the sorted one and its reverse
 
 
 def names(chain: str) -> tuple[str, ...]:
@@ -49,6 +59,87 @@ def names(chain: str) -> tuple[str, ...]:
 def short(chain_or_names: str | Sequence[str]) -> str:
     seq = names(chain_or_names) if isinstance(chain_or_names, str) else chain_or_names
     return "".join(SHORT.get(n, n) for n in seq) or "base"
+
+
+# ----------------------------------------------------------------------------------------------- protocol
+OPERATING_POINTS = ("matched_cost", "pareto")
+TIES = ("fewer_bitops", "tie")
+AGREEMENT = ("mean", "every_seed")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The pre-registered rule deciding each pair of orders (config ``protocol:``; schema in
+    ``workflow/schemas/config.schema.yaml``).
+
+    ``metric``: the metric compared (None: the study's task metric); ``operating_point``: ``matched_cost`` or
+    ``pareto`` (module docstring); ``tolerance``: metric differences up to this are equal; ``cost_tolerance``:
+    relative BitOps differences up to this are equal; ``agreement``: ``mean`` (the mean over seeds decides) or
+    ``every_seed`` (besides, each seed's difference must have the mean's sign, else the pair is ``seeds
+    disagree``, no edge); ``ties``: ``tie`` (equal metrics add no edge) or ``fewer_bitops`` (the cheaper order
+    wins them); ``seeds``: the seeds that decide (None: the study's); ``random_orders``/``random_seed``: the
+    random full orders run beside the sorted one and its reverse."""
+
+    metric: str | None = None
+    operating_point: str = "matched_cost"
+    tolerance: float = TOLERANCE
+    cost_tolerance: float = 0.01
+    agreement: str = "mean"
+    ties: str = "fewer_bitops"
+    seeds: tuple[int, ...] | None = None
+    random_orders: int = 2
+    random_seed: int = 0
+
+    REQUIRED = ("operating_point", "tolerance", "cost_tolerance", "agreement", "ties", "seeds")
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("operating_point", OPERATING_POINTS), ("ties", TIES), ("agreement", AGREEMENT)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"protocol: {name}={getattr(self, name)!r} is not one of {list(allowed)}. "
+                                  f"Fix: write one of them in the study's protocol block.")
+        if self.tolerance < 0 or not 0 <= self.cost_tolerance < 1:
+            raise ConfigError(f"protocol: tolerance={self.tolerance} and cost_tolerance={self.cost_tolerance} must "
+                              "be >= 0 (cost_tolerance below 1). Fix: the study's protocol block.")
+
+    @classmethod
+    def from_config(cls, block: dict[str, Any] | None) -> "Protocol":
+        """The study's ``protocol:`` block (None: :data:`LEGACY`); unknown keys are an error."""
+        if block is None:
+            return LEGACY
+        unknown = set(block) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"protocol: unknown key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
+        missing = [k for k in cls.REQUIRED if k not in block]
+        if missing:  # a pre-registered rule is written out in full, never completed by the legacy defaults
+            raise ConfigError(f"protocol: {missing} missing. Fix: write every one of {list(cls.REQUIRED)} in the "
+                              "study's protocol block.")
+        seeds = block.get("seeds")
+        return replace(LEGACY, **{**block, "seeds": None if seeds is None else tuple(seeds)})
+
+    def record(self) -> dict[str, Any]:
+        """As written to decisions and tables."""
+        found = asdict(self)
+        found["seeds"] = None if self.seeds is None else list(self.seeds)
+        return found
+
+
+LEGACY = Protocol()  # the rule the order and order_vit studies were decided with (changed after their runs)
+
+
+def study_protocol(frame: pd.DataFrame, metric: str) -> tuple[Protocol, str]:
+    """The protocol of the study whose runs ``frame`` holds (``frame.attrs["study"]``: the study's config, which
+    the CLI attaches to the runs it hands to tables and figures; else :data:`LEGACY`) and the metric it compares."""
+    protocol = Protocol.from_config((frame.attrs.get("study") or {}).get("protocol"))
+    return protocol, protocol_metric(frame, metric, protocol)
+
+
+def protocol_metric(frame: pd.DataFrame, metric: str, protocol: Protocol) -> str:
+    """The protocol's metric (the study's task metric if it names none); it must be a column of the runs."""
+    chosen = protocol.metric or metric
+    if chosen not in frame.columns:
+        raise ConfigError(f"protocol: metric '{chosen}' is not recorded in the runs (columns: "
+                          f"{', '.join(map(str, frame.columns))}). Fix: name a recorded metric in the protocol block.")
+    return chosen
 
 
 # ----------------------------------------------------------------------------------------------- criterion
@@ -67,8 +158,44 @@ def at_matched_cost(metric_ab: float, metric_ba: float, bitops_ab: float, bitops
             base_metric - (base_metric - metric_ba) * matched / halvings_ba)
 
 
+def judge_pair(ab: pd.Series, ba: pd.Series, bitops_ab: float, bitops_ba: float, base: tuple[float, float] | None,
+               protocol: Protocol) -> tuple[int, str]:
+    """(+1 A->B better, -1 B->A better, 0 no edge) and the reason, under ``protocol``; ``ab``/``ba``: the metric
+    per seed (index: seed)."""
+    seeds = sorted(set(ab.index) & set(ba.index) & (set(protocol.seeds) if protocol.seeds is not None else set(ab.index)))
+    if not seeds:
+        return 0, "no common seeds"
+    ab, ba = ab.loc[seeds], ba.loc[seeds]
+    if protocol.operating_point == "matched_cost":
+        win = pair_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, base, protocol.tolerance, protocol.ties)
+    else:
+        win = pareto_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, protocol)
+        if win is None:
+            return 0, "incomparable"
+    if win == 0:
+        return 0, "tie"
+    differences = (ab - ba).to_numpy()
+    if protocol.agreement == "every_seed" and not all(d * win > 0 for d in differences):
+        return 0, "seeds disagree"
+    return win, "won"
+
+
+def pareto_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float,
+                  protocol: Protocol) -> int | None:
+    """+1/-1 when one order is more accurate by more than the tolerance and not costlier by more than
+    ``cost_tolerance``; 0 for equal accuracy (or, with ``ties: fewer_bitops``, the cheaper order); None when
+    the more accurate order is the costlier one (incomparable)."""
+    cheaper = (1 if bitops_ab < (1 - protocol.cost_tolerance) * bitops_ba
+               else -1 if bitops_ba < (1 - protocol.cost_tolerance) * bitops_ab else 0)
+    if abs(metric_ab - metric_ba) <= protocol.tolerance:
+        return cheaper if protocol.ties == "fewer_bitops" else 0
+    better = 1 if metric_ab > metric_ba else -1
+    return better if cheaper in (0, better) else None
+
+
 def pair_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float,
-                base: tuple[float, float] | None = None, tolerance: float = TOLERANCE) -> int:
+                base: tuple[float, float] | None = None, tolerance: float = TOLERANCE,
+                ties: str = "fewer_bitops") -> int:
     """+1 if A->B is the better order, -1 if B->A, 0 for a tie (paper Sec. 3: the order that keeps more
     accuracy at the same compression wins). With ``base`` = (metric, BitOps) of the uncompressed model, orders
     of different cost are compared by :func:`at_matched_cost`; equal accuracy is decided by the lower cost."""
@@ -77,7 +204,7 @@ def pair_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba:
         metric_ab, metric_ba = at_matched_cost(metric_ab, metric_ba, bitops_ab, bitops_ba, *base)
     if abs(metric_ab - metric_ba) > tolerance:
         return 1 if metric_ab > metric_ba else -1
-    if not same_cost:
+    if not same_cost and ties == "fewer_bitops":
         return 1 if bitops_ab < bitops_ba else -1
     return 0
 
@@ -97,9 +224,14 @@ def base_point(frame: pd.DataFrame, metric: str) -> tuple[float, float] | None:
     return (base[metric].mean(), base["bitops"].mean()) if len(base) else None
 
 
-def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANCE) -> pd.DataFrame:
+def seed_metric(panel: pd.DataFrame, chain: str, metric: str) -> pd.Series:
+    """The chain's metric per seed (mean over duplicate rows)."""
+    return panel[panel["chain"] == chain].groupby("seed")[metric].mean()
+
+
+def pairwise_table(frame: pd.DataFrame, metric: str, protocol: Protocol = LEGACY) -> pd.DataFrame:
     """One row per (dataset, model, unordered pair) whose both orders were run: means, stds, BitOps
-    reductions, both metrics at matched cost, winner."""
+    reductions, both metrics at matched cost (``matched_cost`` protocols), winner and why, the rule applied."""
     rows = []
     pairwise = frame["chain"].isin(pairwise_chains(frame["chain"].unique()))
     for (dataset, model), panel in frame.groupby(["dataset", "model"], sort=False):
@@ -114,9 +246,10 @@ def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANC
                 continue
             done.add(frozenset((a, b)))
             ab, ba = stats.loc[chain], stats.loc[reverse]
-            win = pair_winner(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], base, tolerance)
-            matched = (at_matched_cost(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], *base) if base
-                       else (math.nan, math.nan))
+            win, reason = judge_pair(seed_metric(panel, chain, metric), seed_metric(panel, reverse, metric),
+                                     ab["bitops"], ba["bitops"], base, protocol)
+            matched = (at_matched_cost(ab["mean"], ba["mean"], ab["bitops"], ba["bitops"], *base)
+                       if base and protocol.operating_point == "matched_cost" else (math.nan, math.nan))
             first, second = (a, b) if win >= 0 else (b, a)
             rows.append({"dataset": dataset, "model": model, "A": a, "B": b,
                          f"{metric}_AB": ab["mean"], f"{metric}_AB_std": ab["std"],
@@ -126,10 +259,19 @@ def pairwise_table(frame: pd.DataFrame, metric: str, tolerance: float = TOLERANC
                          "reduction_BA": base[1] / ba["bitops"] if base else math.nan,
                          f"{metric}_AB_matched": matched[0], f"{metric}_BA_matched": matched[1],
                          "seeds": int(ab["seeds"]),
-                         "winner": "tie" if win == 0 else f"{SHORT.get(first, first)}->{SHORT.get(second, second)}",
+                         "winner": reason if win == 0 else f"{SHORT.get(first, first)}->{SHORT.get(second, second)}",
                          "first": None if win == 0 else first, "second": None if win == 0 else second,
-                         "margin": abs(matched[0] - matched[1]) if base else abs(ab["mean"] - ba["mean"])})
+                         "margin": abs(matched[0] - matched[1]) if not math.isnan(matched[0])
+                         else abs(ab["mean"] - ba["mean"]),
+                         "rule": rule_text(protocol, metric)})
     return pd.DataFrame(rows)
+
+
+def rule_text(protocol: Protocol, metric: str) -> str:
+    """The protocol in one cell of a table."""
+    seeds = "all seeds" if protocol.seeds is None else "seeds " + ",".join(map(str, protocol.seeds))
+    return (f"{protocol.metric or metric}, {protocol.operating_point}, tol {protocol.tolerance:g}, cost tol "
+            f"{protocol.cost_tolerance:g}, {protocol.agreement} of {seeds}, ties: {protocol.ties}")
 
 
 # ----------------------------------------------------------------------------------------------- graph
@@ -192,12 +334,16 @@ def random_orders(nodes: Sequence[str], count: int, seed: int, exclude: Iterable
     return found
 
 
-def decide(pairs: pd.DataFrame, tokens: dict[str, str], random_count: int, seed: int) -> dict[str, Any]:
-    """The checkpoint's decision: sorted order, its reverse, random orders (as chains) or the cycles."""
+def decide(pairs: pd.DataFrame, tokens: dict[str, str], random_count: int, seed: int,
+           protocol: Protocol = LEGACY) -> dict[str, Any]:
+    """The checkpoint's decision: the protocol applied, every pair's verdict, the sorted order, its reverse and
+    random orders (as chains), or the cycles."""
     nodes = [n for n in ORDER_STAGES if n in tokens] + sorted(set(tokens) - set(ORDER_STAGES))
     result = topological_order(nodes, precedence_edges(pairs))
-    record: dict[str, Any] = {"nodes": nodes, "edges": precedence_edges(pairs), "cycles": result.cycles,
-                              "order": result.order, "chains": {}}
+    verdicts = [{"A": r["A"], "B": r["B"], "winner": r["winner"]} for _, r in pairs.iterrows()] if len(pairs) else []
+    record: dict[str, Any] = {"protocol": protocol.record(), "pairs": verdicts, "nodes": nodes,
+                              "edges": precedence_edges(pairs), "cycles": result.cycles, "order": result.order,
+                              "chains": {}}
     if result.order is not None:
         reverse = result.order[::-1]
         record["chains"] = {"sorted": chain_of(result.order, tokens), "reverse": chain_of(reverse, tokens),
@@ -207,7 +353,7 @@ def decide(pairs: pd.DataFrame, tokens: dict[str, str], random_count: int, seed:
 
 
 def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
-                     tolerance: float = TOLERANCE) -> pd.DataFrame:
+                     protocol: Protocol = LEGACY) -> pd.DataFrame:
     """Chains A+X+B against B+X+A: does the pairwise winner of (A, B) still win with X inserted?"""
     rows = []
     triple = frame[frame["chain"].map(lambda c: len(names(c)) == 3 and len(set(names(c))) == 3)]
@@ -219,12 +365,12 @@ def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
             other = next((c for c in stats.index if names(c) == (b, x, a)), None)
             if other is None or a > b:
                 continue
-            win = pair_winner(stats.loc[chain, "mean"], stats.loc[other, "mean"], stats.loc[chain, "bitops"],
-                              stats.loc[other, "bitops"], base, tolerance)
+            win, reason = judge_pair(seed_metric(panel, chain, metric), seed_metric(panel, other, metric),
+                                     stats.loc[chain, "bitops"], stats.loc[other, "bitops"], base, protocol)
             pair = pairs[(pairs["dataset"] == dataset) & (pairs["model"] == model)
                          & (pairs["A"].isin([a, b])) & (pairs["B"].isin([a, b]))]
             pairwise = pair["winner"].iloc[0] if len(pair) else "n/a"
-            with_x = "tie" if win == 0 else (f"{SHORT[a]}->{SHORT[b]}" if win > 0 else f"{SHORT[b]}->{SHORT[a]}")
+            with_x = reason if win == 0 else (f"{SHORT[a]}->{SHORT[b]}" if win > 0 else f"{SHORT[b]}->{SHORT[a]}")
             rows.append({"dataset": dataset, "model": model, "chains": f"{short(chain)} vs {short(other)}",
                          "inserted": x, f"{metric}_first": stats.loc[chain, "mean"],
                          f"{metric}_second": stats.loc[other, "mean"], "winner_with_insert": with_x,
@@ -255,8 +401,8 @@ def chain_kinds(chains: Iterable[str], order: list[str] | None, methods: set[str
     return kinds
 
 
-def panel_order(panel: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, SortResult, set[str]]:
-    pairs = pairwise_table(panel, metric)
+def panel_order(panel: pd.DataFrame, metric: str, protocol: Protocol) -> tuple[pd.DataFrame, SortResult, set[str]]:
+    pairs = pairwise_table(panel, metric, protocol)
     methods = set(pairs["A"]).union(pairs["B"]) if len(pairs) else set()
     nodes = [n for n in ORDER_STAGES if n in methods] + sorted(methods - set(ORDER_STAGES))
     return pairs, topological_order(nodes, precedence_edges(pairs)), methods
@@ -266,7 +412,8 @@ def panel_order(panel: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, SortRes
 def pairwise_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Every pair of methods run in both orders, per (dataset, model): each order's mean metric and spread
     over seeds, BitOps and reduction, both metrics at matched cost, the winner and its margin."""
-    tables = [pairwise_table(panel, metric) for _, panel in frame.groupby(["dataset", "model"], sort=False)]
+    protocol, metric = study_protocol(frame, metric)
+    tables = [pairwise_table(panel, metric, protocol) for _, panel in frame.groupby(["dataset", "model"], sort=False)]
     pairs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return pairs.drop(columns=["first", "second"], errors="ignore")
 
@@ -275,11 +422,12 @@ def pairwise_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 def draw_precedence(frame: pd.DataFrame, metric: str) -> Any:
     """The precedence graph per (dataset, model): an arrow A->B when A-then-B won, labelled with the accuracy
     margin in points; edges of a cycle red; the sorted order (or the cycle) in the title."""
+    protocol, metric = study_protocol(frame, metric)
     plt = pyplot()
     panels = list(frame.groupby(["dataset", "model"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.4), squeeze=False)
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
-        pairs, result, methods = panel_order(panel, metric)
+        pairs, result, methods = panel_order(panel, metric, protocol)
         graph = nx.DiGraph()
         graph.add_nodes_from(SHORT.get(n, n) for n in sorted(methods, key=lambda n: ORDER_STAGES.index(n)
                                                              if n in ORDER_STAGES else 99))
@@ -308,10 +456,11 @@ def chains_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Every chain's mean metric and spread over seeds, drop from the uncompressed model in points and BitOps
     reduction, with its kind (sorted, reverse, paper order, random, pairwise, single) and whether it meets the
     target (>= 100x BitOps within 1 point)."""
+    protocol, metric = study_protocol(frame, metric)
     data = with_reduction(frame)
     rows = []
     for (dataset, model), panel in data.groupby(["dataset", "model"], sort=False):
-        _, result, methods = panel_order(panel, metric)
+        _, result, methods = panel_order(panel, metric, protocol)
         kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
         base = panel[panel["chain"] == BASE][metric].mean()
         for chain, group in panel.groupby("chain", sort=False):
@@ -335,7 +484,8 @@ def chains_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 def insertion_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Insertion checks: chains A+X+B against B+X+A, and whether the pairwise winner of (A, B) still wins with
     X inserted between them."""
-    tables = [insertion_checks(panel, metric, panel_order(panel, metric)[0])
+    protocol, metric = study_protocol(frame, metric)
+    tables = [insertion_checks(panel, metric, panel_order(panel, metric, protocol)[0], protocol)
               for _, panel in frame.groupby(["dataset", "model"], sort=False)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
@@ -345,6 +495,7 @@ def draw_tradeoff(frame: pd.DataFrame, metric: str) -> Any:
     """Accuracy against BitOps reduction (log scale) along the prefixes of each full-length order: the sorted
     order, its reverse, the paper's order and random orders (error bars: standard deviation over seeds); the
     uncompressed model dashed, 1 point below it dotted."""
+    protocol, metric = study_protocol(frame, metric)
     plt = pyplot()
     data = with_reduction(frame)
     panels = list(data.groupby(["dataset", "model"], sort=False))
@@ -353,7 +504,7 @@ def draw_tradeoff(frame: pd.DataFrame, metric: str) -> Any:
               "paper order": ("tab:blue", "D"), "reverse of paper order": ("tab:orange", "v"),
               "random": ("tab:gray", "^")}
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
-        pairs, result, methods = panel_order(panel, metric)
+        pairs, result, methods = panel_order(panel, metric, protocol)
         kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
         stats = panel.groupby("chain").agg(y=(metric, "mean"), yerr=(metric, "std"), x=("bitops_reduction", "mean"))
         for chain, kind in sorted(kinds.items(), key=lambda kv: list(styles).index(kv[1])):
@@ -382,15 +533,37 @@ def derived_chains(decision: dict[str, Any]) -> list[str]:
     return [found["sorted"], found["reverse"], *found["random"]] if decision["order"] else []
 
 
-def decide_order(frame: pd.DataFrame, metric: str, chains: list[str], random_count: int | None,
-                 seed: int) -> dict[str, Any]:
-    """The order checkpoint's decision for one (dataset, model) from the runs of its pairwise chains."""
-    count = RANDOM_ORDERS if random_count is None else random_count
-    return decide(pairwise_table(frame, metric), method_tokens(chains), count, seed)
+def decide_order(frame: pd.DataFrame, metric: str, chains: list[str], random_count: int | None, seed: int,
+                 protocol: Protocol = LEGACY) -> dict[str, Any]:
+    """The order checkpoint's decision for one (dataset, model) from the runs of its pairwise chains, under the
+    study's protocol (``random_count``/``seed`` given on the command line override the protocol's)."""
+    count = protocol.random_orders if random_count is None else random_count
+    metric = protocol_metric(frame, metric, protocol)
+    return decide(pairwise_table(frame, metric, protocol), method_tokens(chains), count,
+                  seed if random_count is not None else protocol.random_seed, protocol)
 
 
 def pairwise_chains(chains: Iterable[str]) -> list[str]:
     return [c for c in chains if len(names(c)) == 2 and len(set(names(c))) == 2]
 
 
-DERIVERS.add("order", Deriver(inputs=pairwise_chains, decide=decide_order, chains=derived_chains))
+def order_deriver(protocol: Protocol) -> Deriver:
+    """The ``order`` deriver deciding under ``protocol``; ``configure`` binds a study's own protocol."""
+
+    def decide(frame: pd.DataFrame, metric: str, chains: list[str], count: int | None, seed: int) -> dict[str, Any]:
+        return decide_order(frame, metric, chains, count, seed, protocol)
+
+    return Deriver(inputs=pairwise_chains, decide=decide, chains=derived_chains, configure=bind)
+
+
+def bind(study: dict[str, Any]) -> Deriver:
+    """The deriver of a study's config: its protocol, whose seeds must be seeds the study runs."""
+    protocol = Protocol.from_config(study.get("protocol"))
+    extra = sorted(set(protocol.seeds or ()) - set(study.get("seeds", ())))
+    if extra:
+        raise ConfigError(f"protocol: seeds {extra} are not among the study's seeds {study.get('seeds')}. Fix: "
+                          "decide on seeds the study runs.")
+    return order_deriver(protocol)
+
+
+DERIVERS.add("order", order_deriver(LEGACY))

@@ -245,6 +245,7 @@ def study_runs(config: dict[str, Any], study: str) -> tuple[Any, str]:
     if not path.exists():
         raise SlimbenchError(f"{path} is missing. Fix: slimbench runs --config ... --study {study} (or run the workflow).")
     frame = read_runs(path)
+    frame.attrs["study"] = config["studies"][study]  # tables that follow a study's settings (e.g. its protocol)
     return frame, study_metric(frame)
 
 

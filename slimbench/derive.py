@@ -27,19 +27,25 @@ DECISION_FILE = "decision.json"
 @dataclass(frozen=True)
 class Deriver:
     """``inputs(chains)``: the configured chains a decision reads (besides base); ``decide(runs, metric, chains,
-    random_count, seed)``: the decision record; ``chains(decision)``: the chains it asks for."""
+    random_count, seed)``: the decision record; ``chains(decision)``: the chains it asks for; ``configure(study)``
+    (optional): the deriver bound to a study's config (e.g. its pre-registered ``protocol:``)."""
 
     inputs: Callable[[list[str]], list[str]]
     decide: Callable[[pd.DataFrame, str, list[str], int | None, int], dict[str, Any]]
     chains: Callable[[dict[str, Any]], list[str]]
+    configure: Callable[[dict[str, Any]], "Deriver"] | None = None
 
 
 DERIVERS: Registry[Deriver] = Registry("chain deriver")
 
 
 def deriver_of(config: dict[str, Any], study: str) -> Deriver | None:
-    name = config["studies"][study].get("derive")
-    return DERIVERS.get(name) if name else None
+    """The study's deriver, bound to the study's config when it takes one."""
+    spec = config["studies"][study]
+    if not spec.get("derive"):
+        return None
+    deriver = DERIVERS.get(spec["derive"])
+    return deriver.configure(spec) if deriver.configure else deriver
 
 
 def decision_path(config: dict[str, Any], study: str, dataset: str, model: str) -> Path:
