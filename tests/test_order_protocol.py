@@ -75,15 +75,20 @@ def test_a_bad_protocol_is_named(block: dict[str, Any], problem: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- from the config
-def order_config(tmp_path: Path, **protocol: Any) -> dict[str, Any]:
-    """default.yaml with only its order studies (the others are other people's work in progress)."""
+def order_config_path(tmp_path: Path, studies: tuple[str, ...] = ("order", "order_prereg"), **protocol: Any) -> Path:
+    """default.yaml with only the given studies (the others may be other people's work in progress)."""
     raw = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
-    raw["studies"] = {k: v for k, v in raw["studies"].items() if k in ("order", "order_prereg")}
-    raw["studies"]["order_prereg"]["protocol"].update(protocol)
+    raw["studies"] = {k: v for k, v in raw["studies"].items() if k in studies}
+    if protocol:
+        raw["studies"]["order_prereg"]["protocol"].update(protocol)
     raw["results_dir"], raw["reports_dir"] = str(tmp_path / "results"), str(tmp_path / "reports")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    return path
+
+
+def order_config(tmp_path: Path, **protocol: Any) -> dict[str, Any]:
+    return load_config(order_config_path(tmp_path, **protocol))
 
 
 def runs(protocol_study: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -144,3 +149,30 @@ def test_distillation_carries_tuned_exits_and_8_bit_edges_to_the_student() -> No
     assert isinstance(pupil, TunedExit) and pupil.threshold == threshold and len(pupil.points) == 1
     assert quant_bits(pupil) == 4 and edge_bits(pupil) == 8
     assert pupil(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_paper_twins_match_the_default_studies(tmp_path: Path) -> None:
+    """Same chains, protocol (but its seeds) and claims at paper scale; the twins load and validate."""
+    raws = {name: yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text()) for name in ("default", "paper")}
+    for study in ("order_prereg", "order_pqd"):
+        default, paper = (raws[name]["studies"][study] for name in ("default", "paper"))
+        assert default["chains"] == paper["chains"] and default["claims"] == paper["claims"]
+        if "protocol" in default:
+            assert {**default["protocol"], "seeds": None} == {**paper["protocol"], "seeds": None}
+            assert paper["protocol"]["seeds"] == paper["seeds"]
+    raw = raws["paper"]
+    raw["studies"] = {k: v for k, v in raw["studies"].items() if k in ("order_prereg", "order_pqd")}
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "paper.yaml")
+    assert deriver_of(config, "order_prereg").configure is not None
+
+
+def test_pqd_study_gives_both_orders_the_same_budget(tmp_path: Path) -> None:
+    """P->Q->D and D->P->Q use the same stages with the same epochs (the study's stage settings), and end in
+    the same architecture, so their CPU latency (recorded for every chain) compares like with like."""
+    config = load_config(order_config_path(tmp_path, ("order_pqd",)))
+    study = config["studies"]["order_pqd"]
+    pqd, dpq = "base+prune-0.5+qat-8+kd", "base+kd+prune-0.5+qat-8"
+    assert {pqd, dpq} <= set(study["chains"])
+    assert sorted(c.name for c in parse_chain(pqd)) == sorted(c.name for c in parse_chain(dpq))
+    assert {study["stages"][s]["epochs"] for s in ("prune", "qat", "kd")} and config["evaluation"]["latency"]
