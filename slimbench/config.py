@@ -39,11 +39,13 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CATALOG = REPO / "config" / "catalog.yaml"
 FAMILY_TASKS = {"timm": "image_classification", "cifar_resnet": "image_classification",
                 "minimal_transformer": "image_classification",
+                "upernet_swin": "semantic_segmentation", "upernet_mobilevit": "semantic_segmentation",
                 "hf_classifier": "text_classification", "hf_causal_lm": "language_modeling"}
 LOADER_TASKS = {"mnist": "image_classification", "fashion_mnist": "image_classification",
                 "cifar10": "image_classification", "tiny_imagenet": "image_classification",
                 "imagenet": "image_classification", "glue": "text_classification", "wikitext2": "language_modeling",
-                "text_classification": "text_classification", "image_folder": "image_classification"}
+                "text_classification": "text_classification", "image_folder": "image_classification",
+                "camvid": "semantic_segmentation"}
 LOADER_SPLITS = {"mnist": ("official", "test-split"), "fashion_mnist": ("official", "test-split"),
                  "cifar10": ("official", "train-split"), "tiny_imagenet": ("official", "train-split")}
 # A study, dataset, model or config name is a folder name below results/: no '/', no leading '.', no '..'.

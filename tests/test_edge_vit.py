@@ -175,7 +175,9 @@ def test_feature_kd_stage_returns_a_trained_student_and_leaves_no_hooks():
     ctx = Context(make_task(RGB_INFO), data, data, torch.device("cpu"), 0, {"epochs": 1, "batch_size": 8, "lr": 1e-3},
                   teacher_loader=lambda: teacher, progress=False)
     kd = STAGES.get("feature_kd")
-    params = kd.resolve_models(kd.resolve("small"), {"small": SMALL_RESNET})  # an alias only the config defines
+    # the classification study's setting: KL logit term plus this project's feature term (hooks on both nets)
+    params = kd.resolve_models(kd.resolve("small", {"logit_loss": "kl", "beta": 1.0}),
+                               {"small": SMALL_RESNET})  # an alias only the config defines
     student = kd(teacher, ctx, **params)
     reference = build_student(teacher, SMALL_RESNET)
     assert count_parameters(student) == count_parameters(reference)
@@ -190,3 +192,39 @@ def test_token_sequences_do_not_pair_with_feature_maps(tiny_vit):
     maps = stage_outputs(cnn, images())
     tokens = stage_outputs(tiny_vit, torch.randn(2, 1, 8, 8))
     assert pair_by_resolution(maps, tokens) == [] and pair_by_resolution(tokens, maps) == []
+
+
+def test_feature_kd_defaults_are_the_authors_mse_logit_term_without_features():
+    params = STAGES.get("feature_kd").resolve("small")
+    assert (params["logit_loss"], params["alpha"], params["beta"]) == ("mse", 1.0, 0.0)
+
+
+def test_kl_on_segmentation_maps_is_refused_with_the_fix():
+    from methods.edge_vit import logit_term
+    from slimbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="logit_loss: mse"):
+        logit_term(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), "kl", 1.0)
+
+
+def test_label_student_and_mse_kd_stages_train_a_segmentation_student():
+    from slimbench.data.camvid import SegmentationDataset
+
+    info = DatasetInfo("seg", "semantic_segmentation", "mean_iou", 11, 3, 32, (0.5,) * 3, (0.25,) * 3,
+                       extra={"ignore_index": 11})
+    teacher_spec = {"family": "upernet_swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                    "window_size": 4, "hidden_size": 16}
+    student_spec = {"family": "upernet_mobilevit", "arch": "mobilevit_xxs", "fpn_out": 24}
+    torch.manual_seed(0)
+    teacher = build_model(teacher_spec, info, pretrained=False, download=False).eval()
+    generator = torch.Generator().manual_seed(0)
+    data = SegmentationDataset(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                               torch.randint(0, 12, (4, 32, 32), dtype=torch.uint8, generator=generator))
+    ctx = Context(make_task(info), data, data, torch.device("cpu"), 0, {"epochs": 1, "batch_size": 4, "lr": 1e-3},
+                  teacher_loader=lambda: teacher, progress=False)
+    stage = STAGES.get("label_student")
+    student = stage(teacher, ctx, **stage.resolve_models(stage.resolve("s"), {"s": student_spec}))
+    assert count_parameters(student) == count_parameters(build_model(student_spec, info, False, False))
+    before = [p.detach().clone() for p in student.parameters()]
+    STAGES.get("mse_kd")(student, ctx, **STAGES.get("mse_kd").resolve(None))
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
