@@ -150,14 +150,15 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
 
 
 def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.ModelMemoryProbe | None:
-    """Start the fresh CPU-only process that measures the model's own memory (when asked for, or when a device
-    budget is set: the budget is judged on it), so its imports overlap the task evaluation. It imports the
-    modules of the stages whose hooks rebuild the saved model, nothing else."""
+    """Start the fork server of the fresh CPU-only processes that measure the model's own memory (when asked
+    for, or when a device budget is set: the budget is judged on it), so its imports overlap the task
+    evaluation. The child imports the modules of the stages the saved model went through (its reload replays
+    them), no others."""
     settings = ws.config["evaluation"]
     if not (settings["model_memory"] or settings.get("budget")):
         return None
-    hooks = [STAGES.get(s["name"]) for s in stages]
-    modules = {f.__module__ for stage in hooks for f in (stage.rebuild, stage.finalize) if f is not None}
+    applied = [STAGES.get(s["name"]) for s in stages]
+    modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
     return model_memory.ModelMemoryProbe(sorted(modules))
 
 
@@ -254,12 +255,8 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
     probe = memory_probe(ws, arch["stages"])
-    try:
-        metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
-        costs = measure_cost(ws, model, model_dir, arch["stages"], probe)
-    finally:
-        if probe is not None:
-            probe.close()
+    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
+    costs = measure_cost(ws, model, model_dir, arch["stages"], probe)
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,

@@ -118,15 +118,14 @@ def test_memory_probe_measures_the_saved_model_alone_in_a_fresh_cpu_process(tmp_
     inputs = capture_inputs(model, lambda: model(x))
     assert list(inputs) == ["arg.0"] and torch.equal(inputs["arg.0"], x)
     probe = ModelMemoryProbe([])
-    try:
-        measured = probe.measure(tmp_path / "m", inputs, threads=1)
-    finally:
-        probe.close()
+    measured = probe.measure(tmp_path / "m", inputs, threads=1)
+    again = probe.measure(tmp_path / "m", inputs, threads=1)  # a second fresh child: the same figure
     # weights as loaded: their bytes, give or take the allocator's slack; the runtime (hundreds of MiB) excluded
     assert measured["model_weights_rss_mib"] == pytest.approx(weights_mib, rel=0.25)
     assert measured["model_weights_rss_mib"] <= measured["model_peak_rss_mib"] < weights_mib + 64
     assert measured["probe_process_peak_rss_mib"] > measured["model_peak_rss_mib"] + 100
-    assert measured["probe_threads"] == 1
+    assert measured["probe_threads"] == 1 and measured["probe_cuda_visible"] == ""
+    assert again["model_peak_rss_mib"] == pytest.approx(measured["model_peak_rss_mib"], abs=8)
 
 
 # ----------------------------------------------------------------------------------------------- paired latency

@@ -1,71 +1,79 @@
-"""Peak memory of a saved model alone, measured in a fresh CPU-only Python process (issue #15).
+"""Peak memory of a saved model alone, measured in a fresh CPU-only process (issue #15).
 
 The evaluating process is no place to measure a model's memory: its resident set holds the dataset, the
-CUDA context (2-4 GiB) and everything earlier steps left behind, and it grows with run order. Here a child
-process is started with no GPU visible (``CUDA_VISIBLE_DEVICES=""``), imports torch, the checkpoint loader
-and the modules of the stages the model went through, and takes its resident set size (RSS) as the baseline.
-It then loads the saved model (``checkpoint.load_model``: safetensors and ``arch.json`` only, no code from the
-model folder) and runs one forward pass on the saved example inputs at the configured threads and batch.
+CUDA context (2-4 GiB) and everything earlier steps left behind, and it grows with run order. Here the model
+runs in a child forked from a small *fork server*: a Python process started once per evaluating process with
+no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader and this module, never
+runs a tensor operation, and forks one child per job. So each child starts as a fresh process right after its
+imports (no tensors, no CUDA context, no allocator history, no thread pool), and the imports are paid once per
+evaluating process, not per model. The child imports the modules of the stages the model went through, takes
+its resident set size (RSS) as the baseline, loads the saved model (``checkpoint.load_model``: safetensors and
+``arch.json`` only, no code from the model folder) and runs one forward pass on the saved example inputs at the
+configured threads.
 
 Reported (MiB): ``model_peak_rss_mib``, the highest RSS during that forward pass minus the baseline, i.e.
 weights as loaded plus activations and temporaries plus what the allocator keeps of the load (the model's
-own figure, used for a device budget); ``model_weights_rss_mib``, RSS after loading minus the baseline; and
-``probe_process_peak_rss_mib``, the child's whole peak (Python + torch runtime included) for reference;
-``probe_import_s`` and ``probe_time_s`` (start to result, imports included), what the probe costs.
+own figure, used for a device budget; it includes a floor of 10-25 MiB of first-use library pages and
+allocator state, seen even for a model of a few KiB); ``model_weights_rss_mib``, RSS after loading minus the baseline;
+``probe_process_peak_rss_mib``, the child's whole peak (Python + torch runtime included) for reference; and
+``probe_time_s``, the wall time the measurement added (waiting for the server's imports included).
 RSS is sampled every 2 ms (``cost.RssSampler``), so a spike shorter than that can be missed.
-
-The child is started early (:meth:`ModelMemoryProbe.start`) so that its imports overlap the parent's task
-evaluation; it then waits on stdin for one job. The parent never measures while the child runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 MIB = 2**20
 ARG, KWARG = "arg.", "kwarg."
+_server: subprocess.Popen | None = None
+
+
+def fork_server() -> subprocess.Popen:
+    """This process's fork server, started (in the background) on first use; restarted if it died."""
+    global _server
+    if _server is None or _server.poll() is not None:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        _server = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=True, env=env)
+    return _server
 
 
 class ModelMemoryProbe:
-    """A fresh CPU-only child process that measures one saved model's peak memory."""
+    """Measures one saved model's peak memory in a fresh CPU-only child (see the module docstring)."""
 
     def __init__(self, plugin_modules: list[str]) -> None:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", __name__, *plugin_modules], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.plugin_modules = plugin_modules
+        fork_server()  # started now, so its imports overlap the caller's work
 
-    def measure(self, model_dir: Path, inputs: dict[str, Any], threads: int, timeout_s: float = 600) -> dict[str, float]:
-        """Send the job (the model folder, the example inputs as safetensors, the thread count) and wait."""
+    def measure(self, model_dir: Path, inputs: dict[str, Any], threads: int) -> dict[str, float]:
+        """Save the example inputs as safetensors, run a child on them and the model folder, return its record."""
         from safetensors.torch import save_file
 
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="slimbench-memory-") as folder:
             path = Path(folder) / "inputs.safetensors"
             save_file({k: v.detach().cpu().contiguous() for k, v in inputs.items()}, str(path))
-            job = json.dumps({"model_dir": str(model_dir), "inputs": str(path), "threads": threads})
-            try:
-                out, err = self.process.communicate(job + "\n", timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                raise RuntimeError(f"the memory probe of '{model_dir}' ran over {timeout_s} s") from None
-        if self.process.returncode != 0:
-            raise RuntimeError(f"the memory probe of '{model_dir}' failed (exit {self.process.returncode}):\n"
-                               f"{err.strip()[-2000:]}")
-        result = json.loads(out.strip().splitlines()[-1])
-        result["probe_time_s"] = time.perf_counter() - self.started
+            job = {"model_dir": str(model_dir), "inputs": str(path), "threads": threads,
+                   "plugins": self.plugin_modules}
+            server = fork_server()
+            server.stdin.write(json.dumps(job) + "\n")
+            server.stdin.flush()
+            line = server.stdout.readline()
+        result = json.loads(line) if line else {"error": f"the fork server exited ({server.wait()})"}
+        if "error" in result:
+            raise RuntimeError(f"the memory probe of '{model_dir}' failed:\n{result['error'][-2000:]}")
+        result["probe_time_s"] = time.perf_counter() - started
         return result
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 def capture_inputs(model: Any, forward: Callable[[], Any]) -> dict[str, Any]:
@@ -98,22 +106,45 @@ def split_inputs(flat: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     return args, {k[len(KWARG):]: v for k, v in flat.items() if k.startswith(KWARG)}
 
 
-def _child(plugin_modules: list[str]) -> None:
-    """Import, wait for the job, take the baseline, load, run one forward pass, print one JSON line."""
-    import gc
-    import importlib
+def serve(jobs: TextIO, results: TextIO) -> None:
+    """The fork server's loop: per JSON job line, fork a child that measures and writes one JSON line back."""
+    for line in jobs:
+        job = json.loads(line)
+        try:  # stage modules are imported here, once, so each child starts after them
+            for module in job["plugins"]:
+                importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+            results.write(json.dumps({"error": traceback.format_exc()}) + "\n")
+            results.flush()
+            continue
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, report, exit without running the parent's cleanup
+            os.close(read)
+            try:
+                record = _measure(job)
+            except BaseException:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+                record = {"error": traceback.format_exc()}
+            os.write(write, json.dumps(record).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            reply = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+        results.write((reply or json.dumps({"error": f"the child died (wait status {status})"})) + "\n")
+        results.flush()
 
-    started = time.perf_counter()
+
+def _measure(job: dict[str, Any]) -> dict[str, float]:
+    """In the fresh child: imports, baseline, load, one forward pass (see the module docstring)."""
+    import gc
+
     import torch
     from safetensors.torch import load_file
 
     from slimbench import checkpoint
     from slimbench.metrics.cost import RssSampler
 
-    for module in plugin_modules:
-        importlib.import_module(module)
-    imported = time.perf_counter() - started
-    job = json.loads(sys.stdin.readline())
     torch.set_num_threads(int(job["threads"]))
     args, kwargs = split_inputs(load_file(job["inputs"]))
     gc.collect()
@@ -124,11 +155,16 @@ def _child(plugin_modules: list[str]) -> None:
         loaded = whole.process.memory_info().rss
         with RssSampler() as forward, torch.no_grad():
             model(*args, **kwargs)
-    print(json.dumps({"model_peak_rss_mib": (forward.peak - baseline) / MIB,
-                      "model_weights_rss_mib": (loaded - baseline) / MIB,
-                      "probe_process_peak_rss_mib": whole.peak / MIB, "probe_threads": torch.get_num_threads(),
-                      "probe_import_s": imported}))
+    return {"model_peak_rss_mib": (forward.peak - baseline) / MIB, "model_weights_rss_mib": (loaded - baseline) / MIB,
+            "probe_process_peak_rss_mib": whole.peak / MIB, "probe_threads": torch.get_num_threads(),
+            "probe_cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1:])
+    import torch  # noqa: F401  - the server's imports, inherited by every child
+    from safetensors.torch import load_file  # noqa: F401
+
+    from slimbench import checkpoint  # noqa: F401
+    from slimbench.metrics import cost  # noqa: F401
+
+    serve(sys.stdin, sys.stdout)
