@@ -22,7 +22,9 @@ its recovery training, so any order of them is a chain (``base+distill+prune-0.5
 Recovery after pruning and quantization trains all exits jointly when the model has them (the sum of the
 exits' task losses, as in BranchyNet). Cost is counted as the paper does, in BitOps with early exit's
 expected depth (``slimbench/metrics/bitops.py``). The precedence graph and the sort are in
-``methods/order_graph.py``.
+``methods/order_graph.py``. These are the stages the ``order`` study ran; the pre-registered study uses
+``qat`` (8/4/2 bits, first and last layers at 8) and ``early_exit`` (threshold chosen on held-out data) of
+``methods/order_stages.py`` for Q and E.
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ def model_info(model: nn.Module) -> DatasetInfo:
 
 
 @torch.no_grad()
-def add_exits(model: nn.Module, exits: int, threshold: float, head: Any = None, wrapper: type = None) -> EarlyExit:
+def add_exits(model: nn.Module, exits: int, threshold: float, head: Optional[Any] = None,
+              wrapper: Optional[type] = None) -> EarlyExit:
     """Attach heads (``head(feature, classes)``, default :func:`exit_head`; quantized like the backbone, if it
     is) after ``exits`` evenly spaced blocks, in ``wrapper`` (default :class:`EarlyExit`)."""
     head, wrapper = head or exit_head, wrapper or EarlyExit

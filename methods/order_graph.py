@@ -539,6 +539,7 @@ def decide_order(frame: pd.DataFrame, metric: str, chains: list[str], random_cou
     study's protocol (``random_count``/``seed`` given on the command line override the protocol's)."""
     count = protocol.random_orders if random_count is None else random_count
     metric = protocol_metric(frame, metric, protocol)
+    protocol = replace(protocol, metric=metric)  # the decision records the metric it compared
     return decide(pairwise_table(frame, metric, protocol), method_tokens(chains), count,
                   seed if random_count is not None else protocol.random_seed, protocol)
 

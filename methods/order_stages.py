@@ -85,6 +85,8 @@ class TunedExit(EarlyExit):
             self.register_buffer("exit_threshold", torch.tensor(float(value)))
 
     def exits_like(self, model: nn.Module) -> "TunedExit":
+        """The student's heads (E before D): same design, and this threshold, chosen on the teacher's heads (the
+        paper's handling of E before D could not be checked)."""
         return add_tuned_exits(model, len(self.points), self.width, self.threshold)
 
 
