@@ -214,3 +214,25 @@ def test_distillation_loss_is_cross_entropy_plus_mse_of_the_logit_maps():
     s = F.interpolate(s, size=(32, 32), mode="bilinear", align_corners=False)  # student: stride 4 -> input size
     expected = hand_cross_entropy(s, batch[1], IGNORE) + ((s - t) ** 2).sum() / s.numel()
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_teacher_with_a_pretrained_backbone_keeps_its_weights_and_rebuilds_offline(tmp_path):
+    from transformers import Swinv2Backbone, Swinv2Config
+
+    from slimbench import checkpoint
+    from slimbench.models import describe_model
+
+    torch.manual_seed(0)
+    saved = Swinv2Backbone(Swinv2Config(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+                                        out_features=["stage1", "stage2", "stage3", "stage4"]))
+    saved.save_pretrained(tmp_path / "backbone")  # a local folder stands in for the hub repository
+    spec = {"family": "upernet_swin", "version": 2, "hidden_size": 16, "weights": "backbone_hub",
+            "hub": str(tmp_path / "backbone")}
+    model = build_model(spec, INFO, pretrained=True, download=False).eval()
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(model.net.backbone.state_dict()[name], tensor), name
+    checkpoint.save_model(model, tmp_path / "m", describe_model(spec, model), INFO, [])
+    loaded, _ = checkpoint.load_model(tmp_path / "m")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

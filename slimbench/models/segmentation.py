@@ -6,8 +6,9 @@ Both return a logits map (batch, classes, H', W'); the task upsamples it to the 
 
 - ``upernet_swin``: transformers' ``UperNetForSemanticSegmentation`` with a Swin or Swin-V2 backbone built
   from ``SwinConfig``/``Swinv2Config`` (random init offline), or a whole UPerNet checkpoint from the hub
-  (``weights: hub``, ``hub: openmmlab/upernet-swin-tiny``) on a connected machine, its classifier re-sized.
-  transformers' head is mmseg's UPerNet (PPM scales 1, 2, 3, 6, ``hidden_size`` channels), not the authors'.
+  (``weights: hub``, ``hub: openmmlab/upernet-swin-tiny``) on a connected machine, its classifier re-sized, or
+  an ImageNet-pretrained Swin(-V2) backbone under a new head (``weights: backbone_hub``), as the authors start
+  (torchvision ``swin_v2_t(weights='DEFAULT')``). transformers' head is mmseg's UPerNet (PPM scales 1, 2, 3, 6, ``hidden_size`` channels), not the authors'.
 - ``upernet_mobilevit``: the authors' UPerNet head (their ``PSPModule`` + ``FPN_fuse`` + 3x3 classifier, ported
   below) on the four stage outputs of timm's MobileViT (strides 4-32). The authors take them from Hugging Face's
   ``MobileViTModel`` (``apple/mobilevit-small``, ``mobilevit_forward``: encoder layers 1-4, widths 64, 96, 128,
@@ -19,6 +20,7 @@ Both return a logits map (batch, classes, H', W'); the task upsamples it to the 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -60,28 +62,53 @@ def swin_config(version: int, embed_dim: int, depths: Sequence[int], num_heads: 
                 num_channels=in_chans, out_features=SWIN_STAGES)
 
 
-@family("upernet_swin")
+def describe_upernet(model: nn.Module) -> dict[str, Any]:
+    """The whole transformers config, so a saved model rebuilds offline with the exact architecture it had
+    (a hub checkpoint's may differ from the spec: auxiliary head, widths)."""
+    return {"upernet_config": model.net.config.to_dict()}
+
+
+def pretrained_backbone(version: int, source: str) -> nn.Module:
+    """A Swin(-V2) backbone's pretrained weights (e.g. ImageNet ``microsoft/swinv2-tiny-patch4-window8-256``, the
+    authors' start) from the hub or a local folder, with the four stage outputs UPerNet reads."""
+    from transformers import SwinBackbone, Swinv2Backbone
+
+    return (SwinBackbone if version == 1 else Swinv2Backbone).from_pretrained(source, out_features=SWIN_STAGES)
+
+
+@family("upernet_swin", describe=describe_upernet)
 def upernet_swin(info: DatasetInfo, pretrained: bool, download: bool, version: int = 2, embed_dim: int = 96,
                  depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 8,
-                 hidden_size: int = 512, weights: str = "scratch", hub: Optional[str] = None) -> nn.Module:
+                 hidden_size: int = 512, weights: str = "scratch", hub: Optional[str] = None,
+                 upernet_config: Optional[dict] = None) -> nn.Module:
     """Defaults: Swin-V2-T (the authors' teacher backbone, torchvision ``swin_v2_t``: window 8) with
-    transformers' default head width 512. ``weights``: scratch | hub (``hub``: a UperNetForSemanticSegmentation
-    repository id; needs ``download: true``)."""
+    transformers' default head width 512. ``weights``: scratch | hub (``hub``: a whole
+    UperNetForSemanticSegmentation repository, classifier re-sized) | backbone_hub (``hub``: a Swin(-V2)
+    backbone repository or local folder; its architecture replaces the spec's); hub weights need
+    ``download: true`` unless ``hub`` is a local folder. ``upernet_config`` (written by :func:`describe_upernet`)
+    rebuilds a saved model's exact architecture."""
     from transformers import UperNetConfig, UperNetForSemanticSegmentation
 
-    if weights not in ("scratch", "hub"):
-        raise ConfigError(f"upernet_swin: weights must be scratch or hub, not '{weights}'.")
-    if pretrained and weights == "hub":
-        if not hub or not download:
-            raise DataNotFoundError(f"upernet_swin: weights: hub needs 'hub' (a repository id, e.g. "
-                                    f"openmmlab/upernet-swin-tiny; got {hub!r}) and 'download: true'.")
+    if weights not in ("scratch", "hub", "backbone_hub"):
+        raise ConfigError(f"upernet_swin: weights must be scratch, hub or backbone_hub, not '{weights}'.")
+    load = pretrained and weights != "scratch"
+    if load and (not hub or not (download or Path(hub).is_dir())):
+        raise DataNotFoundError(f"upernet_swin: weights: {weights} needs 'hub' (a repository id, e.g. "
+                                f"openmmlab/upernet-swin-tiny, or a local folder; got {hub!r}) and 'download: true' "
+                                f"for a repository.")
+    if upernet_config is not None:
+        return HubSegmenter(UperNetForSemanticSegmentation(UperNetConfig.from_dict(upernet_config)), info)
+    if load and weights == "hub":
         net = UperNetForSemanticSegmentation.from_pretrained(hub, num_labels=info.num_classes,
                                                              ignore_mismatched_sizes=True)
-    else:
-        config = UperNetConfig(backbone_config=swin_config(version, embed_dim, depths, num_heads, window_size,
-                                                           info.in_chans),
-                               num_labels=info.num_classes, hidden_size=hidden_size, use_auxiliary_head=False)
-        net = UperNetForSemanticSegmentation(config)
+        return HubSegmenter(net, info)
+    backbone = pretrained_backbone(version, hub) if load else None
+    config = UperNetConfig(backbone_config=backbone.config if backbone is not None else
+                           swin_config(version, embed_dim, depths, num_heads, window_size, info.in_chans),
+                           num_labels=info.num_classes, hidden_size=hidden_size, use_auxiliary_head=False)
+    net = UperNetForSemanticSegmentation(config)
+    if backbone is not None:
+        net.backbone.load_state_dict(backbone.state_dict())
     return HubSegmenter(net, info)
 
 
