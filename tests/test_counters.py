@@ -191,3 +191,20 @@ def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency
     assert measured["fits_budget_measure"] == "model_peak_rss_mib"
     assert measured["latency_vs_base_pairs"] == 4
     assert measured["latency_vs_base_ci_low"] <= measured["latency_vs_base_ratio"] <= measured["latency_vs_base_ci_high"]
+
+
+def test_memory_probe_inputs_keep_positional_and_keyword_tensors() -> None:
+    from slimbench.metrics.model_memory import capture_inputs, split_inputs
+
+    class Text(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            return input_ids * attention_mask
+
+    ids, mask = torch.ones(1, 5, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)
+    model = Text()
+    flat = capture_inputs(model, lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=None))
+    assert set(flat) == {"kwarg.input_ids", "kwarg.attention_mask"}
+    args, kwargs = split_inputs({**flat, "arg.1": ids, "arg.0": mask})
+    assert args[0] is mask and args[1] is ids and kwargs == {"input_ids": ids, "attention_mask": mask}
+    with pytest.raises(TypeError, match="non-tensor inputs"):
+        capture_inputs(model, lambda: model(ids, attention_mask=mask, token_type_ids=3))
