@@ -24,7 +24,10 @@ patch area, patches, dim), so the first dimension is not the batch):
 Early exit: a module with ``exit_boundaries()`` (the modules after whose forward one exit's head has run)
 and ``last_exit`` (each example's exit index after an eval forward) splits the network into segments;
 exit ``j`` costs segments ``0..j``. Element-wise work (norms, activations, pooling) is not counted, as in
-FLOPs-style counts of the paper.
+FLOPs-style counts of the paper. Not seen: ops that fuse a whole attention block into one kernel other than
+SDPA (``nn.MultiheadAttention``'s inference fast path, ``_native_multi_head_attention``). The W8A8 reading of
+torchao's dynamic int8 was checked on torchao 0.18's ``Int8Tensor`` (its ``act_quant_kwargs``), not on
+other torchao versions' tensor classes.
 """
 
 from __future__ import annotations

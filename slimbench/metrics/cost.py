@@ -1,9 +1,16 @@
 """Cost metrics: parameters, stored bits, FLOPs (torch.utils.flop_counter), latency and peak memory.
 
+FLOPs count attention on every backend: torch's counter has no formula for the fused CPU SDPA kernel, so
+``scaled_dot_product_attention`` counted 0 on CPU (issue #15: -5.3% for vit_tiny_p4); it is charged here with
+torch's own SDPA formula, the same count the math backend's two bmm give.
+
 Latency and memory are measurements, so they belong in benchmarks and reports, never in assertions. CPU
 latency goes through ``torch.utils.benchmark.Timer`` (it sets the thread count for the measurement and
 returns median and interquartile range); GPU latency through CUDA events around each call, which time the
-GPU's own timeline without a host synchronization inside the measurement.
+GPU's own timeline without a host synchronization inside the measurement. A difference between two models
+is read from :func:`paired_latency` (calls interleaved with the base, ratio with an interval), not from two
+medians taken minutes apart. This process's RSS (:func:`peak_memory`) is a whole-process figure; a model's
+own memory comes from a fresh process (``slimbench/metrics/model_memory.py``).
 """
 
 from __future__ import annotations
