@@ -24,6 +24,7 @@ CIFAR10 = DatasetInfo("cifar10", "image_classification", "accuracy", 10, 3, 32, 
 MNIST = DatasetInfo("mnist", "image_classification", "accuracy", 10, 1, 28, (0.5,), (0.5,))
 GLUE2 = DatasetInfo("glue/sst2", "text_classification", "accuracy", 2)
 WIKITEXT = DatasetInfo("wikitext2", "language_modeling", "perplexity")
+CAMVID = DatasetInfo("camvid", "semantic_segmentation", "mean_iou", 11, 3, 480, (0.5,) * 3, (0.5,) * 3)
 
 # The papers' figures, as printed: rounded, so a count within 1.5% matches (one block of any of these models
 # is at least 3% of it, so a wrong depth or width fails).
@@ -32,6 +33,8 @@ PUBLISHED = {
     "deit_base": (IMAGENET, 86e6, "Touvron et al. 2021 (DeiT), table 1: DeiT-B 86M"),
     "swin_tiny": (IMAGENET, 28e6, "Liu et al. 2021 (Swin), table 1: Swin-T 28M"),
     "mobilevit_xs": (IMAGENET, 2.3e6, "Mehta and Rastegari 2022 (MobileViT), table 1/fig. 6: MobileViT-XS 2.3M"),
+    "upernet_mobilevit_s_in1k": (CAMVID, 5.6e6, "Youn et al. 2023 (arXiv 2309.02617): UPerNet MobileViT-S student, "
+                                                "5.6M parameters"),
     "llama2_7b": (WIKITEXT, 6.7e9, "Touvron et al. 2023 (LLaMA), table 2: the 7B model has 6.7B parameters; "
                                    "Llama 2 7B keeps its architecture (Llama 2 paper, sec. 2.2)"),
 }
@@ -57,7 +60,8 @@ EXACT = {"resnet18_cifar": (CIFAR10, 11_689_512 + CIFAR_CHANGE), "resnet34_cifar
          "vit_tiny_p4": (CIFAR10, vit_parameters(192, 12, 4, 32, 3, 10))}
 # No published figure for this project's minimal-transformer layout (the paper's own totals, 287,686 and
 # 101,470, belong to the minattn_paper_* models and are asserted in tests/test_minimal_attention.py).
-BUILD_ONLY_FAMILIES = {"minimal_transformer": MNIST}
+# and none for the edge-ViT teacher's UPerNet head on Swin-V2-T (the backbone alone is Swin V2's 28M).
+BUILD_ONLY_FAMILIES = {"minimal_transformer": MNIST, "upernet_swin": CAMVID}
 BUILD_ONLY_P16 = IMAGENET  # the minimal transformers with 16x16 patches are the ImageNet variants
 
 
