@@ -236,3 +236,36 @@ def test_teacher_with_a_pretrained_backbone_keeps_its_weights_and_rebuilds_offli
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["upernet_swinv2_tiny", "upernet_swin_tiny", "upernet_mobilevit_s"])
+def test_declared_structures_match_the_segmentation_models(name):
+    """slimbench.architectures decides from the spec which stages apply; here the real model answers: surgery
+    finds MLPs, head removal runs, and most FLOPs (torch's counter, at 480x360) are in Linear layers or not."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from slimbench.architectures import structures
+    from slimbench.config import REPO, load_config
+    from slimbench.surgery import find_attentions, find_mlps, keep_heads
+
+    spec = load_config(REPO / "config" / "default.yaml")["models"][name]
+    torch.manual_seed(0)
+    model = build_model(spec, INFO, pretrained=False, download=False).eval()
+    found = {"mlp_neurons"} if find_mlps(model) else set()
+    try:
+        trial = copy.deepcopy(model)
+        keep_heads(find_attentions(trial)[0], [0])
+        with torch.no_grad():
+            trial(torch.randn(1, 3, 64, 64))
+        found.add("attention_heads")
+    except (IndexError, RuntimeError):
+        pass
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, 360, 480))
+    linear = sum(v for op, v in counter.get_flop_counts()["Global"].items() if str(op).split(".")[1] in ("addmm", "mm"))
+    if linear / counter.get_total_flops() > 0.5:
+        found.add("linear_compute")
+    assert structures(spec) == frozenset(found)
