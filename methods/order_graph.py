@@ -162,12 +162,14 @@ def judge_pair(ab: pd.Series, ba: pd.Series, bitops_ab: float, bitops_ba: float,
                protocol: Protocol) -> tuple[int, str]:
     """(+1 A->B better, -1 B->A better, 0 no edge) and the reason, under ``protocol``; ``ab``/``ba``: the metric
     per seed (index: seed)."""
-    seeds = sorted(set(ab.index) & set(ba.index) & (set(protocol.seeds) if protocol.seeds is not None else set(ab.index)))
+    chosen = set(ab.index) if protocol.seeds is None else set(protocol.seeds)
+    seeds = sorted(set(ab.index) & set(ba.index) & chosen)
     if not seeds:
         return 0, "no common seeds"
     ab, ba = ab.loc[seeds], ba.loc[seeds]
     if protocol.operating_point == "matched_cost":
-        win = pair_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, base, protocol.tolerance, protocol.ties)
+        win = pair_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, base, protocol.tolerance, protocol.ties,
+                          protocol.cost_tolerance)
     else:
         win = pareto_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, protocol)
         if win is None:
@@ -195,11 +197,12 @@ def pareto_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_b
 
 def pair_winner(metric_ab: float, metric_ba: float, bitops_ab: float, bitops_ba: float,
                 base: tuple[float, float] | None = None, tolerance: float = TOLERANCE,
-                ties: str = "fewer_bitops") -> int:
+                ties: str = "fewer_bitops", cost_tolerance: float = 0.01) -> int:
     """+1 if A->B is the better order, -1 if B->A, 0 for a tie (paper Sec. 3: the order that keeps more
     accuracy at the same compression wins). With ``base`` = (metric, BitOps) of the uncompressed model, orders
-    of different cost are compared by :func:`at_matched_cost`; equal accuracy is decided by the lower cost."""
-    same_cost = abs(bitops_ab - bitops_ba) <= 0.01 * max(bitops_ab, bitops_ba)
+    of different cost are compared by :func:`at_matched_cost`; equal accuracy is decided by the lower cost
+    (``ties="fewer_bitops"``) or is a tie; costs within ``cost_tolerance`` of each other are the same cost."""
+    same_cost = abs(bitops_ab - bitops_ba) <= cost_tolerance * max(bitops_ab, bitops_ba)
     if base is not None and not same_cost:
         metric_ab, metric_ba = at_matched_cost(metric_ab, metric_ba, bitops_ab, bitops_ba, *base)
     if abs(metric_ab - metric_ba) > tolerance:

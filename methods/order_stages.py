@@ -67,7 +67,8 @@ def conv_head(feature: torch.Tensor, num_classes: int, width: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(feature.shape[1], width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
     dim = feature.shape[-1]
-    return nn.Sequential(nn.LayerNorm(dim), TokenPool(), nn.Linear(dim, width), nn.GELU(), nn.Linear(width, num_classes))
+    return nn.Sequential(nn.LayerNorm(dim), TokenPool(), nn.Linear(dim, width), nn.GELU(),
+                         nn.Linear(width, num_classes))
 
 
 class TunedExit(EarlyExit):

@@ -90,7 +90,8 @@ def test_qat_computes_on_at_most_2_to_the_b_values_per_channel(bits: int) -> Non
     recorder = LayerCalls()
     with torch.no_grad(), recorder:
         model.eval()(torch.randn(4, 3, 16, 16))
-    assert len(recorder.calls) == sum(isinstance(m, FakeQuant) for m in model.modules()) == 10  # stem, 2+3+3 block convs, fc
+    wrapped = sum(isinstance(m, FakeQuant) for m in model.modules())
+    assert len(recorder.calls) == wrapped == 10  # stem, 2 + 3 + 3 block convs, fc
     for x, weight in recorder.calls:
         edge = weight.shape[1] == 3 or weight.shape[0] == 10  # the stem conv and the classifier: 8 bits
         width = 8 if edge else bits
