@@ -17,6 +17,7 @@ from torch import nn
 
 from slimbench.batching import TokenizedText
 from slimbench.data import ArrayDataset, DatasetInfo, TextCorpus, TextDataset, TokenBlockDataset, batches
+from slimbench.errors import ConfigError
 from slimbench.metrics.task import (classification_metrics, confusion_matrix, perplexity,
                                    segmentation_metrics)
 from slimbench.registry import Registry
@@ -127,6 +128,9 @@ def random_crop_flip(x: torch.Tensor, padding: int) -> torch.Tensor:
     return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
 
 
+SEGMENTATION_EVAL_BATCH = 8
+
+
 @TASKS.register("semantic_segmentation")
 class SemanticSegmentation(Task):
     """Per-pixel classification: uint8 images (N, 3, H, W) and label maps (N, H, W) in, logits maps out.
@@ -136,8 +140,16 @@ class SemanticSegmentation(Task):
     the loss is pixel cross-entropy without the ``ignore_index`` label (the dataset's void class); evaluation
     is at full resolution, mean IoU from a confusion matrix. Training batches get the dataset's augmentation
     (``info.extra``: random scale in ``scale``, random ``crop``, horizontal flip) when ``info.augment``.
-    Task option ``eval_batch_size`` (default 8) caps the evaluation batch: full-size maps are large.
+    Evaluation batches hold at most :data:`SEGMENTATION_EVAL_BATCH` images (full-size maps are large; the
+    batch size changes memory only, not the metric).
     """
+
+    def __init__(self, info: DatasetInfo, tokenizer: Any = None, **options: Any) -> None:
+        super().__init__(info, tokenizer, **options)
+        missing = [k for k in ("crop", "scale") if info.augment and k not in info.extra]
+        if missing:
+            raise ConfigError(f"dataset '{info.name}' asks for segmentation augmentation but gives no {missing}. "
+                              f"Fix: set crop [h, w] and scale [low, high] in its loader, or augment: false.")
 
     @property
     def ignore_index(self) -> int:
@@ -177,7 +189,7 @@ class SemanticSegmentation(Task):
         classes = self.info.num_classes
         confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
         loss_sum, pixels = 0.0, 0
-        for batch in self.loader(dataset, min(batch_size, self.options.get("eval_batch_size", 8))):
+        for batch in self.loader(dataset, min(batch_size, SEGMENTATION_EVAL_BATCH)):
             batch = self.to_device(batch, device)
             logits = self.logits(model, batch)
             confusion += confusion_matrix(batch[1], logits.argmax(1), classes, self.ignore_index)

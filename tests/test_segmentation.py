@@ -269,3 +269,11 @@ def test_declared_structures_match_the_segmentation_models(name):
     if linear / counter.get_total_flops() > 0.5:
         found.add("linear_compute")
     assert structures(spec) == frozenset(found)
+
+
+def test_augmentation_without_its_settings_is_refused_with_the_fix():
+    from slimbench.errors import ConfigError
+
+    bare = DatasetInfo("bare", "semantic_segmentation", "mean_iou", 11, 3, 32, (0.5,) * 3, (0.25,) * 3, True)
+    with pytest.raises(ConfigError, match=r"no \['crop', 'scale'\].*Fix"):
+        make_task(bare)
