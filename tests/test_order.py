@@ -166,9 +166,10 @@ def test_pairwise_results_decide_the_chains() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- workflow
-def test_each_distinct_prefix_is_one_job_in_the_dag() -> None:
+@pytest.mark.parametrize("study", ["order", "order_prereg"])
+def test_each_distinct_prefix_is_one_job_in_the_dag(study: str) -> None:
     config = load_config(REPO / "config" / "default.yaml")
-    exps = list(experiments(config, "order"))
+    exps = list(experiments(config, study))
     prefixes = {(e.seed, p) for e in exps for p in chain_prefixes(e.chain)}
     targets = [str(e.directory(config["results_dir"]) / "metrics.json") for e in exps]
     out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "--configfile",
