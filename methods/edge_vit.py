@@ -507,17 +507,30 @@ def budget_of(frame: pd.DataFrame) -> tuple[str, float]:
     return str(frame["budget"].iloc[0]), float(frame["budget_memory_mib"].iloc[0])
 
 
+def memory_column(frame: pd.DataFrame) -> tuple[str, str]:
+    """The memory a budget is judged on: the model's own peak (``model_peak_rss_mib``, a fresh CPU-only process)
+    where the runs measured it; runs from before that measure only the whole evaluating process's RSS."""
+    if "model_peak_rss_mib" in frame and frame["model_peak_rss_mib"].notna().all():
+        return "model_peak_rss_mib", "model's own peak RSS (MiB, fresh CPU process)"
+    return "peak_rss_mib", "peak process RSS (MiB, whole evaluating process)"
+
+
 def budget_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per model: accuracy, parameters, weight memory, measured peak memory, latency and FPS at the config's
-    thread count, and whether it fits (``fits_budget``: peak process RSS under the budget, from evaluate)."""
+    thread count, latency against the base (paired, with its interval) where measured, and whether it fits
+    (``fits_budget``, from evaluate)."""
     means = frame.groupby(["dataset", "model", "chain"], sort=False).mean(numeric_only=True).reset_index()
+    memory, _ = memory_column(frame)
     table = pd.DataFrame({
         "dataset": means["dataset"], "model": means["model"], "chain": means["chain"], metric: means[metric],
         "params_M": means["params"] / 1e6, "params_vs_base": means.get("relative_params_kept", 1.0),
-        "weights_mib": means["stored_bits"] / 8 / 2**20, "peak_rss_mib": means["peak_rss_mib"],
+        "weights_mib": means["stored_bits"] / 8 / 2**20, memory: means[memory],
         "peak_tensor_mib": means["stored_bits"] / 8 / 2**20 + means.get("peak_tensor_mib", float("nan")),
         "latency_ms": means["latency_cpu_ms"], "threads": means["latency_cpu_threads"],
         "fps": 1000.0 * means["latency_batch_size"] / means["latency_cpu_ms"]})
+    for column in ("latency_vs_base_ratio", "latency_vs_base_ci_low", "latency_vs_base_ci_high"):
+        if column in means:
+            table[column] = means[column]
     table["params_vs_base"] = table["params_vs_base"].fillna(1.0)
     table["fits_budget"] = means["fits_budget"] == 1.0
     return table
@@ -540,8 +553,8 @@ def budget_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 @figure("edge_budget")
 def edge_budget(frame: pd.DataFrame, metric: str) -> Any:
-    """Accuracy against measured peak memory (process RSS; tensor memory = weights + peak activations) and
-    against CPU latency at the budget's threads, one marker per chain and deployed network; the memory budget
+    """Accuracy against measured peak memory (the model's own RSS where measured, else the evaluating process's;
+    tensor memory = weights + peak activations) and against CPU latency at the budget's threads, one marker per chain and deployed network; the memory budget
     drawn as a red line."""
     import seaborn as sns
 
@@ -550,7 +563,7 @@ def edge_budget(frame: pd.DataFrame, metric: str) -> Any:
     threads = int(frame["latency_cpu_threads"].iloc[0])
     table = budget_rows(frame, metric)
     table["chain_label"] = table["chain"].map(lambda c: c.removeprefix("base+") if c != "base" else "uncompressed")
-    panels = (("peak_rss_mib", "peak process RSS (MiB)", True), ("peak_tensor_mib", "tensor memory (MiB)", True),
+    panels = (memory_column(frame) + (True,), ("peak_tensor_mib", "tensor memory (MiB)", True),
               ("latency_ms", f"CPU latency per image (ms, {threads} threads)", False))
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     for ax, (column, label, budget_line) in zip(axes, panels):

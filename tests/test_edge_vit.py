@@ -213,3 +213,19 @@ def test_label_student_and_mse_kd_stages_train_a_segmentation_student():
     before = [p.detach().clone() for p in student.parameters()]
     STAGES.get("mse_kd")(student, ctx, **STAGES.get("mse_kd").resolve(None))
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+def test_budget_table_judges_the_models_own_memory_where_measured():
+    import pandas as pd
+
+    from methods.edge_vit import budget_table
+
+    runs = pd.DataFrame({"dataset": ["d", "d"], "model": ["m", "m"], "chain": ["base", "base"], "mean_iou": [0.5, 0.7],
+                         "params": [10, 10], "stored_bits": [8 * 2**20] * 2, "peak_rss_mib": [3000.0, 3100.0],
+                         "latency_cpu_ms": [20.0, 30.0], "latency_cpu_threads": [4, 4], "latency_batch_size": [1, 1],
+                         "fits_budget": [True, True]})
+    old = budget_table(runs, "mean_iou")  # runs from before the fresh-process probe: the whole process, so named
+    assert old["peak_rss_mib"].tolist() == [3050.0] and "model_peak_rss_mib" not in old
+    assert old["fps"].tolist() == [40.0] and old["mean_iou"].tolist() == [pytest.approx(0.6)]
+    new = budget_table(runs.assign(model_peak_rss_mib=[100.0, 120.0]), "mean_iou")
+    assert new["model_peak_rss_mib"].tolist() == [110.0] and "peak_rss_mib" not in new
