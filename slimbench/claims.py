@@ -15,6 +15,8 @@ perplexity count a rise as the drop):
   ``other`` may be equal-length lists of pairs, all of which must hold.
 - ``reduction_within`` {cost, max_drop, min_factor}: the best reduction of ``cost`` (base / chain) among the
   chains within ``max_drop`` of the base reaches ``min_factor``.
+- ``reduces`` {chain, cost, min_factor[, reference]}: the chain divides ``cost`` by at least ``min_factor``
+  against the base (or the ``reference`` chain), whatever its accuracy (e.g. early exit alone saves BitOps).
 - ``at_most`` / ``at_least`` {chain, column, value}: a recorded column of the chain (e.g. ``stage_time_s``,
   ``peak_rss_mib``) is at most / at least ``value``.
 - ``model_within`` {model, reference, max_drop[, chain]}: across models of one dataset (variants trained from
@@ -101,6 +103,15 @@ def reduction_within(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: A
     return Outcome(best, best >= test["min_factor"])
 
 
+@TESTS.register("reduces")
+def reduces(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Outcome | None:
+    cost = test["cost"]
+    reference, value = metric_of(runs, test.get("reference", BASE), cost), metric_of(runs, test["chain"], cost)
+    if reference is None or not value:
+        return None
+    return Outcome(reference / value, reference / value >= test["min_factor"])
+
+
 def bound(runs: pd.DataFrame, test: dict[str, Any], below: bool) -> Outcome | None:
     value = metric_of(runs, test["chain"], test["column"])
     return None if value is None else Outcome(value, value <= test["value"] if below else value >= test["value"])
@@ -173,7 +184,7 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False, c
         scale, unit = 100.0, "%"
     elif kind in ("drop_at_most", "beats", "model_within") and metric not in LOWER_IS_BETTER:
         scale, unit = 100.0, " pt"
-    elif kind == "reduction_within":
+    elif kind in ("reduction_within", "reduces"):
         unit = "x"
     elif column.endswith("_s"):
         unit = " s"

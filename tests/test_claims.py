@@ -87,6 +87,15 @@ def test_reduction_within_takes_the_best_chain_inside_the_drop() -> None:
     assert verdict(frame, {"kind": "reduction_within", "cost": "bitops", "max_drop": 0.01, "min_factor": 11})[0] == "not met"
 
 
+def test_reduces_divides_the_reference_cost_whatever_the_accuracy() -> None:
+    frame = runs([("base", 0, 0.90, 1000.0), ("base+e", 0, 0.50, 800.0), ("base+q", 0, 0.9, 250.0)])
+    assert verdict(frame, {"kind": "reduces", "chain": "base+e", "cost": "bitops", "min_factor": 1.25}) == (
+        "met", "1.25x (n=1)")
+    assert verdict(frame, {"kind": "reduces", "chain": "base+e", "cost": "bitops", "min_factor": 1.3})[0] == "not met"
+    assert verdict(frame, {"kind": "reduces", "chain": "base+e", "cost": "bitops", "min_factor": 3,
+                           "reference": "base+q"})[0] == "not met"  # 250 / 800
+
+
 def test_model_within_compares_models_of_one_dataset() -> None:
     frame = pd.concat([runs([("base", 0, 0.9)]), runs([("base", 0, 0.895)]).assign(model="small")])
     assert verdict(frame, {"kind": "model_within", "model": "small", "reference": "m", "max_drop": 0.01}) == (
