@@ -182,6 +182,19 @@ def test_easy_examples_leave_at_the_first_exit_and_cost_drops_by_hand(trained_ex
     assert by_hand <= 0.9 * 1024 * macs(backbone, one)  # E alone saves BitOps on easy data
 
 
+def test_the_metrics_record_the_exit_histogram_and_threshold(trained_exit: Any) -> None:
+    from slimbench.metrics.bitops import cost_record
+
+    exited, _, _ = trained_exit
+    data = easy_data(200, seed=1)
+    with torch.no_grad():
+        exited.eval()(data.images.float() / 255)
+    counts = torch.bincount(exited.last_exit, minlength=3).tolist()  # the histogram, taken by hand
+    record = cost_record(exited, context(data).task, data, torch.device("cpu"), 64)
+    assert record["exit_counts"] == counts and record["exit_threshold"] == exited.threshold
+    assert record["bitops"] == pytest.approx(expected_bitops(record["exit_segment_bitops"], counts))
+
+
 def test_the_threshold_survives_save_and_reload(trained_exit: Any, tmp_path: Any) -> None:
     from slimbench import checkpoint
 

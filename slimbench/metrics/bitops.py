@@ -248,7 +248,8 @@ def model_bits(model: nn.Module) -> int:
 
 
 def cost_record(model: nn.Module, task: Any, dataset: Any, device: torch.device, batch_size: int) -> dict[str, Any]:
-    """``bitops`` (expected over the eval set with early exit), ``bitops_full_depth`` and ``model_bits``."""
+    """``bitops`` (expected over the eval set with early exit), ``bitops_full_depth`` and ``model_bits``; with
+    early exit also the exit histogram (``exit_counts``), each segment's BitOps and the confidence threshold used."""
     example = task.to_device(next(iter(task.loader(dataset, 1))), device)
     segments = segment_bitops(model, lambda: task.logits(model, example))
     record: dict[str, Any] = {"bitops_full_depth": sum(segments), "model_bits": model_bits(model)}
@@ -257,7 +258,7 @@ def cost_record(model: nn.Module, task: Any, dataset: Any, device: torch.device,
         return record
     counts = exit_counts(model, task, dataset, device, batch_size)
     record.update({"bitops": expected_bitops(segments, counts), "exit_counts": counts,
-                   "exit_segment_bitops": segments})
+                   "exit_segment_bitops": segments, "exit_threshold": float(exit_module(model).threshold)})
     return record
 
 
