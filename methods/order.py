@@ -461,18 +461,27 @@ def early_exit(model: nn.Module, ctx: Context, threshold: float, exits: int, epo
     """Early-exit heads with a confidence threshold (dynamic architecture; paper Sec. 3), trained on the
     frozen backbone so the final classifier is unchanged."""
     model = rebuild_exit(model, exits, threshold)
+    if quant_bits(model) is not None:
+        calibrate(model, ctx)
+    train_heads(model, ctx, ctx.train_set, epochs, lr, "exit")
+    return model
+
+
+def train_heads(model: EarlyExit, ctx: Context, dataset: Any, epochs: Optional[int], lr: Optional[float],
+                desc: str) -> None:
+    """Train the exit heads with the joint loss on a frozen backbone (its weights, BatchNorm statistics and
+    dropout stay as they are), so the final classifier is unchanged."""
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     task_loss = joint_loss(ctx)
 
     def loss(net: EarlyExit, batch: Any) -> torch.Tensor:
-        net.backbone.eval()  # BatchNorm statistics and dropout of the frozen backbone stay as they are
+        net.backbone.eval()
         return task_loss(net, batch)
 
-    if quant_bits(model) is not None:
-        calibrate(model, ctx)
-    fit(model, ctx.task, ctx.train_set, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed, loss_fn=loss,
-        progress=ctx.progress, desc="exit")
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+    try:
+        fit(model, ctx.task, dataset, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed, loss_fn=loss,
+            progress=ctx.progress, desc=desc)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from baselines.distill import EPOCHS, LR, recovery_recipe
 from methods.order import (EarlyExit, FakeQuant, TokenPool, add_exits, calibrate, joint_loss, quant_bits, quantize,
-                           set_edge_bits)
+                           set_edge_bits, train_heads)
 from slimbench.errors import ConfigError
 from slimbench.stages import Context, Param, stage
 from slimbench.train import fit
@@ -155,20 +155,9 @@ def early_exit(model: nn.Module, ctx: Context, max_drop: float, exits: int, widt
     (dynamic architecture; paper Sec. 3)."""
     train, held = split_train(ctx, holdout)
     model = rebuild_early_exit(model, exits, width)
-    for p in model.backbone.parameters():
-        p.requires_grad_(False)
-    task_loss = joint_loss(ctx)
-
-    def loss(net: EarlyExit, batch: Any) -> torch.Tensor:
-        net.backbone.eval()  # BatchNorm statistics and dropout of the frozen backbone stay as they are
-        return task_loss(net, batch)
-
     if quant_bits(model) is not None:
         calibrate_heads(model, ctx, train)
-    fit(model, ctx.task, train, ctx.device, recovery_recipe(ctx, epochs, lr), ctx.seed, loss_fn=loss,
-        progress=ctx.progress, desc="early_exit")
-    for p in model.parameters():
-        p.requires_grad_(True)
+    train_heads(model, ctx, train, epochs, lr, "early_exit")
     model.threshold = choose_threshold(*held_out_outputs(model, ctx, held), max_drop)
     return model
 
