@@ -71,7 +71,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("order-qat-float-activations", "methods/order.py",
              "        xq = fake_quant_act(x, self.act_low, self.act_high, self.act_bits).to(x.dtype)\n",
              "        xq = x\n", ORDER_QAT_TESTS),
-    Mutation("order-exit-does-not-freeze-backbone", "methods/order_stages.py",
+    Mutation("order-exit-does-not-freeze-backbone", "methods/order.py",
              "    for p in model.backbone.parameters():\n        p.requires_grad_(False)\n", "",
              ("tests/test_order_known_answers.py", "-k", "backbone_unchanged")),
     Mutation("order-protocol-ignores-seed-agreement", "methods/order_graph.py",
