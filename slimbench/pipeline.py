@@ -29,7 +29,7 @@ from slimbench.data import Splits, data_root, load_dataset
 from slimbench.errors import ConfigError
 from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
 from slimbench.metrics import bitops, cost, model_memory
-from slimbench.models import build_model, describe_model, tokenizer_for
+from slimbench.models import MODELS, build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
 from slimbench.results import METRICS_FILE
 from slimbench.stages import STAGES, Context, parse_chain
@@ -153,12 +153,13 @@ def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.Mo
     """Start the fork server of the fresh CPU-only processes that measure the model's own memory (when asked
     for, or when a device budget is set: the budget is judged on it), so its imports overlap the task
     evaluation. The child imports the modules of the stages the saved model went through (its reload replays
-    them), no others."""
+    them) and the module of the model's family (a plugin may register one), no others."""
     settings = ws.config["evaluation"]
     if not (settings["model_memory"] or settings.get("budget")):
         return None
     applied = [STAGES.get(s["name"]) for s in stages]
     modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
+    modules.add(MODELS.get(ws.config["models"][ws.exp.model]["family"]).build.__module__)  # plugin families too
     return model_memory.ModelMemoryProbe(sorted(modules))
 
 

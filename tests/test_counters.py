@@ -172,7 +172,8 @@ def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
 
 
 def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency_with_the_base(tmp_path) -> None:
-    """A 2k-parameter ViT fits 256 MiB; the evaluating process (torch, data, ~900 MiB RSS) would not."""
+    """A tiny minimal transformer (a model family a plugin registers, so the probe must import it) fits 256 MiB;
+    the evaluating process (torch, data, ~900 MiB RSS) would not."""
     import json
 
     from test_faults import base_config, write_config
@@ -183,6 +184,9 @@ def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency
     config["evaluation"]["budget"] = {"name": "tiny device", "memory_mib": 256}
     config["evaluation"]["latency"]["paired"] = 4
     config["studies"]["s"]["chains"] = ["base"]
+    config["models"]["mt_nano"] = {"family": "minimal_transformer", "embed_dim": 16, "depth": 1, "patch_size": 7,
+                                   "num_heads": 1}
+    config["studies"]["s"]["grid"][0]["models"] = ["mt_nano"]
     assert cli.main(["study", "--config", str(write_config(config, tmp_path / "c.yaml")), "--study", "s"]) == 0
     (path,) = (tmp_path / "results").rglob("metrics.json")
     measured = json.loads(path.read_text())["cost"]
@@ -208,3 +212,24 @@ def test_memory_probe_inputs_keep_positional_and_keyword_tensors() -> None:
     assert args[0] is mask and args[1] is ids and kwargs == {"input_ids": ids, "attention_mask": mask}
     with pytest.raises(TypeError, match="non-tensor inputs"):
         capture_inputs(model, lambda: model(ids, attention_mask=mask, token_type_ids=3))
+
+
+def test_memory_probe_does_not_charge_a_transformers_model_for_its_library(tmp_path) -> None:
+    """A Llama of a few KiB: transformers imports its modeling module on first build (~60 MiB); that is the
+    library's, not the model's, so the probe builds the architecture on the meta device before its baseline."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.metrics.model_memory import ModelMemoryProbe, capture_inputs
+    from slimbench.models import describe_model
+
+    small = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(small).eval()
+    info = DatasetInfo("toy", "causal_lm", "perplexity", 64, 0, 0, (), (), False)
+    spec = describe_model({"family": "hf_causal_lm", "config": small.to_dict()}, model)
+    checkpoint.save_model(model, tmp_path / "m", spec, info, [])
+    ids = torch.randint(0, 64, (1, 8))
+    measured = ModelMemoryProbe([]).measure(tmp_path / "m", capture_inputs(model, lambda: model(ids)), threads=1)
+    assert measured["model_peak_rss_mib"] < 40  # 91.7 MiB when the modeling module was imported after the baseline

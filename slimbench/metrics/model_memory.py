@@ -6,8 +6,9 @@ runs in a child forked from a small *fork server*: a Python process started once
 no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader and this module, never
 runs a tensor operation, and forks one child per job. So each child starts as a fresh process right after its
 imports (no tensors, no CUDA context, no allocator history, no thread pool), and the imports are paid once per
-evaluating process, not per model. The child imports the modules of the stages the model went through, takes
-its resident set size (RSS) as the baseline, loads the saved model (``checkpoint.load_model``: safetensors and
+evaluating process, not per model. The child imports the modules of the stages the model went through and of
+its model family, builds the architecture once on the meta device (no memory: it only imports the classes, which
+transformers loads lazily, ~60 MiB of them), takes its resident set size (RSS) as the baseline, loads the saved model (``checkpoint.load_model``: safetensors and
 ``arch.json`` only, no code from the model folder) and runs one forward pass on the saved example inputs at the
 configured threads.
 
@@ -145,8 +146,14 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
     from slimbench import checkpoint
     from slimbench.metrics.cost import RssSampler
 
+    from slimbench.data import DatasetInfo
+    from slimbench.models import build_model
+
     torch.set_num_threads(int(job["threads"]))
     args, kwargs = split_inputs(load_file(job["inputs"]))
+    arch = checkpoint.read_arch(Path(job["model_dir"]))
+    with torch.device("meta"):  # imports the architecture's modules (transformers loads them lazily, ~60 MiB)
+        build_model(arch["model"], DatasetInfo(**arch["dataset"]), pretrained=False, download=False)
     gc.collect()
     with RssSampler() as whole:
         baseline = whole.process.memory_info().rss
