@@ -24,6 +24,10 @@ perplexity count a rise as the drop):
 - ``decided_order`` {order}: the study's chain deriver (e.g. the order study's topological sort) decides the
   given order, e.g. ``[distill, prune, quant, exit]``, with a won edge between every consecutive pair (ties do
   not count: they leave the sort to a fixed fallback).
+
+Every test takes ``across_seeds: true``: judged once on all seeds' runs instead of per seed (for a deriver whose
+pre-registered protocol says how seeds combine, so the scorecard and ``decision.json`` agree); the verdict is then
+met or not met.
 """
 
 from __future__ import annotations
@@ -212,7 +216,11 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
             own = study_metric(panel, metric)  # a study may mix tasks: each panel on its own metric
             outcomes = []
-            for _, seed_runs in panel.groupby("seed") if len(panel) else []:
+            if test.get("across_seeds"):  # one judgement on every seed, once every seed has run
+                seen = panel["seed"].nunique() if len(panel) else 0
+                outcome = check(panel, own, test, deriver) if seen >= seeds else None
+                outcomes = [outcome] * seen if outcome is not None else []
+            for _, seed_runs in panel.groupby("seed") if len(panel) and not test.get("across_seeds") else []:
                 outcome = check(seed_runs, own, test, deriver)
                 if outcome is not None:
                     outcomes.append(outcome)

@@ -96,6 +96,14 @@ def test_reduces_divides_the_reference_cost_whatever_the_accuracy() -> None:
                            "reference": "base+q"})[0] == "not met"  # 250 / 800
 
 
+def test_across_seeds_judges_once_on_every_seed() -> None:
+    frame = runs([("base+x", 0, 0.9), ("base+x", 1, 0.9)])  # stage_time_s 10 and 20: per seed one passes
+    test = {"kind": "at_most", "chain": "base+x", "column": "stage_time_s", "value": 15}
+    assert verdict(frame, test, seeds=2)[0] == "inconclusive"
+    assert verdict(frame, {**test, "across_seeds": True}, seeds=2)[0] == "met"  # the mean of both, 15
+    assert verdict(frame[frame["seed"] == 0], {**test, "across_seeds": True}, seeds=2)[0] == "not run"
+
+
 def test_model_within_compares_models_of_one_dataset() -> None:
     frame = pd.concat([runs([("base", 0, 0.9)]), runs([("base", 0, 0.895)]).assign(model="small")])
     assert verdict(frame, {"kind": "model_within", "model": "small", "reference": "m", "max_drop": 0.01}) == (
