@@ -8,10 +8,13 @@ pre-registered study ``order_prereg``. The stages ``quant`` and ``exit`` of ``me
   low-bit QAT (DoReFa, PACT, LSQ); the paper's own treatment could not be checked (only its abstract and
   introduction are available here).
 - ``early_exit``: heads with a 3x3 conv (``width`` channels, stride 2 on maps larger than 8x8), BatchNorm, ReLU,
-  pooling and a linear classifier after evenly spaced backbone stages, trained on the frozen backbone on the
-  training set minus a held-out share; the confidence threshold is then *chosen on the held-out share*: the
-  lowest threshold of a 0.01 grid whose early-exit accuracy stays within ``max_drop`` of the final classifier's
-  (none qualifying: the model never exits early). The paper's head design and threshold rule could not be
+  pooling and a linear classifier after evenly spaced backbone stages, trained on the frozen backbone; the
+  confidence threshold is then *chosen on held-out data*: the lowest threshold of a 0.01 grid whose early-exit
+  accuracy stays within ``max_drop`` of the final classifier's (none qualifying: the model never exits early).
+  Held out means the dataset's ``holdout_fraction`` share, which no stage trained on (the backbone included),
+  the order studies' setting; a dataset without one holds ``holdout`` of the training set out of the heads'
+  training only: the backbone has seen it, so its final classifier looks better there than on new data and the
+  threshold comes out conservative (fewer early exits). The paper's head design and threshold rule could not be
   checked; BranchyNet (Teerapittayanon et al., 2016) trains exits jointly, here the backbone is frozen so that
   E leaves the other methods' result untouched and its own effect is the exit alone.
 
@@ -151,9 +154,9 @@ def rebuild_early_exit(model: nn.Module, exits: int, width: int, **_: Any) -> nn
        primary="max_drop", rebuild=rebuild_early_exit)
 def early_exit(model: nn.Module, ctx: Context, max_drop: float, exits: int, width: int, holdout: float,
                epochs: Optional[int], lr: Optional[float]) -> nn.Module:
-    """Exit heads trained on the frozen backbone, threshold chosen on a held-out share of the training set
-    (dynamic architecture; paper Sec. 3)."""
-    train, held = split_train(ctx, holdout)
+    """Exit heads trained on the frozen backbone, threshold chosen on held-out data: the dataset's holdout, which
+    no training saw, else a share of the training set the heads did not see (dynamic architecture; paper Sec. 3)."""
+    train, held = (ctx.train_set, ctx.holdout_set) if ctx.holdout_set is not None else split_train(ctx, holdout)
     model = rebuild_early_exit(model, exits, width)
     if quant_bits(model) is not None:
         calibrate_heads(model, ctx, train)

@@ -309,7 +309,8 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
         for dataset in entry["datasets"]:
             spec = catalog_entry(config, "datasets", dataset, where)
             loader = DATASETS.get(spec["loader"])
-            options = {k: v for k, v in spec.items() if k not in ("loader", "train_size", "eval_size", "subset_seed")}
+            options = {k: v for k, v in spec.items() if k not in ("loader", "train_size", "eval_size", "subset_seed",
+                                                               "holdout_fraction")}
             check_options(loader, options, f"dataset '{dataset}'")
             splits = LOADER_SPLITS.get(spec["loader"])
             if splits and spec.get("split", "official") not in splits:

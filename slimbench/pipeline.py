@@ -83,7 +83,8 @@ class Workspace:
         spec = config["models"][exp.model]
         tokenizer = tokenizer_for(spec, config["download"])
         task = make_task(splits.info, tokenizer, **config["studies"][exp.study]["task"])
-        splits = Splits(task.prepare(splits.train), task.prepare(splits.eval), splits.info, splits.split)
+        holdout = None if splits.holdout is None else task.prepare(splits.holdout)
+        splits = Splits(task.prepare(splits.train), task.prepare(splits.eval), splits.info, splits.split, holdout)
         return cls(config, exp, splits, task, pick_device(config["device"]), threads)
 
     def directory(self, exp: Experiment | None = None) -> Path:
@@ -94,7 +95,7 @@ class Workspace:
         base_dir = self.directory(self.exp.base) / MODEL_DIR
         return Context(self.task, self.splits.train, self.splits.eval, self.device, self.exp.seed, recipe,
                        teacher_loader=lambda: checkpoint.load_model(base_dir, self.device)[0],
-                       progress=self.config["progress"])
+                       progress=self.config["progress"], holdout_set=self.splits.holdout)
 
 
 def run_base(ws: Workspace) -> Path:

@@ -269,6 +269,7 @@ class Context:
     recipe: dict = field(default_factory=dict)
     teacher_loader: Optional[Callable[[], nn.Module]] = None
     progress: bool = True
+    holdout_set: Any = None  # examples no training saw (the dataset's holdout_fraction), or None
     _teacher: Optional[nn.Module] = None
 
     @property

@@ -20,6 +20,20 @@ def test_mnist_test_split_is_seeded_and_disjoint(tmp_path):
     assert not torch.equal(other.eval.labels, a.eval.labels)
 
 
+def test_holdout_is_a_seeded_share_of_train_that_training_never_sees(tmp_path):
+    root = needs_shared_data("mnist")
+    spec = {"loader": "mnist", "split": "test-split", "eval_fraction": 0.2, "split_seed": 0}
+    whole = load_dataset(spec, root, False, tmp_path)
+    held = load_dataset({**spec, "holdout_fraction": 0.1}, root, False, tmp_path)
+    assert (len(held.train), len(held.holdout), len(held.eval)) == (7200, 800, 2000)  # 10% of the 8,000
+    assert torch.equal(held.eval.images, whole.eval.images) and whole.holdout is None
+    rows = {tuple(x.flatten().tolist()) for x in whole.train.images}  # every training image, by content
+    kept = {tuple(x.flatten().tolist()) for x in held.train.images}
+    apart = {tuple(x.flatten().tolist()) for x in held.holdout.images}
+    assert not kept & apart and (kept | apart) <= rows
+    assert held.split["holdout"] == {"examples": 800, "fraction": 0.1, "seed": 2}
+
+
 def test_glue_files_parse_with_their_layouts(tmp_path):
     root = needs_shared_data("glue")
     sst2 = load_dataset({"loader": "glue", "task": "sst2"}, root, False, tmp_path)

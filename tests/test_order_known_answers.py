@@ -195,6 +195,24 @@ def test_the_metrics_record_the_exit_histogram_and_threshold(trained_exit: Any) 
     assert record["bitops"] == pytest.approx(expected_bitops(record["exit_segment_bitops"], counts))
 
 
+def test_the_threshold_is_chosen_on_the_datasets_holdout_when_it_has_one(monkeypatch: Any) -> None:
+    """With a holdout no training saw (the dataset's holdout_fraction), the heads train on all of train and the
+    threshold is chosen on the holdout; without one, on a share of train the heads did not see."""
+    import methods.order_stages as order_stages
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(order_stages, "train_heads", lambda model, ctx, data, *a: seen.update(train=data))
+    monkeypatch.setattr(order_stages, "held_out_outputs", lambda model, ctx, data: (
+        seen.update(held=data), (torch.ones(3, len(data)), torch.ones(3, len(data), dtype=torch.bool)))[1])
+    train, holdout = easy_data(40), easy_data(10, seed=1)
+    ctx = context(train)
+    ctx.holdout_set = holdout
+    apply("early_exit", tiny_resnet(), ctx, "0.0", exits=2, width=8, holdout=0.2)
+    assert seen["train"] is train and seen["held"] is holdout
+    apply("early_exit", tiny_resnet(), context(train), "0.0", exits=2, width=8, holdout=0.2)
+    assert (len(seen["train"]), len(seen["held"])) == (32, 8)
+
+
 def test_the_threshold_survives_save_and_reload(trained_exit: Any, tmp_path: Any) -> None:
     from slimbench import checkpoint
 

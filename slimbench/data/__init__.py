@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from slimbench.data import camvid, files, glue, images, text  # noqa: F401  (register the loaders)
 from slimbench.data.base import (ArrayDataset, DatasetInfo, ImageTensorDataset, Splits, TextCorpus,  # noqa: F401
-                                 TextDataset, TokenBlockDataset, batches, seeded_subset)
+                                 TextDataset, TokenBlockDataset, batches, seeded_split, seeded_subset)
 from slimbench.data.registry import DATASETS
 from slimbench.errors import ConfigError
 
@@ -21,20 +21,32 @@ def data_root(configured: Optional[str]) -> Path:
 
 
 def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) -> Splits:
-    """Build a dataset from its catalog entry: ``{loader, train_size?, eval_size?, subset_seed?, **options}``."""
+    """Build a dataset from its catalog entry: ``{loader, train_size?, eval_size?, subset_seed?, holdout_fraction?,
+    **options}``. ``holdout_fraction`` sets a seeded share of the training examples apart (``Splits.holdout``):
+    no training sees it, so a stage can choose a setting on it (e.g. an early-exit threshold) without touching
+    the evaluation set."""
     options = dict(spec)
     loader = DATASETS.get(options.pop("loader"))
     train_size, eval_size = options.pop("train_size", None), options.pop("eval_size", None)
-    subset_seed = options.pop("subset_seed", 0)
+    subset_seed, holdout_fraction = options.pop("subset_seed", 0), options.pop("holdout_fraction", None)
     splits = loader(root, download, cache, **options)
     if isinstance(splits.train, TextCorpus):
+        if holdout_fraction:
+            raise ConfigError(f"dataset '{splits.info.name}': holdout_fraction is for example datasets, not a "
+                              f"token corpus. Fix: remove it.")
         return splits
     train = seeded_subset(splits.train, train_size, subset_seed)
     evaluation = seeded_subset(splits.eval, eval_size, subset_seed + 1)
     if not len(train) or not len(evaluation):
         raise ConfigError(f"dataset '{splits.info.name}' has {len(train)} training and {len(evaluation)} evaluation "
                           f"examples; both need at least one. Fix: check its files and split options.")
+    holdout = None
+    if holdout_fraction:
+        kept, held = seeded_split(len(train), holdout_fraction, subset_seed + 2)
+        train, holdout = train.subset(kept), train.subset(held)
     split = {**splits.split, "train_examples": len(train), "eval_examples": len(evaluation)}
+    if holdout is not None:
+        split["holdout"] = {"examples": len(holdout), "fraction": holdout_fraction, "seed": subset_seed + 2}
     if train_size or eval_size:
         split["subset"] = {"train_size": train_size, "eval_size": eval_size, "subset_seed": subset_seed}
-    return Splits(train, evaluation, splits.info, split)
+    return Splits(train, evaluation, splits.info, split, holdout)

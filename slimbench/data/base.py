@@ -126,6 +126,7 @@ class Splits:
     eval: Any
     info: DatasetInfo
     split: dict = field(default_factory=dict)
+    holdout: Any = None  # a share of train that no training sees (``holdout_fraction``), for choices made on data
 
 
 def batches(dataset: ArrayDataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Any]:
