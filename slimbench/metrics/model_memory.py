@@ -23,6 +23,7 @@ RSS is sampled every 2 ms (``cost.RssSampler``), so a spike shorter than that ca
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -46,7 +47,19 @@ def fork_server() -> subprocess.Popen:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
         _server = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    text=True, env=env)
+        atexit.register(stop_server, _server)
     return _server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """End the fork server with its parent: close its job pipe (its loop ends) and reap it."""
+    if server.poll() is None:
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 class ModelMemoryProbe:
@@ -168,10 +181,14 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")  # the reply pipe; anything else printed (an import, a
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())     # plugin, a C library) goes to stderr, not into a reply
+    sys.stdout = sys.stderr
+
     import torch  # noqa: F401  - the server's imports, inherited by every child
     from safetensors.torch import load_file  # noqa: F401
 
     from slimbench import checkpoint  # noqa: F401
     from slimbench.metrics import cost  # noqa: F401
 
-    serve(sys.stdin, sys.stdout)
+    serve(sys.stdin, replies)
