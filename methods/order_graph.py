@@ -97,6 +97,10 @@ class Protocol:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"protocol: {name}={getattr(self, name)!r} is not one of {list(allowed)}. "
                                   f"Fix: write one of them in the study's protocol block.")
+        if self.agreement == "every_seed" and (self.ties == "fewer_bitops" or self.operating_point == "matched_cost"):
+            raise ConfigError("protocol: agreement 'every_seed' compares each seed's metric difference with the "
+                              "winner, which is not the metric's where cost decides (ties: fewer_bitops, or the "
+                              "matched_cost operating point). Fix: agreement: mean, or pareto with ties: tie.")
         if self.tolerance < 0 or not 0 <= self.cost_tolerance < 1:
             raise ConfigError(f"protocol: tolerance={self.tolerance} and cost_tolerance={self.cost_tolerance} must "
                               "be >= 0 (cost_tolerance below 1). Fix: the study's protocol block.")

@@ -39,7 +39,7 @@ def test_pareto_rule_by_hand() -> None:
     assert pareto_winner(0.80, 0.70, 100, 50, rule) is None  # more accurate but twice the BitOps: incomparable
     assert pareto_winner(0.80, 0.70, 50, 100, rule) == 1  # more accurate and cheaper
     assert pareto_winner(0.802, 0.80, 50, 100, rule) == 0  # 0.2 pt <= 0.5 pt: a tie, whatever the cost
-    cheaper_wins = Protocol.from_config({**PREREG, "ties": "fewer_bitops"})
+    cheaper_wins = Protocol.from_config({**PREREG, "ties": "fewer_bitops", "agreement": "mean"})
     assert pareto_winner(0.802, 0.80, 50, 100, cheaper_wins) == 1
 
 
@@ -68,6 +68,8 @@ def test_legacy_rule_is_the_order_studys_matched_cost_rule() -> None:
     ({**PREREG, "tolerence": 0.1}, "unknown key"),
     ({**PREREG, "operating_point": "interpolate"}, "operating_point"),
     ({**PREREG, "tolerance": -0.1}, "tolerance"),
+    ({**PREREG, "ties": "fewer_bitops"}, "every_seed"),
+    ({**PREREG, "operating_point": "matched_cost"}, "every_seed"),
 ])
 def test_a_bad_protocol_is_named(block: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
