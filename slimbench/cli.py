@@ -357,7 +357,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    from slimbench.config import experiments
+    from functools import partial
+
+    from slimbench.config import experiments, is_left_out
     from slimbench.estimate import estimate
     from slimbench.stages import chain_prefixes
 
@@ -366,7 +368,7 @@ def cmd_plan(args: argparse.Namespace, config: dict[str, Any]) -> None:
     trainings = sum(1 for m in models if m[-1] == "base")
     print(f"config '{config['name']}': {len(exps)} experiments, {len(models)} distinct models "
           f"({trainings} base trainings, {len(models) - trainings} compression steps)")
-    print(estimate(config, args.study).text())
+    print(estimate(config, args.study, partial(is_left_out, config)).text())
     for exp in exps:
         print(" ", exp.directory(config["results_dir"]))
 

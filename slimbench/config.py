@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -170,7 +170,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     load_plugins(config["plugins"])
     for study_name, study in config["studies"].items():
         check_study(config, study_name, study)
-    estimate(config)  # refuses a config over its limits; the dry run prints the figures
+    estimate(config, left_out=partial(is_left_out, config))  # refuses a config over its limits; plan prints it
     return config
 
 
@@ -241,6 +241,12 @@ def chain_skip_reason(spec: dict[str, Any], task: str, model: str, chain: str) -
 def skip_reason(config: dict[str, Any], dataset: str, model: str, chain: str) -> tuple[str, str] | None:
     """:func:`chain_skip_reason` for a (dataset, model) of the config."""
     return chain_skip_reason(config["models"][model], pair_task(config, dataset, model), model, chain)
+
+
+def is_left_out(config: dict[str, Any], study: str, dataset: str, model: str, chain: str) -> bool:
+    """Whether a study with ``skip_inapplicable`` leaves this experiment out (see :func:`skipped`)."""
+    return bool(config["studies"][study].get("skip_inapplicable")) and skip_reason(config, dataset, model,
+                                                                                     chain) is not None
 
 
 def skipped(config: dict[str, Any], study: str) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from slimbench.errors import ConfigError
 from slimbench.stages import chain_prefixes, resolve_chain
@@ -74,8 +74,27 @@ def stage_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> Optional[dic
     return out
 
 
-def estimate(config: dict[str, Any], only: Optional[str] = None) -> Estimate:
-    """The cost of every study (or of study ``only``), checked against the config's ``limits``."""
+def add_training(total: Estimate, limits: dict[str, Any], where: str, used: dict[str, Any], examples: int,
+                 count: int) -> None:
+    """Count ``count`` trainings (one per seed) of recipe ``used`` on ``examples``, refusing one over the limits."""
+    if used.get("epochs", 1) > limits["max_epochs"]:
+        raise ConfigError(f"{where}: epochs={used['epochs']} is above limits.max_epochs={limits['max_epochs']}. "
+                          f"Fix: lower it, or raise 'limits: {{max_epochs: ...}}' in the config if it is intended.")
+    steps = training_steps(used, examples)
+    if steps > limits["max_steps_per_training"]:
+        raise ConfigError(f"{where}: about {steps:,} optimizer steps per training, above "
+                          f"limits.max_steps_per_training={limits['max_steps_per_training']:,}. Fix: "
+                          f"lower epochs or set max_steps, or raise the limit in the config.")
+    total.trainings += count
+    total.steps += steps * count
+    total.examples += min(steps * used.get("batch_size", 64), examples * used.get("epochs", 1)) * count
+    total.largest = max(total.largest, (steps, where))
+
+
+def estimate(config: dict[str, Any], only: Optional[str] = None,
+             left_out: Callable[[str, str, str, str], bool] = lambda *_: False) -> Estimate:
+    """The cost of every study (or of study ``only``), checked against the config's ``limits``; ``left_out(study,
+    dataset, model, chain)`` names the experiments a study skips (``skip_inapplicable``), which cost nothing."""
     limits, total = config["limits"], Estimate()
     for name, study in config["studies"].items():
         if only is not None and name != only:
@@ -83,32 +102,21 @@ def estimate(config: dict[str, Any], only: Optional[str] = None) -> Estimate:
         for entry in study["grid"]:
             recipe = {**study["base"], **entry.get("base", {})}
             settings = {**study["stages"], **entry.get("stages", {})}
-            trainings = [("base", recipe)]
-            for prefix in dict.fromkeys(p for chain in study["chains"] for p in chain_prefixes(chain)[1:]):
-                found = stage_recipe(resolve_chain(prefix, settings)[-1][1], recipe)
-                if found is not None:
-                    trainings.append((prefix, found))
             for dataset in entry["datasets"]:
                 examples = train_size(config["datasets"][dataset])
                 if examples is None:
                     total.unknown.add(dataset)
                     continue
-                for chain, used in trainings:
-                    where = f"study '{name}', {dataset}, {chain}"
-                    if used.get("epochs", 1) > limits["max_epochs"]:
-                        raise ConfigError(f"{where}: epochs={used['epochs']} is above limits.max_epochs="
-                                          f"{limits['max_epochs']}. Fix: lower it, or raise 'limits: {{max_epochs: "
-                                          f"...}}' in the config if it is intended.")
-                    steps = training_steps(used, examples)
-                    if steps > limits["max_steps_per_training"]:
-                        raise ConfigError(f"{where}: about {steps:,} optimizer steps per training, above "
-                                          f"limits.max_steps_per_training={limits['max_steps_per_training']:,}. Fix: "
-                                          f"lower epochs or set max_steps, or raise the limit in the config.")
-                    count = len(entry["models"]) * len(study["seeds"])
-                    total.trainings += count
-                    total.steps += steps * count
-                    total.examples += min(steps * used.get("batch_size", 64), examples * used.get("epochs", 1)) * count
-                    total.largest = max(total.largest, (steps, where))
+                for model in entry["models"]:
+                    chains = [c for c in study["chains"] if not left_out(name, dataset, model, c)]
+                    trainings = [("base", recipe)]
+                    for prefix in dict.fromkeys(p for chain in chains for p in chain_prefixes(chain)[1:]):
+                        found = stage_recipe(resolve_chain(prefix, settings)[-1][1], recipe)
+                        if found is not None:
+                            trainings.append((prefix, found))
+                    for chain, used in trainings:
+                        add_training(total, limits, f"study '{name}', {dataset}, {chain}", used, examples,
+                                     len(study["seeds"]))
     if total.steps > limits["max_total_steps"]:
         raise ConfigError(f"config '{config['name']}': about {total.steps:,} optimizer steps in all, above "
                           f"limits.max_total_steps={limits['max_total_steps']:,}. Fix: shrink the studies, or raise "

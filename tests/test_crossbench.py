@@ -67,6 +67,20 @@ def test_toy_stage_joins_the_grid_where_it_applies_and_is_skipped_with_its_reaso
     assert "not image_classification" in rows[("vit_micro", "base+toy_text")]["reason"]
 
 
+def test_the_estimate_leaves_out_what_the_study_skips(toy_stages):
+    from functools import partial
+
+    from slimbench.config import is_left_out
+    from slimbench.estimate import estimate
+
+    config = toy_config(skip=True)
+    config["studies"]["toy"]["chains"] = ["base", "base+toy_heads-0.3+kd"]  # kd trains; swin cannot run toy_heads
+    config = validate_config(config)
+    # by hand, 2 seeds each: base on vit_micro, swin and minilm (6), kd after toy_heads on vit_micro and minilm (4)
+    assert estimate(config, "toy", partial(is_left_out, config)).trainings == 10
+    assert estimate(config, "toy").trainings == 12  # counting swin's skipped kd too
+
+
 def test_without_the_flag_an_inapplicable_pair_is_a_config_error(toy_stages):
     config = toy_config(skip=False)
     config["studies"]["toy"]["chains"] = ["base", "base+toy_heads-0.3"]
