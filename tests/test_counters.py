@@ -120,8 +120,9 @@ def test_memory_probe_measures_the_saved_model_alone_in_a_fresh_cpu_process(tmp_
     probe = ModelMemoryProbe([])
     measured = probe.measure(tmp_path / "m", inputs, threads=1)
     again = probe.measure(tmp_path / "m", inputs, threads=1)  # a second fresh child: the same figure
-    # weights as loaded: their bytes, give or take the allocator's slack; the runtime (hundreds of MiB) excluded
-    assert measured["model_weights_rss_mib"] == pytest.approx(weights_mib, rel=0.25)
+    # weights as loaded: their bytes plus the allocator's slack (12 MiB seen on a fresh CI machine, 0 here); the
+    # runtime (hundreds of MiB) excluded
+    assert weights_mib * 0.9 <= measured["model_weights_rss_mib"] < weights_mib + 32
     assert measured["model_weights_rss_mib"] <= measured["model_peak_rss_mib"] < weights_mib + 64
     assert measured["probe_process_peak_rss_mib"] > measured["model_peak_rss_mib"] + 100
     assert measured["probe_threads"] == 1 and measured["probe_cuda_visible"] == ""
