@@ -24,7 +24,8 @@ TRAIN_SIZES = {("mnist", "official"): 60000, ("mnist", "test-split"): 10000,
                ("imagenet", "official"): 1281167,
                ("glue", "sst2"): 67349, ("glue", "cola"): 8551, ("glue", "rte"): 2490, ("glue", "mrpc"): 3668,
                ("glue", "qnli"): 104743, ("glue", "qqp"): 363846, ("glue", "mnli"): 392702,
-               ("wikitext2", "train"): 20000, ("wikitext2", "valid"): 2100, ("wikitext2", "test"): 2400}
+               ("wikitext2", "train"): 20000, ("wikitext2", "valid"): 2100, ("wikitext2", "test"): 2400,
+               ("camvid", "train"): 367, ("camvid", "train+val"): 468}
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Estimate:
 def train_size(spec: dict[str, Any]) -> Optional[int]:
     """The most training examples a dataset spec can give, or None when unknown."""
     loader = spec["loader"]
-    variant = spec.get("task") if loader == "glue" else spec.get("train_split") if loader == "wikitext2" \
+    variant = spec.get("task") if loader == "glue" else spec.get("train_split") if loader in ("wikitext2", "camvid") \
         else spec.get("split", "official")
     size = TRAIN_SIZES.get((loader, variant or ("sst2" if loader == "glue" else "train")))
     if loader == "imagenet" and spec.get("train_per_class"):
