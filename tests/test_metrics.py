@@ -1,6 +1,7 @@
 """Cost and task metrics with known answers."""
 
 import math
+import mmap
 import time
 
 import numpy as np
@@ -35,8 +36,11 @@ def test_peak_memory_sees_a_known_allocation():
     size = 64 * 2**20
 
     def forward() -> torch.Tensor:
-        block = torch.ones(size // 4)  # 64 MiB of float32, written, so resident (above glibc's mmap threshold)
+        pages = mmap.mmap(-1, size)  # fresh anonymous pages: resident once written, whatever malloc keeps around
+        pages.write(b"\x01" * size)
+        block = torch.ones(size // 4)  # 64 MiB of float32 for the profiler's tensor peak
         time.sleep(0.3)  # held long enough for the RSS sampler to see it on a loaded machine
+        pages.close()
         return block.sum()
 
     measured = cost.peak_memory(forward, torch.device("cpu"))
