@@ -90,3 +90,30 @@ def test_one_gpu_is_left_alone(fresh):
 
 def test_cpu_config_records_no_claim(fresh):
     assert devices.device_record("cpu", {}) == {"device": "cpu", "source": "config"}
+
+
+# A GPU job's start-up up to its GPU claim, with CUDA's device count spied on: a call there starts the CUDA
+# driver, which then ignores the CUDA_VISIBLE_DEVICES the claim sets. NVML is faked to see two GPUs.
+STARTUP = """
+import sys, torch
+started = []
+torch._C._cuda_getDeviceCount = lambda: started.append("cudaGetDeviceCount") or 2
+torch.cuda._device_count_nvml = lambda: 2
+from slimbench import devices
+def claim(*args, **kwargs):
+    print("CUDA started before the claim:" if started else "claim first", started)
+    raise SystemExit(3 if started else 0)
+devices.claim_gpu = claim
+from slimbench import cli
+sys.argv = ["slimbench", "base", "--config", "config/smoke.yaml", "--set", '{"device": "auto"}', sys.argv[1]]
+cli.main()
+"""
+
+
+def test_no_import_starts_cuda_before_a_job_claims_its_gpu() -> None:
+    """torchao's import called torch.cuda.is_available(), which starts the CUDA driver: every job of a 2-GPU
+    host then ran on GPU 0 whatever GPU it claimed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    proc = subprocess.run([sys.executable, "-c", STARTUP, "results/smoke/skeleton/mnist_smoke/vit_micro/seed0/base"],
+                          env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "claim first" in proc.stdout, proc.stdout + proc.stderr[-2000:]
