@@ -215,8 +215,9 @@ def cmd_derive(args: argparse.Namespace, config: dict[str, Any]) -> None:
     write_decision(record, Path(args.out))
 
 
-def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
-    """Every metrics file of a study (chains a deriver decided included); all must exist."""
+def study_metrics(config: dict[str, Any], study: str, allow_missing: bool = False) -> tuple[list[Path], list[Path]]:
+    """Every metrics file of a study (chains a deriver decided included), as (present, missing); all must exist
+    unless ``allow_missing`` (a run cut short: its report lists what is missing)."""
     from slimbench.config import experiments
     from slimbench.derive import derived_experiments, deriver_of
     from slimbench.results import METRICS_FILE
@@ -226,10 +227,11 @@ def study_metrics(config: dict[str, Any], study: str) -> list[Path]:
         exps += derived_experiments(config, study)
     paths = list(dict.fromkeys(e.directory(config["results_dir"]) / METRICS_FILE for e in exps))
     missing = [p for p in paths if not p.exists()]
-    if missing:
+    if missing and not allow_missing:
         raise SlimbenchError(f"{len(missing)} of {len(paths)} metrics file(s) of study '{study}' are missing, "
-                             f"e.g. {missing[0]}. Fix: run the workflow first (snakemake --cores N --configfile ...).")
-    return paths
+                             f"e.g. {missing[0]}. Fix: run the workflow first (snakemake --cores N --configfile ...), "
+                             f"or report what exists with `slimbench runs --allow-missing`.")
+    return [p for p in paths if p.exists()], missing
 
 
 def report_dir(config: dict[str, Any], study: str | None = None) -> Path:
@@ -252,12 +254,26 @@ def study_runs(config: dict[str, Any], study: str) -> tuple[Any, str]:
 def cmd_runs(args: argparse.Namespace, config: dict[str, Any]) -> None:
     """Every metrics file of a study as one table, runs.csv: the input of its tables, figures and scorecard."""
     from slimbench.atomic import write_atomically
-    from slimbench.results import RUNS_FILE, load_frame
+    import pandas as pd
+
+    from slimbench.results import MISSING_FILE, RUNS_FILE, load_frame
 
     out = report_dir(config, args.study) / RUNS_FILE
-    frame = load_frame(study_metrics(config, args.study))
+    present, missing = study_metrics(config, args.study, args.allow_missing)
+    if not present:
+        raise SlimbenchError(f"study '{args.study}' has no metrics file yet. Fix: run the workflow first.")
+    frame = load_frame(present)
     write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
     print(out)
+    listed = out.with_name(MISSING_FILE)
+    if missing:  # never silently short: the experiments not run are named beside runs.csv
+        parts = [p.parent.parts[-4:] for p in missing]  # .../<dataset>/<model>/seed<k>/<chain>/metrics.json
+        rows = pd.DataFrame([{"dataset": d, "model": m, "seed": int(s.removeprefix("seed")), "chain": c}
+                             for d, m, s, c in parts])
+        write_atomically(listed, lambda tmp: rows.to_csv(tmp, index=False))
+        print(f"{listed}: {len(missing)} of {len(present) + len(missing)} experiments not run", file=sys.stderr)
+    else:
+        listed.unlink(missing_ok=True)
 
 
 def cmd_table(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -322,7 +338,7 @@ def write_reports(config: dict[str, Any], study: str) -> list[Path]:
     from slimbench.claims import write_scorecard
     from slimbench.plots import render_figure, render_table
 
-    cmd_runs(argparse.Namespace(study=study), config)
+    cmd_runs(argparse.Namespace(study=study, allow_missing=False), config)
     frame, metric = study_runs(config, study)
     out = report_dir(config, study)
     paths = [p for name in config["studies"][study]["tables"] for p in render_table(name, frame, metric, out)]
@@ -449,6 +465,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="a study's metrics files as one table, <reports>/<config>/<study>/runs.csv")
     add_config(p)
     p.add_argument("--study", required=True)
+    p.add_argument("--allow-missing", action="store_true",
+                   help="write runs.csv from the metrics that exist and name the rest in missing.csv (a run cut short)")
     for name in ("table", "figure"):
         p = sub.add_parser(name, help=f"one registered {name} of a study, from its runs.csv")
         add_config(p)

@@ -14,6 +14,7 @@ import pandas as pd
 
 METRICS_FILE = "metrics.json"
 RUNS_FILE = "runs.csv"
+MISSING_FILE = "missing.csv"  # beside runs.csv when a report was made from a run cut short
 TASK_METRICS = ("accuracy", "mcc", "f1", "perplexity", "mean_iou")  # for runs.csv files without a metric column
 
 
@@ -25,6 +26,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     row.update({f"relative_{k}": v for k, v in record.get("relative", {}).items()})
     epoch_losses = record.get("train_epoch_losses")
     row["train_loss"] = epoch_losses[-1] if epoch_losses else None  # mean loss of the last training epoch
+    row["train_epoch_losses"] = json.dumps(epoch_losses) if epoch_losses else None  # the curve, for train_curves
     row["stage_time_s"] = record.get("stage_time_s")
     row["wall_time_s"] = record.get("wall_time_s")
     row["model_spec"] = json.dumps(record.get("config", {}).get("model"), sort_keys=True)

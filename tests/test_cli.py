@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from slimbench import cli
@@ -146,3 +147,27 @@ def test_the_core_imports_no_method_and_lists_without_them(tmp_path: Path) -> No
     assert "model families:" in proc.stdout and "stages:" in proc.stdout
     sources = "\n".join(p.read_text() for p in (REPO / "slimbench").rglob("*.py"))
     assert not re.search(r"^\s*(from|import) (methods|baselines)\b", sources, re.MULTILINE)
+
+
+def test_runs_of_a_study_cut_short_name_what_is_missing(tmp_path: Path) -> None:
+    """`slimbench runs` refuses a study with missing metrics; `--allow-missing` writes the runs that exist and
+    lists the others in missing.csv (never a silently short report), which a full run removes again."""
+    config = config_in(tmp_path)
+    exps = [e for e in experiments(config, "order") if e.seed == 0 and len(e.chain.split("+")) <= 2]
+    for exp in exps:
+        write_metrics(config, exp, 0.8)
+    args = argparse.Namespace(study="order", allow_missing=False)
+    with pytest.raises(SlimbenchError, match="allow-missing"):
+        cli.cmd_runs(args, config)
+    cli.cmd_runs(argparse.Namespace(study="order", allow_missing=True), config)
+    folder = Path(config["reports_dir"]) / "default" / "order"
+    runs, missing = pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "missing.csv")
+    total = len(list(experiments(config, "order")))
+    assert len(runs) == len(exps) and len(runs) + len(missing) == total
+    assert set(missing.columns) == {"dataset", "model", "seed", "chain"}
+    done = {(e.seed, e.chain) for e in exps}
+    assert not done & set(zip(missing["seed"], missing["chain"]))
+    for exp in experiments(config, "order"):
+        write_metrics(config, exp, 0.8)
+    cli.cmd_runs(argparse.Namespace(study="order", allow_missing=True), config)
+    assert not (folder / "missing.csv").exists()
