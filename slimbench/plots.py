@@ -162,4 +162,35 @@ def metric_vs_stored_bits(frame: pd.DataFrame, metric: str) -> "Figure":
     return metric_vs_cost(frame, metric, "stored_bits")
 
 
+@figure("train_curves")
+def train_curves(frame: pd.DataFrame, metric: str) -> "Figure":
+    """Training loss per epoch of the runs that record it (today the uncompressed models' training: did it
+    converge?), one colour per method and one line per seed, each panel one dataset and model."""
+    import json
+
+    plt = pyplot()
+    column = frame["train_epoch_losses"] if "train_epoch_losses" in frame else pd.Series(dtype=object)
+    data = frame[column.notna()].copy()
+    if data.empty:
+        raise ValueError("no run of this study records per-epoch training losses (train_epoch_losses)")
+    data["method"] = data["chain"].map(method_label)
+    panels = data.groupby(["dataset", "model"], sort=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(data["method"]))}
+    for ax, ((dataset, model), panel) in zip(axes[0], panels):
+        for _, run in panel.iterrows():
+            losses = json.loads(run["train_epoch_losses"])
+            first = not any(line.get_label() == run["method"] for line in ax.get_lines())
+            ax.plot(range(1, len(losses) + 1), losses, color=colours[run["method"]], lw=1.2,
+                    label=run["method"] if first else "_seed", alpha=0.9)
+        ax.set_title(f"{model} on {dataset}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss (epoch mean)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 from slimbench import leaderboard  # noqa: E402,F401  (registers the crossbench's leaderboards, rank plot, skipped table)
