@@ -18,9 +18,11 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PWD/.site" .whl/*.whl
 export PYTHONPATH="$PWD/.site${PYTHONPATH:+:$PYTHONPATH}"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
-find "${SLIMBENCH_DATA_ROOT:-data}" -name '*.zip.tar.xz' 2>/dev/null | while read -r packed; do  # scripts/carry_zip.py
-  [ -f "${packed%.tar.xz}" ] || python3 scripts/carry_zip.py unpack "$packed" "${packed%.tar.xz}"
-done
+if [ -d "${SLIMBENCH_DATA_ROOT:-}" ]; then  # zips packed for the carry by scripts/carry_zip.py
+  find "$SLIMBENCH_DATA_ROOT" -name '*.zip.tar.xz' | while read -r packed; do
+    [ -f "${packed%.tar.xz}" ] || python3 scripts/carry_zip.py unpack "$packed" "${packed%.tar.xz}"
+  done
+fi
 gpus=$(nvidia-smi --list-gpus | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 5 > "$out/gpu.csv" &

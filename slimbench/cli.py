@@ -466,7 +466,8 @@ def parser() -> argparse.ArgumentParser:
     add_config(p)
     p.add_argument("--study", required=True)
     p.add_argument("--allow-missing", action="store_true",
-                   help="write runs.csv from the metrics that exist and name the rest in missing.csv (a run cut short)")
+                   help="write runs.csv from the metrics that exist and name the rest in missing.csv (a run cut "
+                        "short; chains a deriver has not decided yet cannot be named)")
     for name in ("table", "figure"):
         p = sub.add_parser(name, help=f"one registered {name} of a study, from its runs.csv")
         add_config(p)

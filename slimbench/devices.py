@@ -44,6 +44,15 @@ def _cuda_started() -> bool:
     return torch is not None and torch.cuda.is_initialized()
 
 
+def driver_loaded(maps: Path = Path("/proc/self/maps")) -> bool:
+    """Whether this process has loaded the CUDA driver (libcuda): a bare cudaGetDeviceCount does it without
+    torch's own initialization, and the driver then ignores a later CUDA_VISIBLE_DEVICES."""
+    try:
+        return "libcuda.so" in maps.read_text()
+    except OSError:
+        return False
+
+
 def _try_slots(gpus: list[str], per_gpu: int, folder: Path) -> tuple[str, IO[str]] | None:
     """Lock the first free slot, spreading jobs over GPUs before doubling up on one."""
     for k in range(per_gpu):
@@ -87,6 +96,11 @@ def claim_gpu(env: MutableMapping[str, str] = os.environ) -> dict[str, str]:
         gpu, _held = slot
         env["CUDA_VISIBLE_DEVICES"] = gpu
         _claimed = {"source": "lock-file pool", "pool": ",".join(gpus)}
+        if driver_loaded():  # recorded in the metrics: the job may run on another GPU than it claimed
+            _claimed["driver_loaded_before_claim"] = "yes"
+            print(f"slimbench: warning: the CUDA driver was loaded before this job claimed GPU {gpu}; it may run "
+                  "on the first GPU instead (an import called CUDA: see PYTORCH_NVML_BASED_CUDA_CHECK)",
+                  file=sys.stderr)
     return _claimed
 
 

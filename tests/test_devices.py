@@ -117,3 +117,14 @@ def test_no_import_starts_cuda_before_a_job_claims_its_gpu() -> None:
     proc = subprocess.run([sys.executable, "-c", STARTUP, "results/smoke/skeleton/mnist_smoke/vit_micro/seed0/base"],
                           env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "claim first" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_driver_loaded_before_the_claim_is_recorded(fresh, monkeypatch, tmp_path, capsys):
+    """The metrics say when CUDA_VISIBLE_DEVICES may have come too late (libcuda already in the process)."""
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04\n")
+    assert devices.driver_loaded(maps) and not devices.driver_loaded(tmp_path / "absent")
+    monkeypatch.setattr(devices, "driver_loaded", lambda: True)
+    env = {"CUDA_VISIBLE_DEVICES": "0,1", "SLIMBENCH_GPU_LOCKS": str(tmp_path / "locks")}
+    assert devices.claim_gpu(env)["driver_loaded_before_claim"] == "yes"
+    assert "warning" in capsys.readouterr().err
