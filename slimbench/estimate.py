@@ -65,11 +65,12 @@ def training_steps(recipe: dict[str, Any], examples: int) -> int:
 
 
 def stage_recipe(params: dict[str, Any], recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The recipe of a training stage (one with an ``epochs`` parameter), or None for a stage that does not train."""
+    """The recipe of a training stage (one with an ``epochs`` parameter), or None for a stage that does not train.
+    A stage's ``fraction`` is the share of the training set it trains on (dgmr_kd's unlabeled subset)."""
     if "epochs" not in params:
         return None
     out = dict(recipe)
-    for key in ("epochs", "batch_size", "max_steps"):
+    for key in ("epochs", "batch_size", "max_steps", "fraction"):
         if params.get(key) is not None:
             out[key] = params[key]
     return out
@@ -81,6 +82,7 @@ def add_training(total: Estimate, limits: dict[str, Any], where: str, used: dict
     if used.get("epochs", 1) > limits["max_epochs"]:
         raise ConfigError(f"{where}: epochs={used['epochs']} is above limits.max_epochs={limits['max_epochs']}. "
                           f"Fix: lower it, or raise 'limits: {{max_epochs: ...}}' in the config if it is intended.")
+    examples = max(1, round(examples * used.get("fraction", 1.0)))
     steps = training_steps(used, examples)
     if steps > limits["max_steps_per_training"]:
         raise ConfigError(f"{where}: about {steps:,} optimizer steps per training, above "

@@ -30,7 +30,7 @@ from PIL import Image
 from slimbench import checkpoint, cli
 from slimbench.config import REPO, Experiment, load_config, validate_config
 from slimbench.data import load_dataset
-from slimbench.estimate import estimate
+from slimbench.estimate import Estimate, add_training, estimate
 from slimbench.errors import CorruptFileError, SlimbenchError, UnsafeInputError
 from slimbench.integrity import read_sealed_json, write_sealed_json
 from slimbench.models import build_model
@@ -512,3 +512,12 @@ def test_the_cost_estimate_counts_steps_by_hand(tmp_path) -> None:
 def test_shipped_configs_stay_under_their_limits() -> None:
     for name in ("smoke", "default", "paper"):
         load_config(REPO / "config" / f"{name}.yaml")
+
+
+def test_the_cost_estimate_counts_a_stage_on_a_fraction_of_the_data(tmp_path) -> None:
+    """dgmr_kd trains on ``fraction`` of the train set: 1,000 examples x 0.1 = 100, in batches of 16 = 7 steps per
+    epoch, 10 epochs = 70 steps (the estimate had counted all 1,000: 630 steps)."""
+    total = Estimate()
+    limits = {"max_epochs": 100, "max_steps_per_training": 10**6}
+    add_training(total, limits, "here", {"epochs": 10, "batch_size": 16, "fraction": 0.1}, 1000, 2)
+    assert (total.trainings, total.steps, total.examples) == (2, 140, 2000)
