@@ -104,10 +104,25 @@ def claim_gpu(env: MutableMapping[str, str] = os.environ) -> dict[str, str]:
     return _claimed
 
 
+def physical_gpu() -> dict[str, str]:
+    """The physical GPU behind this process's CUDA device (UUID, PCI address), once CUDA runs: the proof of where
+    a job ran, since CUDA_VISIBLE_DEVICES says what was asked for, not what the driver did with it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return {}
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    record = {"gpu_uuid": str(getattr(props, "uuid", ""))}
+    if hasattr(props, "pci_bus_id"):
+        record["gpu_pci"] = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}"
+    return record
+
+
 def device_record(device: str, env: MutableMapping[str, str] = os.environ) -> dict[str, str]:
     """What a metrics file says about where the job ran: the torch device, the GPU(s) it could see, how they
-    were chosen, and the SLURM job when there is one."""
+    were chosen, the physical GPU it used, and the SLURM job when there is one."""
     record = {"device": device, **(_claimed or {"source": "config"})}
+    if device.startswith("cuda"):
+        record.update(physical_gpu())
     for key, name in (("CUDA_VISIBLE_DEVICES", "cuda_visible_devices"), ("SLURM_JOB_ID", "slurm_job_id")):
         if key in env:
             record[name] = env[key]

@@ -128,3 +128,17 @@ def test_a_driver_loaded_before_the_claim_is_recorded(fresh, monkeypatch, tmp_pa
     env = {"CUDA_VISIBLE_DEVICES": "0,1", "SLIMBENCH_GPU_LOCKS": str(tmp_path / "locks")}
     assert devices.claim_gpu(env)["driver_loaded_before_claim"] == "yes"
     assert "warning" in capsys.readouterr().err
+
+
+def test_the_record_names_the_physical_gpu_once_cuda_runs(fresh, monkeypatch):
+    """UUID and PCI address come from the device CUDA actually opened (faked here: no GPU in CI)."""
+    import types
+
+    props = types.SimpleNamespace(uuid="GPU-1234", pci_domain_id=0, pci_bus_id=0x1b, pci_device_id=0)
+    cuda = types.SimpleNamespace(is_initialized=lambda: True, current_device=lambda: 0,
+                                 get_device_properties=lambda index: props)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    assert devices.device_record("cuda", {"CUDA_VISIBLE_DEVICES": "1"}) == {
+        "device": "cuda", "source": "config", "gpu_uuid": "GPU-1234", "gpu_pci": "0000:1b:00",
+        "cuda_visible_devices": "1"}
+    assert "gpu_uuid" not in devices.device_record("cpu", {})
