@@ -12,7 +12,8 @@ random 32 px RGB images with flips and crops, batch 256; the CIFAR ResNet of the
 
 Loops, each from the same initial weights on the same batches (same examples in the same order):
 * ``harness``: ``slimbench.train.fit`` as the pipeline calls it (eager), data from the raw train set;
-* ``harness_compiled``: the same with ``compile: true`` in the recipe;
+* ``harness_compiled_<mode>``: the same with ``compile: <mode>`` in the recipe (``default`` is ``compile: true``;
+  ``reduce-overhead`` adds CUDA graphs);
 * ``bare``: the batches fit's data path yields, made on the device before timing; per step only autocast
   bf16 forward, cross-entropy, zero_grad, backward, gradient clipping and a fused AdamW step;
 * ``bare_static``: the bare loop on the batches of compile mode (text cut to static buckets, see
@@ -245,8 +246,9 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         measure("bare", lambda: bare_loop(fresh(), task, staged(False), device, lr, None, args.warmup))
     modes = [m.split(":")[-1] for m in args.compile_modes if ":" not in m or m.startswith(name + ":")]
     if modes and name in args.compile_models:
-        measure("harness_compiled", lambda: harness(fresh(), task, data, device, {**recipe, "compile": True},
-                                                    args.warmup))
+        for mode in modes:
+            measure(f"harness_compiled_{mode}", lambda: harness(fresh(), task, data, device,
+                                                                {**recipe, "compile": mode}, args.warmup))
         batches = staged(True)
         measure("bare_static", lambda: bare_loop(fresh(), task, batches, device, lr, None, args.warmup))
         for mode in modes:
@@ -254,7 +256,8 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
     bare = out.get("bare", {}).get("steps_per_s")
     out["ratios"] = {f"{k}/bare": round(v["steps_per_s"] / bare, 3) for k, v in out.items()
                      if bare and isinstance(v, dict) and "steps_per_s" in v and k != "bare"}
-    for a, b in [("harness_compiled", "harness")] + [(f"bare_compiled_{m}", "bare_static") for m in modes]:
+    for a, b in [(f"{loop}_compiled_{m}", "harness" if loop == "harness" else "bare_static")
+                 for m in modes for loop in ("harness", "bare")]:
         if "steps_per_s" in out.get(a, {}) and "steps_per_s" in out.get(b, {}):
             out["ratios"][f"{a}/{b}"] = round(out[a]["steps_per_s"] / out[b]["steps_per_s"], 3)
     return out
