@@ -428,7 +428,9 @@ def pairwise_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 @figure("order_graph")
 def draw_precedence(frame: pd.DataFrame, metric: str) -> Any:
     """The precedence graph per (dataset, model): an arrow A->B when A-then-B won, labelled with the accuracy
-    margin in points; edges of a cycle red; the sorted order (or the cycle) in the title."""
+    margin in points; edges of a cycle red; pairs left without an edge (tie, incomparable, seeds disagree) dotted
+    grey with the reason; the sorted order (or the cycle) in the title, ``|`` where consecutive methods have no
+    edge and the order between them is only the sort's fixed fallback."""
     protocol, metric = study_protocol(frame, metric)
     plt = pyplot()
     panels = list(frame.groupby(["dataset", "model"], sort=False))
@@ -450,8 +452,18 @@ def draw_precedence(frame: pd.DataFrame, metric: str) -> Any:
         nx.draw_networkx_edges(graph, pos, ax=ax, arrowsize=18, node_size=900, connectionstyle="arc3,rad=0.08",
                                edge_color=["red" if e in cyclic else "black" for e in graph.edges])
         nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8, label_pos=0.3)
-        title = (" -> ".join(SHORT[n] for n in result.order) if result.order
-                 else "cycle: " + "; ".join("".join(SHORT[n] for n in c) for c in result.cycles))
+        undecided = {(SHORT.get(r["A"], r["A"]), SHORT.get(r["B"], r["B"])): r["winner"]
+                     for _, r in pairs[pairs["first"].isna()].iterrows()} if len(pairs) else {}
+        if undecided:  # pairs the protocol left without an edge: dotted, with the reason
+            nx.draw_networkx_edges(graph, pos, edgelist=list(undecided), ax=ax, arrows=False, style="dotted",
+                                   edge_color="grey", node_size=900)
+            nx.draw_networkx_edge_labels(graph, pos, edge_labels=undecided, ax=ax, font_size=7, font_color="grey")
+        edges = set(graph.edges) - set(undecided)
+        title = ("".join(f"{SHORT[a]} {'->' if (SHORT[a], SHORT[b]) in edges else '|'} "
+                         for a, b in zip(result.order, result.order[1:])) + SHORT[result.order[-1]]
+                 if result.order else "cycle: " + "; ".join("".join(SHORT[n] for n in c) for c in result.cycles))
+        if result.order and "|" in title:
+            title += "  (|: no edge, the sort's fixed order)"
         ax.set_title(f"{model} on {dataset}\n{title}", fontsize=10)
         ax.axis("off")
     fig.tight_layout()

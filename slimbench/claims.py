@@ -25,6 +25,10 @@ perplexity count a rise as the drop):
   given order, e.g. ``[distill, prune, quant, exit]``, with a won edge between every consecutive pair (ties do
   not count: they leave the sort to a fixed fallback).
 
+A test that ranks every chain of a panel (``reduction_within``) is "not run" while any experiment of that panel
+is missing (``missing``: the rows of ``missing.csv`` beside a report made from a run cut short): a chain not yet
+run could hold the best value.
+
 Every test takes ``across_seeds: true``: judged once on all seeds' runs instead of per seed (for a deriver whose
 pre-registered protocol says how seeds combine, so the scorecard and ``decision.json`` agree); the verdict is then
 met or not met.
@@ -46,6 +50,7 @@ from slimbench.results import study_metric
 from slimbench.stages import BASE
 
 LOWER_IS_BETTER = {"perplexity", "nll", "loss", "eval_loss"}
+WHOLE_PANEL = {"reduction_within"}  # tests whose value depends on every chain of the panel
 VERDICTS = ("met", "not met", "inconclusive", "not run")
 
 
@@ -200,9 +205,11 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False, c
 
 
 def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], study: str,
-                deriver: Any = None, seeds: int = 1) -> pd.DataFrame:
+                deriver: Any = None, seeds: int = 1, missing: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict; ``seeds`` is how
-    many seeds the study runs (fewer results is "not run"); each panel is judged on its own task metric."""
+    many seeds the study runs (fewer results is "not run"); each panel is judged on its own task metric;
+    ``missing`` names experiments not run (see WHOLE_PANEL)."""
+    incomplete = set(zip(missing["dataset"], missing["model"])) if missing is not None else set()
     rows = []
     for claim in claims:
         test = claim["test"]
@@ -216,14 +223,15 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
             own = study_metric(panel, metric)  # a study may mix tasks: each panel on its own metric
             outcomes = []
-            if test.get("across_seeds"):  # one judgement on every seed, once every seed has run
+            if test["kind"] in WHOLE_PANEL and (dataset, model) in incomplete:
+                pass  # a chain not yet run could change the value: "not run"
+            elif test.get("across_seeds"):  # one judgement on every seed, once every seed has run
                 seen = panel["seed"].nunique() if len(panel) else 0
                 outcome = check(panel, own, test, deriver) if seen >= seeds else None
                 outcomes = [outcome] * seen if outcome is not None else []
-            for _, seed_runs in panel.groupby("seed") if len(panel) and not test.get("across_seeds") else []:
-                outcome = check(seed_runs, own, test, deriver)
-                if outcome is not None:
-                    outcomes.append(outcome)
+            elif len(panel):
+                found = (check(seed_runs, own, test, deriver) for _, seed_runs in panel.groupby("seed"))
+                outcomes = [outcome for outcome in found if outcome is not None]
             rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
                          "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, own),
                          "ours": shown([o.value for o in outcomes], own, test["kind"], bool(test.get("relative")),

@@ -306,13 +306,16 @@ def score(config: dict[str, Any], study: str, folder: Path) -> Any:
 
     from slimbench.claims import score_study
     from slimbench.derive import deriver_of
-    from slimbench.results import RUNS_FILE, read_runs, study_metric
+    from slimbench.results import MISSING_FILE, RUNS_FILE, read_runs, study_metric
 
     path = folder / study / RUNS_FILE
     frame = read_runs(path) if path.exists() else pd.DataFrame(columns=["dataset", "model", "chain", "seed"])
     metric = study_metric(frame) if len(frame) else "accuracy"
     spec = config["studies"][study]
-    return score_study(frame, metric, spec["claims"], study, deriver_of(config, study), seeds=len(spec["seeds"]))
+    listed = path.with_name(MISSING_FILE)
+    missing = pd.read_csv(listed) if path.exists() and listed.exists() else None
+    return score_study(frame, metric, spec["claims"], study, deriver_of(config, study), seeds=len(spec["seeds"]),
+                       missing=missing)
 
 
 def cmd_scorecard(args: argparse.Namespace, config: dict[str, Any]) -> None:

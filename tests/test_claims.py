@@ -87,6 +87,21 @@ def test_reduction_within_takes_the_best_chain_inside_the_drop() -> None:
     assert verdict(frame, {"kind": "reduction_within", "cost": "bitops", "max_drop": 0.01, "min_factor": 11})[0] == "not met"
 
 
+def test_reduction_within_is_not_run_while_a_chain_of_its_panel_is_missing() -> None:
+    """A run cut short (missing.csv) may lack the chain with the best reduction: no verdict from the rest."""
+    frame = runs([("base", 0, 0.90, 1000.0), ("base+p", 0, 0.895, 100.0)])
+    test = {"kind": "reduction_within", "cost": "bitops", "max_drop": 0.01, "min_factor": 859}
+    claim = {"id": "c", "claim": "c", "source": "s", "paper": "p", "test": test}
+    missing = pd.DataFrame([{"dataset": "d", "model": "m", "seed": 0, "chain": "base+p+q-2"}])
+    assert score_study(frame, "accuracy", [claim], "study", missing=missing).iloc[0]["verdict"] == "not run"
+    elsewhere = missing.assign(model="other")  # another panel's gap does not matter here
+    assert score_study(frame, "accuracy", [claim], "study", missing=elsewhere).iloc[0]["verdict"] == "not met"
+    named = {**test, "kind": "reduces", "chain": "base+p", "min_factor": 10}  # a test of named chains is judged
+    assert verdict(frame, named)[0] == "met"
+    assert score_study(frame, "accuracy", [{**claim, "test": named}], "study",
+                       missing=missing).iloc[0]["verdict"] == "met"
+
+
 def test_reduces_divides_the_reference_cost_whatever_the_accuracy() -> None:
     frame = runs([("base", 0, 0.90, 1000.0), ("base+e", 0, 0.50, 800.0), ("base+q", 0, 0.9, 250.0)])
     assert verdict(frame, {"kind": "reduces", "chain": "base+e", "cost": "bitops", "min_factor": 1.25}) == (
