@@ -23,6 +23,12 @@ from slimbench.atomic import write_atomically
 from slimbench.results import RUNS_FILE, read_runs, study_metric
 
 KEYS = ["dataset", "model", "chain"]
+
+
+def reference_for(settings: dict[str, Any], default: str, kernels: str) -> str | None:
+    """The reference folder a run on a CPU of kernel family ``kernels`` (:func:`slimbench.provenance.cpu_kernels`)
+    is compared with: its own in ``settings["references"]``, else ``settings["reference"]`` (else ``default``)."""
+    return settings.get("references", {}).get(kernels, settings.get("reference", default))
 DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 

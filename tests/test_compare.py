@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimbench.compare import compare_runs
+from slimbench.compare import compare_runs, reference_for
 
 
 def write_runs(folder: Path, accuracies: dict[int, float], params: int = 1000) -> None:
@@ -46,3 +46,11 @@ def test_a_run_with_fewer_seeds_is_missing_not_ok(tmp_path: Path) -> None:
     write_runs(tmp_path / "ref", {0: 0.8, 1: 0.8})
     write_runs(tmp_path / "run", {0: 0.8})
     assert set(compare_runs(tmp_path / "run", tmp_path / "ref")["verdict"]) == {"missing"}
+
+
+def test_each_cpu_kernel_family_is_compared_with_its_own_reference() -> None:
+    """CPU runs are exact only within a family (Intel AVX-512 and AMD AVX2 smoke runs differ by up to 6.6 pt)."""
+    settings = {"references": {"AuthenticAMD-AVX2": "reports/smoke-AuthenticAMD-AVX2"}}
+    assert reference_for(settings, "reports/smoke", "AuthenticAMD-AVX2") == "reports/smoke-AuthenticAMD-AVX2"
+    assert reference_for(settings, "reports/smoke", "GenuineIntel-AVX512") == "reports/smoke"
+    assert reference_for({**settings, "reference": None}, "reports/smoke", "GenuineIntel-AVX512") is None

@@ -8,10 +8,12 @@ import os
 import shlex
 import sys
 
+from slimbench.compare import reference_for
 from slimbench.config import Experiment, experiments, panels, read_configs, skipped, tracked_settings, validate_config
 from slimbench.derive import DERIVERS, evaluated_chains, input_experiments
 from slimbench.errors import SlimbenchError
 from slimbench.estimate import estimate
+from slimbench.provenance import cpu_kernels
 
 CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config/default.yaml"]
 OVERRIDES = dict(workflow.config_settings.config or {})
@@ -30,7 +32,7 @@ REPORTS = os.path.join(CFG["reports_dir"], NAME)
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(p)}" for p in CONFIG_FILES)
 if OVERRIDES:
     CONFIG_ARGS += f" --set {shlex.quote(json.dumps(OVERRIDES, sort_keys=True))}"
-REFERENCE = CFG["compare"].get("reference", os.path.join("reports", NAME))
+REFERENCE = reference_for(CFG["compare"], os.path.join("reports", NAME), cpu_kernels())  # exact per CPU family
 for _name in CFG["studies"]:  # never silent: what skip_inapplicable leaves out is said here and in the table
     _left_out = skipped(CFG, _name)
     if _left_out:
