@@ -162,6 +162,9 @@ def at_matched_cost(metric_ab: float, metric_ba: float, bitops_ab: float, bitops
             base_metric - (base_metric - metric_ba) * matched / halvings_ba)
 
 
+UNJUDGED = ("no common seeds", "missing seeds")  # judge_pair's reasons for not having compared at all
+
+
 def judge_pair(ab: pd.Series, ba: pd.Series, bitops_ab: float, bitops_ba: float, base: tuple[float, float] | None,
                protocol: Protocol) -> tuple[int, str]:
     """(+1 A->B better, -1 B->A better, 0 no edge) and the reason, under ``protocol``; ``ab``/``ba``: the metric
@@ -169,7 +172,9 @@ def judge_pair(ab: pd.Series, ba: pd.Series, bitops_ab: float, bitops_ba: float,
     chosen = set(ab.index) if protocol.seeds is None else set(protocol.seeds)
     seeds = sorted(set(ab.index) & set(ba.index) & chosen)
     if not seeds:
-        return 0, "no common seeds"
+        return 0, UNJUDGED[0]
+    if protocol.seeds is not None and len(seeds) < len(chosen):  # the protocol names its seeds: all must run
+        return 0, UNJUDGED[1]
     ab, ba = ab.loc[seeds], ba.loc[seeds]
     if protocol.operating_point == "matched_cost":
         win = pair_winner(ab.mean(), ba.mean(), bitops_ab, bitops_ba, base, protocol.tolerance, protocol.ties,
@@ -377,11 +382,13 @@ def insertion_checks(frame: pd.DataFrame, metric: str, pairs: pd.DataFrame,
             pair = pairs[(pairs["dataset"] == dataset) & (pairs["model"] == model)
                          & (pairs["A"].isin([a, b])) & (pairs["B"].isin([a, b]))]
             pairwise = pair["winner"].iloc[0] if len(pair) else "n/a"
-            with_x = reason if win == 0 else (f"{SHORT[a]}->{SHORT[b]}" if win > 0 else f"{SHORT[b]}->{SHORT[a]}")
+            first, second = (a, b) if win > 0 else (b, a)
+            with_x = reason if win == 0 else f"{short([first])}->{short([second])}"
             rows.append({"dataset": dataset, "model": model, "chains": f"{short(chain)} vs {short(other)}",
                          "inserted": x, f"{metric}_first": stats.loc[chain, "mean"],
                          f"{metric}_second": stats.loc[other, "mean"], "winner_with_insert": with_x,
-                         "pairwise_winner": pairwise, "order_kept": with_x == pairwise})
+                         "pairwise_winner": pairwise,
+                         "order_kept": None if reason in UNJUDGED else with_x == pairwise})
     return pd.DataFrame(rows)
 
 
@@ -438,30 +445,31 @@ def draw_precedence(frame: pd.DataFrame, metric: str) -> Any:
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
         pairs, result, methods = panel_order(panel, metric, protocol)
         graph = nx.DiGraph()
-        graph.add_nodes_from(SHORT.get(n, n) for n in sorted(methods, key=lambda n: ORDER_STAGES.index(n)
-                                                             if n in ORDER_STAGES else 99))
+        graph.add_nodes_from(short([n]) for n in sorted(methods, key=lambda n: ORDER_STAGES.index(n)
+                                                      if n in ORDER_STAGES else 99))
         labels = {}
         for _, row in pairs.dropna(subset=["first"]).iterrows() if len(pairs) else []:
-            edge = (SHORT[row["first"]], SHORT[row["second"]])
+            edge = (short([row["first"]]), short([row["second"]]))
             graph.add_edge(*edge)
             labels[edge] = f"+{100 * row['margin']:.1f}"
-        cyclic = {(SHORT[a], SHORT[b]) for c in result.cycles for a, b in zip(c, c[1:] + c[:1])}
+        cyclic = {(short([a]), short([b])) for c in result.cycles for a, b in zip(c, c[1:] + c[:1])}
         pos = nx.circular_layout(graph)
         nx.draw_networkx_nodes(graph, pos, ax=ax, node_color="#cfe3f7", node_size=900)
         nx.draw_networkx_labels(graph, pos, ax=ax, font_size=12)
         nx.draw_networkx_edges(graph, pos, ax=ax, arrowsize=18, node_size=900, connectionstyle="arc3,rad=0.08",
                                edge_color=["red" if e in cyclic else "black" for e in graph.edges])
         nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=8, label_pos=0.3)
-        undecided = {(SHORT.get(r["A"], r["A"]), SHORT.get(r["B"], r["B"])): r["winner"]
+        undecided = {(short([r["A"]]), short([r["B"]])): r["winner"]
                      for _, r in pairs[pairs["first"].isna()].iterrows()} if len(pairs) else {}
         if undecided:  # pairs the protocol left without an edge: dotted, with the reason
             nx.draw_networkx_edges(graph, pos, edgelist=list(undecided), ax=ax, arrows=False, style="dotted",
                                    edge_color="grey", node_size=900)
             nx.draw_networkx_edge_labels(graph, pos, edge_labels=undecided, ax=ax, font_size=7, font_color="grey")
         edges = set(graph.edges) - set(undecided)
-        title = ("".join(f"{SHORT[a]} {'->' if (SHORT[a], SHORT[b]) in edges else '|'} "
-                         for a, b in zip(result.order, result.order[1:])) + SHORT[result.order[-1]]
-                 if result.order else "cycle: " + "; ".join("".join(SHORT[n] for n in c) for c in result.cycles))
+        title = ("".join(f"{short([a])} {'->' if (short([a]), short([b])) in edges else '|'} "
+                         for a, b in zip(result.order, result.order[1:])) + short([result.order[-1]])
+                 if result.order else "no pair run in both orders" if result.order is not None
+                 else "cycle: " + "; ".join("".join(short([n]) for n in c) for c in result.cycles))
         if result.order and "|" in title:
             title += "  (|: no edge, the sort's fixed order)"
         ax.set_title(f"{model} on {dataset}\n{title}", fontsize=10)

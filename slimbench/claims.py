@@ -21,13 +21,19 @@ perplexity count a rise as the drop):
   ``peak_rss_mib``) is at most / at least ``value``.
 - ``model_within`` {model, reference, max_drop[, chain]}: across models of one dataset (variants trained from
   scratch), ``model`` loses at most ``max_drop`` against the ``reference`` model (same chain, default base).
+- ``benchmark_at_most`` / ``benchmark_at_least`` {file, select, field, value}: a number in a benchmark's output
+  rather than in the study's runs (e.g. STAT's time at Llama-2-7B shape, ``benchmarks/stat_timing.py``):
+  ``file`` holds JSON lines (a path from the repository root, e.g. ``reports/benchmarks/out/stat_llama7b.log``),
+  the last line whose keys equal ``select`` is read and its ``field`` (dotted for nested keys) compared with
+  ``value``; judged once, "not run" while the file or the line is missing.
 - ``decided_order`` {order}: the study's chain deriver (e.g. the order study's topological sort) decides the
   given order, e.g. ``[distill, prune, quant, exit]``, with a won edge between every consecutive pair (ties do
   not count: they leave the sort to a fixed fallback).
 
-A test that ranks every chain of a panel (``reduction_within``) is "not run" while any experiment of that panel
-is missing (``missing``: the rows of ``missing.csv`` beside a report made from a run cut short): a chain not yet
-run could hold the best value.
+A test that takes the best over every chain of a panel (``reduction_within``) is "not run" while an experiment
+of that panel is missing (``missing``: the rows of ``missing.csv`` beside a report made from a run cut short) and
+the chains that ran do not meet it: a chain not yet run could. A met is final, as more chains only add
+candidates.
 
 Every test takes ``across_seeds: true``: judged once on all seeds' runs instead of per seed (for a deriver whose
 pre-registered protocol says how seeds combine, so the scorecard and ``decision.json`` agree); the verdict is then
@@ -50,7 +56,7 @@ from slimbench.results import study_metric
 from slimbench.stages import BASE
 
 LOWER_IS_BETTER = {"perplexity", "nll", "loss", "eval_loss"}
-WHOLE_PANEL = {"reduction_within"}  # tests whose value depends on every chain of the panel
+WHOLE_PANEL = {"reduction_within"}  # tests that take the best over every chain of the panel
 VERDICTS = ("met", "not met", "inconclusive", "not run")
 
 
@@ -161,6 +167,42 @@ def decided_order(runs: pd.DataFrame, metric: str, test: dict[str, Any], deriver
 
 
 CROSS_MODEL = {"model_within"}  # tests that compare models: their panel is a dataset
+BENCHMARK = {"benchmark_at_most": True, "benchmark_at_least": False}  # kind -> below; read a benchmark's output
+
+
+def benchmark_value(test: dict[str, Any], root: Path | None) -> float | None:
+    """The ``field`` of the last JSON line of ``root / file`` whose keys equal ``select``; None if absent (or no
+    ``root`` is given)."""
+    import json
+
+    path = root / test["file"] if root is not None else None
+    if path is None or not path.is_file():
+        return None
+    value = None
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the logs also hold warnings and progress lines
+            continue
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in test.get("select", {}).items()):
+            continue
+        for key in test["field"].split("."):
+            record = record.get(key) if isinstance(record, dict) else None
+        value = float(record) if isinstance(record, (int, float)) else value
+    return value
+
+
+def score_benchmark(claim: dict[str, Any], study: str, root: Path | None) -> dict[str, Any]:
+    """One scorecard row for a claim judged on a benchmark's output (see BENCHMARK)."""
+    test = claim["test"]
+    value = benchmark_value(test, root)
+    below = BENCHMARK[test["kind"]]
+    outcomes = [] if value is None else [Outcome(value, value <= test["value"] if below else value >= test["value"])]
+    return {"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
+            "paper": claim["paper"], "dataset": claim.get("dataset", "-"), "model": f"benchmark: {test['file']}",
+            "test": describe(test, test["field"]), "ours": shown([o.value for o in outcomes], "", test["kind"],
+                                                                column=test["field"]),
+            "seeds": len(outcomes), "verdict": verdict(outcomes, 1)}
 
 
 def panels_of(runs: pd.DataFrame, claim: dict[str, Any]) -> list[tuple[str, str]]:
@@ -195,7 +237,7 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False, c
         scale, unit = 100.0, " pt"
     elif kind in ("reduction_within", "reduces"):
         unit = "x"
-    elif column.endswith("_s"):
+    elif column.endswith(("_s", "seconds")):
         unit = " s"
     elif column.endswith("_mib"):
         unit = " MiB"
@@ -205,14 +247,18 @@ def shown(values: list[float], metric: str, kind: str, relative: bool = False, c
 
 
 def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], study: str,
-                deriver: Any = None, seeds: int = 1, missing: pd.DataFrame | None = None) -> pd.DataFrame:
+                deriver: Any = None, seeds: int = 1, missing: pd.DataFrame | None = None,
+                root: Path | None = None) -> pd.DataFrame:
     """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict; ``seeds`` is how
     many seeds the study runs (fewer results is "not run"); each panel is judged on its own task metric;
-    ``missing`` names experiments not run (see WHOLE_PANEL)."""
+    ``missing`` names experiments not run (see WHOLE_PANEL); benchmark files are read below ``root``."""
     incomplete = set(zip(missing["dataset"], missing["model"])) if missing is not None else set()
     rows = []
     for claim in claims:
         test = claim["test"]
+        if test["kind"] in BENCHMARK:
+            rows.append(score_benchmark(claim, study, root))
+            continue
         check = TESTS.get(test["kind"])
         for dataset, model in panels_of(runs, claim):
             if not len(runs):
@@ -223,15 +269,15 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 panel = runs[(runs["dataset"] == dataset) & (runs["model"] == model)]
             own = study_metric(panel, metric)  # a study may mix tasks: each panel on its own metric
             outcomes = []
-            if test["kind"] in WHOLE_PANEL and (dataset, model) in incomplete:
-                pass  # a chain not yet run could change the value: "not run"
-            elif test.get("across_seeds"):  # one judgement on every seed, once every seed has run
+            if test.get("across_seeds"):  # one judgement on every seed, once every seed has run
                 seen = panel["seed"].nunique() if len(panel) else 0
                 outcome = check(panel, own, test, deriver) if seen >= seeds else None
                 outcomes = [outcome] * seen if outcome is not None else []
             elif len(panel):
                 found = (check(seed_runs, own, test, deriver) for _, seed_runs in panel.groupby("seed"))
                 outcomes = [outcome for outcome in found if outcome is not None]
+            if test["kind"] in WHOLE_PANEL and (dataset, model) in incomplete and not all(o.passed for o in outcomes):
+                outcomes = []  # a chain not yet run could still meet it: "not run"
             rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
                          "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, own),
                          "ours": shown([o.value for o in outcomes], own, test["kind"], bool(test.get("relative")),

@@ -305,6 +305,7 @@ def score(config: dict[str, Any], study: str, folder: Path) -> Any:
     import pandas as pd
 
     from slimbench.claims import score_study
+    from slimbench.config import REPO
     from slimbench.derive import deriver_of
     from slimbench.results import MISSING_FILE, RUNS_FILE, read_runs, study_metric
 
@@ -314,8 +315,16 @@ def score(config: dict[str, Any], study: str, folder: Path) -> Any:
     spec = config["studies"][study]
     listed = path.with_name(MISSING_FILE)
     missing = pd.read_csv(listed) if path.exists() and listed.exists() else None
+    if missing is not None:  # a missing.csv left beside a newer runs.csv may name runs that exist now
+        keys = ["dataset", "model", "seed", "chain"]
+        ran = set(frame[keys].astype(str).itertuples(index=False, name=None))
+        stale = [tuple(row) in ran for row in missing[keys].astype(str).itertuples(index=False, name=None)]
+        if any(stale):
+            logging.getLogger("slimbench").warning("%s names %d run(s) that %s has; they are not counted missing",
+                                                   listed, sum(stale), path.name)
+        missing = missing[[not gone for gone in stale]]
     return score_study(frame, metric, spec["claims"], study, deriver_of(config, study), seeds=len(spec["seeds"]),
-                       missing=missing)
+                       missing=missing, root=REPO)
 
 
 def cmd_scorecard(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -359,7 +368,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         from slimbench.config import load_config
 
         settings = load_config(args.config, overrides(args))["compare"]
-        settings = {k: v for k, v in settings.items() if k != "reference"}
+        settings = {k: v for k, v in settings.items() if k not in ("reference", "references")}
     run, reference = Path(args.run), Path(args.reference)
     try:
         table = compare_runs(run, reference, settings)

@@ -342,7 +342,7 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
                                   f"same parameters (they would count as two results). Fix: list one of them.")
             resolved[steps] = chain
     check_applicable(config, name, study)
-    from slimbench.claims import TESTS
+    from slimbench.claims import BENCHMARK, TESTS
     from slimbench.plots import FIGURES, TABLES
 
     for figure in study["figures"]:
@@ -354,7 +354,13 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
 
         DERIVERS.get(study["derive"])
     for claim in study["claims"]:
-        TESTS.get(claim["test"]["kind"])
+        kind = claim["test"]["kind"]
+        if kind in BENCHMARK:
+            absent = [key for key in ("file", "field", "value") if key not in claim["test"]]
+            if absent:
+                raise ConfigError(f"study '{name}': claim '{claim['id']}' ({kind}) lacks {', '.join(absent)}.")
+            continue
+        TESTS.get(kind)
         check_claim(config, name, study, claim)
 
 

@@ -113,6 +113,33 @@ def summary_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return summary.reset_index()
 
 
+@table("gpu_speedup")
+def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Measured GPU speed-up beside the FLOPs ratio: per chain, the same seed's uncompressed model's FLOPs and
+    CUDA latency divided by the chain's, at batch 1 and at the large evaluation batch, and ``large_over_flops`` =
+    large-batch speed-up / FLOPs ratio (1 = as fast as the FLOPs promise); mean and std over seeds. Runs
+    evaluated without a GPU have no CUDA latency: their speed-ups are empty, the FLOPs ratio stays."""
+    needed = ["flops", "latency_cuda_ms", "latency_cuda_large_ms"]
+    frame = frame.assign(**{c: float("nan") for c in needed if c not in frame})
+    keys = ["dataset", "model", "seed"]
+    base = frame[frame["chain"] == BASE].set_index(keys)[needed]
+    rows = frame[frame["chain"] != BASE].join(base, on=keys, rsuffix="_base")
+    ratios = pd.DataFrame({
+        **{k: rows[k] for k in IDENTITY},
+        "flops_ratio": rows["flops_base"] / rows["flops"],
+        "speedup_batch1": rows["latency_cuda_ms_base"] / rows["latency_cuda_ms"],
+        "speedup_large": rows["latency_cuda_large_ms_base"] / rows["latency_cuda_large_ms"]})
+    ratios["large_over_flops"] = ratios["speedup_large"] / ratios["flops_ratio"]
+    grouped = ratios.groupby(IDENTITY, sort=False)
+    summary = grouped.mean()
+    for column in ("speedup_large", "large_over_flops"):
+        summary.insert(list(summary.columns).index(column) + 1, f"{column}_std", grouped[column].std())
+    summary.insert(0, "seeds", grouped.size())
+    if "latency_cuda_large_batch" in frame:
+        summary.insert(1, "large_batch", frame.groupby(IDENTITY, sort=False)["latency_cuda_large_batch"].max())
+    return summary.reset_index()
+
+
 def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
     """Task metric against the share of a cost kept; one line per method, seeds as a band, base dashed."""
     import seaborn as sns

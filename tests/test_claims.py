@@ -96,6 +96,8 @@ def test_reduction_within_is_not_run_while_a_chain_of_its_panel_is_missing() -> 
     assert score_study(frame, "accuracy", [claim], "study", missing=missing).iloc[0]["verdict"] == "not run"
     elsewhere = missing.assign(model="other")  # another panel's gap does not matter here
     assert score_study(frame, "accuracy", [claim], "study", missing=elsewhere).iloc[0]["verdict"] == "not met"
+    reached = {**claim, "test": {**test, "min_factor": 10}}  # met by the chains that ran: more chains cannot undo it
+    assert score_study(frame, "accuracy", [reached], "study", missing=missing).iloc[0]["verdict"] == "met"
     named = {**test, "kind": "reduces", "chain": "base+p", "min_factor": 10}  # a test of named chains is judged
     assert verdict(frame, named)[0] == "met"
     assert score_study(frame, "accuracy", [{**claim, "test": named}], "study",
@@ -147,3 +149,47 @@ def test_a_claim_naming_a_chain_its_study_does_not_run_is_refused() -> None:
     config["studies"]["stat"]["claims"][0]["test"]["chain"] = "base+stat-0.45"
     with pytest.raises(ConfigError, match="claim 'stat_40pct_no_finetune': chain 'base\\+stat-0.45' is not one of"):
         validate_config(config)
+
+
+def test_a_stale_missing_csv_does_not_hide_runs_that_exist(tmp_path) -> None:
+    """A missing.csv left beside a newer runs.csv (e.g. a full rerun copied over a partial report) names runs that
+    exist: they are not counted missing, so the whole-panel claim is judged."""
+    from slimbench.cli import score
+
+    config = load_config(REPO / "config" / "default.yaml")
+    folder = tmp_path / "order_prereg"
+    folder.mkdir()
+    rows = [{"study": "order_prereg", "dataset": "cifar10_train_holdout", "model": "resnet34_cifar", "chain": c,
+             "seed": seed, "metric": "accuracy", "accuracy": 0.9, "bitops": b}
+            for seed in (0, 1) for c, b in (("base", 1000.0), ("base+qat-8", 100.0))]
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+    pd.DataFrame([{k: r[k] for k in ("dataset", "model", "seed", "chain")} for r in rows[1:2]]).to_csv(
+        folder / "missing.csv", index=False)  # names base+qat-8 of seed 0, which runs.csv has
+    card = score(config, "order_prereg", tmp_path).set_index("claim")
+    assert card.loc["prereg_859x_within_1pt", "verdict"] == "not met"  # 10x, judged: nothing is really missing
+
+
+def test_a_benchmark_claim_reads_the_last_matching_line_of_its_output(tmp_path) -> None:
+    """STAT's 7B timing lives in a benchmark's JSON-lines log, not in a study's runs: the claim reads it there."""
+    log = tmp_path / "out" / "stat.log"
+    log.parent.mkdir()
+    log.write_text("\n".join([
+        "SyntaxWarning: not JSON",
+        '{"phase": ["pass", "mlp", 9.1]}',
+        '{"benchmark": "stat_timing", "model": "llama2-7b", "layers_pruned": 1, "extrapolated": {"seconds": 20000}}',
+        '{"benchmark": "stat_timing", "model": "bert-base", "layers_pruned": 1, "extrapolated": {"seconds": 5}}',
+        '{"benchmark": "stat_timing", "model": "llama2-7b", "layers_pruned": 1, "extrapolated": {"seconds": 797}}']))
+    test = {"kind": "benchmark_at_most", "file": "out/stat.log", "field": "extrapolated.seconds", "value": 10800,
+            "select": {"benchmark": "stat_timing", "model": "llama2-7b"}}
+    claim = {"id": "c", "claim": "c", "source": "s", "paper": "p", "test": test}
+
+    def judged(**change) -> tuple[str, str]:
+        row = score_study(runs([]), "accuracy", [{**claim, "test": {**test, **change}}], "study", seeds=2,
+                          root=tmp_path).iloc[0]
+        return row["verdict"], row["ours"]
+
+    assert judged() == ("met", "797 s (n=1)")  # the last llama2-7b line, not the first (20000) nor bert-base's
+    assert judged(value=700) == ("not met", "797 s (n=1)")
+    assert judged(kind="benchmark_at_least", value=700)[0] == "met"
+    assert judged(file="out/absent.log") == ("not run", "-")
+    assert judged(select={"model": "llama2-13b"}) == ("not run", "-")

@@ -52,6 +52,9 @@ def test_every_seed_must_agree_and_reasons_are_reported() -> None:
     assert judge_pair(seeds(0.80, 0.80), seeds(0.70, 0.70), 100, 30, None, rule) == (0, "incomparable")
     only_seed_1 = Protocol.from_config({**PREREG, "seeds": [1]})  # seed 0 says A, seed 1 says B
     assert judge_pair(seeds(0.90, 0.70), seeds(0.70, 0.72), 100, 100, None, only_seed_1) == (-1, "won")
+    # a protocol seed not run by one order: no edge from the other seed alone (order_prereg's PEQ had seed 0 only)
+    assert judge_pair(seeds(0.80), seeds(0.70, 0.71), 100, 100, None, rule) == (0, "missing seeds")
+    assert judge_pair(seeds(0.80), seeds(0.70), 100, 100, None, only_seed_1) == (0, "no common seeds")
 
 
 def test_legacy_rule_is_the_order_studys_matched_cost_rule() -> None:

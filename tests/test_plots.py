@@ -27,3 +27,26 @@ def test_train_curves_draw_one_line_per_recorded_run() -> None:
 def test_train_curves_refuse_runs_without_curves() -> None:
     with pytest.raises(ValueError, match="train_epoch_losses"):
         FIGURES.get("train_curves").make(runs({("base", 0): None}), "accuracy")
+
+
+def test_gpu_speedup_divides_the_same_seeds_base_by_hand() -> None:
+    from slimbench.plots import TABLES
+
+    def run(chain: str, seed: int, flops: float, b1: float, large: float) -> dict:
+        return {"dataset": "d", "model": "m", "chain": chain, "seed": seed, "accuracy": 0.9, "flops": flops,
+                "latency_cuda_ms": b1, "latency_cuda_large_ms": large, "latency_cuda_large_batch": 256}
+
+    frame = pd.DataFrame([run("base", 0, 100.0, 10.0, 100.0), run("base+p-0.5", 0, 50.0, 8.0, 55.0),
+                          run("base", 1, 100.0, 12.0, 120.0), run("base+p-0.5", 1, 50.0, 12.0, 60.0)])
+    row = TABLES.get("gpu_speedup").make(frame, "accuracy").iloc[0]
+    # seed 0: FLOPs 100/50 = 2, batch 1 10/8 = 1.25, large 100/55 = 1.8182, over FLOPs 0.9091;
+    # seed 1: 2, 12/12 = 1.0, 120/60 = 2.0, 1.0 (each seed against its own base, not the other's)
+    assert (row["chain"], row["seeds"], row["large_batch"]) == ("base+p-0.5", 2, 256)
+    assert row["flops_ratio"] == pytest.approx(2.0)
+    assert row["speedup_batch1"] == pytest.approx((1.25 + 1.0) / 2)
+    assert row["speedup_large"] == pytest.approx((100 / 55 + 2.0) / 2)
+    assert row["large_over_flops"] == pytest.approx((100 / 55 / 2 + 1.0) / 2)
+    assert row["large_over_flops_std"] == pytest.approx(abs(100 / 55 / 2 - 1.0) / 2 ** 0.5)
+    cpu = TABLES.get("gpu_speedup").make(frame.drop(columns=["latency_cuda_ms", "latency_cuda_large_ms"]),
+                                         "accuracy").iloc[0]  # evaluated without a GPU: no speed-up, FLOPs kept
+    assert cpu["flops_ratio"] == pytest.approx(2.0) and pd.isna(cpu["speedup_large"])

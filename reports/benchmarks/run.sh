@@ -28,8 +28,8 @@ section() {  # name, cap in seconds, command...
 # Most wanted first: the device time left to a session can be short.
 section throughput 70 python3 benchmarks/throughput.py --data-root "$DATA" --steps 60 --warmup 20 \
   --models resnet,text,vit --compile-modes ''
-section stat_llama7b 75 python3 benchmarks/stat_timing.py --model llama2-7b --layers 1
-section throughput_compiled 240 python3 benchmarks/throughput.py --data-root "$DATA" --steps 60 --warmup 20 \
+section stat_llama7b 120 python3 benchmarks/stat_timing.py --model llama2-7b --layers 1
+section throughput_compiled 200 python3 benchmarks/throughput.py --data-root "$DATA" --steps 60 --warmup 20 \
   --models text,vit --compile-models text,vit --compile-modes default,reduce-overhead --compiled-only
 section stat_bert_base 50 python3 benchmarks/stat_timing.py --model bert-base --latency 1,256
-section stat_llama7b_2 100 python3 benchmarks/stat_timing.py --model llama2-7b --layers 2
+section stat_llama7b_2 120 python3 benchmarks/stat_timing.py --model llama2-7b --layers 2
