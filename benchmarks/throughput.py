@@ -95,7 +95,8 @@ def text_setup(tiny: bool, data_root: Path, examples: int) -> tuple[Any, TextDat
     if path.exists():
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-        texts, labels, source = [r[1] for r in rows], [int(r[0]) for r in rows], str(path)
+        texts, labels = [r[1] for r in rows], [int(r[0]) for r in rows]
+        source = f"<data root>/{path.relative_to(data_root)}"  # no machine path in a committed log
     else:
         rng = random.Random(0)
         words = [f"w{i}" for i in range(5000)]

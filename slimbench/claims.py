@@ -127,9 +127,13 @@ def reduces(runs: pd.DataFrame, metric: str, test: dict[str, Any], _: Any) -> Ou
     return Outcome(reference / value, reference / value >= test["min_factor"])
 
 
+def bounded(value: float, test: dict[str, Any], below: bool) -> Outcome:
+    return Outcome(value, value <= test["value"] if below else value >= test["value"])
+
+
 def bound(runs: pd.DataFrame, test: dict[str, Any], below: bool) -> Outcome | None:
     value = metric_of(runs, test["chain"], test["column"])
-    return None if value is None else Outcome(value, value <= test["value"] if below else value >= test["value"])
+    return None if value is None else bounded(value, test, below)
 
 
 TESTS.add("at_most", lambda runs, metric, test, _: bound(runs, test, below=True))
@@ -192,17 +196,23 @@ def benchmark_value(test: dict[str, Any], root: Path | None) -> float | None:
     return value
 
 
+def card_row(study: str, claim: dict[str, Any], dataset: str, model: str, metric: str, outcomes: list[Outcome],
+             seeds: int) -> dict[str, Any]:
+    """One scorecard row: the claim, ours over its outcomes and the verdict."""
+    test = claim["test"]
+    return {"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
+            "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, metric),
+            "ours": shown([o.value for o in outcomes], metric, test["kind"], bool(test.get("relative")),
+                          test.get("column", test.get("field", ""))),
+            "seeds": len(outcomes), "verdict": verdict(outcomes, seeds)}
+
+
 def score_benchmark(claim: dict[str, Any], study: str, root: Path | None) -> dict[str, Any]:
-    """One scorecard row for a claim judged on a benchmark's output (see BENCHMARK)."""
+    """One scorecard row for a claim judged once on a benchmark's output (see BENCHMARK)."""
     test = claim["test"]
     value = benchmark_value(test, root)
-    below = BENCHMARK[test["kind"]]
-    outcomes = [] if value is None else [Outcome(value, value <= test["value"] if below else value >= test["value"])]
-    return {"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
-            "paper": claim["paper"], "dataset": claim.get("dataset", "-"), "model": f"benchmark: {test['file']}",
-            "test": describe(test, test["field"]), "ours": shown([o.value for o in outcomes], "", test["kind"],
-                                                                column=test["field"]),
-            "seeds": len(outcomes), "verdict": verdict(outcomes, 1)}
+    outcomes = [] if value is None else [bounded(value, test, BENCHMARK[test["kind"]])]
+    return card_row(study, claim, claim.get("dataset", "-"), f"benchmark: {test['file']}", test["field"], outcomes, 1)
 
 
 def panels_of(runs: pd.DataFrame, claim: dict[str, Any]) -> list[tuple[str, str]]:
@@ -278,11 +288,7 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 outcomes = [outcome for outcome in found if outcome is not None]
             if test["kind"] in WHOLE_PANEL and (dataset, model) in incomplete and not all(o.passed for o in outcomes):
                 outcomes = []  # a chain not yet run could still meet it: "not run"
-            rows.append({"study": study, "claim": claim["id"], "statement": claim["claim"], "source": claim["source"],
-                         "paper": claim["paper"], "dataset": dataset, "model": model, "test": describe(test, own),
-                         "ours": shown([o.value for o in outcomes], own, test["kind"], bool(test.get("relative")),
-                                       test.get("column", "")),
-                         "seeds": len(outcomes), "verdict": verdict(outcomes, seeds)})
+            rows.append(card_row(study, claim, dataset, model, own, outcomes, seeds))
     return pd.DataFrame(rows, columns=["study", "claim", "statement", "source", "paper", "dataset", "model", "test",
                                        "ours", "seeds", "verdict"])
 

@@ -49,7 +49,7 @@ def test_a_run_with_fewer_seeds_is_missing_not_ok(tmp_path: Path) -> None:
 
 
 def test_each_cpu_kernel_family_is_compared_with_its_own_reference() -> None:
-    """CPU runs are exact only within a family (Intel AVX-512 and AMD AVX2 smoke runs differ by up to 6.6 pt)."""
+    """CPU runs are exact only within a family (Intel Xeon and AMD EPYC AVX2 smoke runs differ by up to 6.6 pt)."""
     settings = {"references": {"AuthenticAMD-AVX2": "reports/smoke-AuthenticAMD-AVX2"}}
     assert reference_for(settings, "reports/smoke", "AuthenticAMD-AVX2") == "reports/smoke-AuthenticAMD-AVX2"
     assert reference_for(settings, "reports/smoke", "GenuineIntel-AVX512") == "reports/smoke"
