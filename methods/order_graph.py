@@ -50,6 +50,7 @@ ORDER_STAGES = ("distill", "prune", "quant", "qat", "exit", "early_exit")
 SHORT = {"distill": "D", "prune": "P", "quant": "Q", "qat": "Q", "exit": "E", "early_exit": "E"}
 TOLERANCE = 0.002  # LEGACY's tolerance: 0.2 accuracy points
 TARGET_REDUCTION, TARGET_DROP = 100.0, 0.01  # the issue's target: >= 100x BitOps within 1 point
+LINE_STYLES = ("-", "--", "-.", ":")
 
 
 def names(chain: str) -> tuple[str, ...]:
@@ -517,6 +518,21 @@ def insertion_all(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
+def variant_labels(chains: Iterable[str]) -> dict[str, str]:
+    """Each chain's order in letters; chains of the same order (the low-bit DPQE chains) also name the stage
+    settings that tell them apart, e.g. ``DPQE (prune-0.7, qat-4)``."""
+    calls = {chain: [str(call) for call in parse_chain(chain)] for chain in chains}
+    groups: dict[str, list[str]] = {}
+    for chain in calls:
+        groups.setdefault(short(chain), []).append(chain)
+    labels = {}
+    for letters, members in groups.items():
+        for chain in members:
+            differing = [call for i, call in enumerate(calls[chain]) if any(calls[o][i] != call for o in members)]
+            labels[chain] = f"{letters} ({', '.join(differing)})" if differing else letters
+    return labels
+
+
 @figure("order_tradeoff")
 def draw_tradeoff(frame: pd.DataFrame, metric: str) -> Any:
     """Accuracy against BitOps reduction (log scale) along the prefixes of each full-length order: the sorted
@@ -534,13 +550,17 @@ def draw_tradeoff(frame: pd.DataFrame, metric: str) -> Any:
         pairs, result, methods = panel_order(panel, metric, protocol)
         kinds = chain_kinds(panel["chain"].unique(), result.order, methods)
         stats = panel.groupby("chain").agg(y=(metric, "mean"), yerr=(metric, "std"), x=("bitops_reduction", "mean"))
+        labels = variant_labels(kinds)
+        seen: dict[str, int] = {}  # variants of one order: the same colour, another line style each
         for chain, kind in sorted(kinds.items(), key=lambda kv: list(styles).index(kv[1])):
             prefixes = [format_chain(parse_chain(chain)[:i]) for i in range(len(names(chain)) + 1)]
             points = stats.loc[[p for p in prefixes if p in stats.index]]
             color, marker = styles[kind]
+            variant = seen[short(chain)] = seen.get(short(chain), -1) + 1
             ax.errorbar(points["x"], 100 * points["y"], yerr=100 * points["yerr"].fillna(0), color=color,
                         marker=marker, lw=2 if kind.startswith("sorted") else 1, capsize=2,
-                        alpha=1.0 if kind != "random" else 0.6, label=f"{short(chain)}: {kind}")
+                        ls=LINE_STYLES[variant % len(LINE_STYLES)], alpha=1.0 if kind != "random" else 0.6,
+                        label=f"{labels[chain]}: {kind}")
         ax.axhline(100 * stats.loc[BASE, "y"], color="black", ls="--", lw=1, label="uncompressed")
         ax.axhline(100 * (stats.loc[BASE, "y"] - TARGET_DROP), color="black", ls=":", lw=1, label="-1 point")
         ax.axvline(TARGET_REDUCTION, color="purple", ls=":", lw=1, label="100x")

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from methods.order import EarlyExit, FakeQuant, add_exits, prune_channels, quantize, select_exit
 from methods.order_graph import (at_matched_cost, decide, insertion_checks, method_tokens, pair_winner,
-                                 pairwise_table, precedence_edges, topological_order)
+                                 pairwise_table, precedence_edges, topological_order, variant_labels)
 from slimbench import checkpoint
 from slimbench.config import experiments, load_config
 from slimbench.data import DatasetInfo
@@ -163,6 +163,15 @@ def test_pairwise_results_decide_the_chains() -> None:
     assert len(set(record["chains"]["random"])) == 2
     checks = insertion_checks(frame, "accuracy", pairs)
     assert checks["order_kept"].tolist() == [True]  # D+Q+P beats P+Q+D, as D beats P pairwise
+
+
+def test_chains_of_one_order_are_labelled_by_the_settings_that_differ() -> None:
+    dpqe = "base+distill+prune-{}+qat-{}+early_exit-0.005"
+    labels = variant_labels([dpqe.format(0.5, 8), dpqe.format(0.5, 4), dpqe.format(0.7, 4),
+                             "base+early_exit-0.005+qat-8+prune-0.5+distill"])
+    assert labels == {dpqe.format(0.5, 8): "DPQE (prune-0.5, qat-8)", dpqe.format(0.5, 4): "DPQE (prune-0.5, qat-4)",
+                      dpqe.format(0.7, 4): "DPQE (prune-0.7, qat-4)",
+                      "base+early_exit-0.005+qat-8+prune-0.5+distill": "EQPD"}
 
 
 # ----------------------------------------------------------------------------------------------- workflow
