@@ -1,7 +1,7 @@
 """Benchmark (not a test): wall time and peak GPU memory of STAT (methods/stat.py, timed as it is).
 
     python benchmarks/stat_timing.py --model bert-base [--device cuda] [--ratio 0.4] [--examples 512] [--seq-len 128]
-    python benchmarks/stat_timing.py --model llama2-7b --layers 2 [--sketch-rows 16384]
+    python benchmarks/stat_timing.py --model llama2-7b --layers 2 [--sketch-rows 400]
 
 Models, random weights and random token ids (timing only): ``bert-base`` (12 layers, hidden 768, the issue's
 target: under 20 s); ``llama2-7b``, Llama-2-7B-shaped (32 layers, hidden 4096, MLP 11008, 32 heads, vocabulary
@@ -21,8 +21,9 @@ the size search and each layer's pruning. Extrapolation to all L layers (printed
 * ``T(L) = setup + [f + L (g_attn + g_mlp)] + L (qr_attn + qr_mlp) + size_search * L / N
   + (L - 1) pass_attn + L pass_mlp + L (prune_attn + prune_mlp)``;
 * peak memory ``M(L) = M(N) + (L - N) * b``, ``b`` = the bytes one layer's statistics hold at the end of the
-  first pass (exact: ``8 c^2`` per component of ``c`` columns; sketched: ``8 (m c + c^2)``, the m-row sketch
-  and its Gram), since all of them are alive then and the weights are already full-size.
+  first pass, ``8 c^2`` per component of ``c`` columns (its float64 Gram, exact or sketched: a sketch is
+  folded into the Gram batch by batch), since all of them are alive then and the weights are already
+  full-size.
 
 ``--latency B1,B2`` (BERT-base) also times the unpruned and the pruned model's forward pass at those batch
 sizes (``slimbench.metrics.cost``: CUDA events on a GPU, torch.utils.benchmark on CPU) and sets the measured
@@ -149,9 +150,8 @@ def instrument(phases: Phases, layers: int) -> None:
     stat.prune_component = phases.wrap(stat.prune_component, lambda part, *a, **k: ("prune", kind(part)))
 
 
-def statistics_bytes(part: Any, sketch_rows: int) -> int:
-    columns = part.units * part.width
-    return 8 * ((sketch_rows * columns if sketch_rows else 0) + columns * columns)
+def statistics_bytes(part: Any) -> int:
+    return 8 * (part.units * part.width) ** 2
 
 
 def main() -> None:
@@ -183,7 +183,7 @@ def main() -> None:
     instrument(phases, layers)
     parts = stat.components(model)
     full = prunable_flops(parts, [c.units for c in parts], settings["seq_len"])
-    layer_bytes = sum(statistics_bytes(p, args.sketch_rows) for p in parts[:2])
+    layer_bytes = sum(statistics_bytes(p) for p in parts[:2])
     forward_s = time_forward(model, ctx, settings, phases)
     original = copy.deepcopy(model) if args.latency else None
     if device.type == "cuda":

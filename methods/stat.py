@@ -22,7 +22,7 @@ Implementation notes. The pivoted QR is computed in its Gram form: a (grouped) p
 the same pivots as Businger-Golub column-pivoted QR (tested against LAPACK's) and its factor is the QR's
 ``R``; the residual Gram's trace after ``k`` pivots is ``||R22||_F^2``. ``T = R11^{-1} R12`` equals the
 least-squares solution ``argmin_T ||Z[:, S] T - Z||``, computed here as ``G[S, S]^+ G[S, :]`` in float64. With
-a sketch ``Y = Omega Z`` the same code runs on ``Y^T Y``. Blocks are pruned in network order, each on
+a sketch ``Y = Omega Z`` the same code runs on ``Y^T Y``, accumulated batch by batch (``GramCollector``). Blocks are pruned in network order, each on
 activations of the model whose earlier blocks are already pruned (``sequential``), so a correction also
 absorbs the upstream pruning error. Padding tokens never enter ``G``.
 
@@ -60,8 +60,12 @@ Different, kept here on purpose (changing them would move the committed results)
   all earlier layers pruned. ``sequential: false`` uses the unpruned model throughout (the release's OPT
   order).
 * Sketch. The release's OPT script uses a dense Gaussian sketch, 100 rows per 2048-token sequence
-  (prune_opt.py L253-266); its BERT script is exact. Here the sketch is the paper's CountSketch over all
-  calibration tokens (``sketch_rows``; 0, the default, is exact).
+  (prune_opt.py L253-266); its BERT script is exact. Here it is a CountSketch (the paper's kind, Sec. 3) of
+  ``sketch_rows`` rows per calibration batch, block-diagonal over batches like the release's per-sequence
+  sketch (0, the default, is exact). Until 2026-12-06 it was one CountSketch over all calibration tokens, kept
+  whole until the end of the pass: 2.8x the exact statistics' memory at Llama-2-7B scale (issue 17). Whether
+  the paper sketches all tokens at once could not be checked (the search tool holds only its abstract and
+  introduction).
 """
 
 from __future__ import annotations
@@ -77,11 +81,16 @@ from slimbench.surgery import (FLOPS_RATIO, SEQ_LEN, Component, components, head
                                keep_mlp_neurons, prunable_flops)
 
 # --------------------------------------------------------------------------------------------------------
-# Calibration statistics: Z^T Z, exact or through a CountSketch of the rows
+# Calibration statistics: Z^T Z, exact or through a CountSketch of each batch's rows
 # --------------------------------------------------------------------------------------------------------
 class GramCollector:
-    """Accumulates ``G = Z^T Z`` (float64) over calibration batches, or ``Y = Omega Z`` for an ``m``-row
-    CountSketch ``Omega`` (each token row added with a random sign to a random one of ``m`` rows)."""
+    """Accumulates ``G = Z^T Z`` (float64) over calibration batches; with ``sketch_rows = m`` it accumulates
+    ``G = sum_b (Omega_b Z_b)^T (Omega_b Z_b)`` instead, ``Omega_b`` an ``m``-row CountSketch of batch ``b``'s
+    token rows (each added with a random sign to a random one of ``m`` rows). That is one block-diagonal
+    sketch of all calibration tokens, a block per batch, as the release sketches each sequence on its own
+    (prune_opt.py L253-266). Only the Gram is kept between batches, so the sketch needs the exact statistics'
+    memory plus one batch's ``m`` x ``c`` block, and forms the Gram from ``m`` rows a batch instead of all
+    its tokens."""
 
     def __init__(self, sketch_rows: int, generator: torch.Generator) -> None:
         self.sketch_rows = sketch_rows
@@ -89,21 +98,22 @@ class GramCollector:
         self.state: torch.Tensor | None = None
 
     def add(self, rows: torch.Tensor) -> None:
-        rows = rows.double()
         if self.state is None:
-            shape = (self.sketch_rows or rows.shape[1], rows.shape[1])
-            self.state = torch.zeros(shape, dtype=torch.float64, device=rows.device)
-        if not self.sketch_rows:
-            self.state.addmm_(rows.T, rows)
-            return
-        bucket = torch.randint(0, self.sketch_rows, (len(rows),), generator=self.generator).to(rows.device)
-        sign = (torch.randint(0, 2, (len(rows), 1), generator=self.generator) * 2 - 1).to(rows)
-        self.state.index_add_(0, bucket, rows * sign)
+            self.state = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
+        if self.sketch_rows:  # signed in place in the float64 copy that the exact Gram makes as well
+            bucket = torch.randint(0, self.sketch_rows, (len(rows),), generator=self.generator).to(rows.device)
+            sign = (torch.randint(0, 2, (len(rows), 1), generator=self.generator) * 2 - 1).to(self.state)
+            signed = rows.to(torch.float64, copy=True).mul_(sign)
+            rows = signed.new_zeros(self.sketch_rows, rows.shape[1]).index_add_(0, bucket, signed)
+            del signed
+        else:
+            rows = rows.double()
+        self.state.addmm_(rows.T, rows)
 
     def gram(self) -> torch.Tensor:
         if self.state is None:
             raise RuntimeError("no calibration data reached this layer")
-        return self.state.T @ self.state if self.sketch_rows else self.state
+        return self.state
 
 
 def token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -270,7 +280,7 @@ STAT_PARAMS = (
     Param("num_examples", int, 512, 1, None, help="calibration examples (the paper: several hundred)"),
     Param("batch_size", int, 32, 1, None, help="calibration batch size"),
     SEQ_LEN,
-    Param("sketch_rows", int, 0, 0, None, help="rows of the CountSketch applied before the QR (0 = exact ID)"),
+    Param("sketch_rows", int, 0, 0, None, help="rows of the CountSketch of each calibration batch (0 = exact ID)"),
     Param("sequential", bool, True, help="calibrate each block on the model with earlier blocks already pruned"),
 )
 

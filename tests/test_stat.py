@@ -374,7 +374,7 @@ def test_exact_pivots_match_lapack_and_a_countsketch_keeps_every_direction():
 
     z = rng.standard_normal((4000, 4)) @ rng.standard_normal((4, 10)) + rng.standard_normal(10)
     rank = np.linalg.matrix_rank(z)
-    collector = GramCollector(400, torch.Generator().manual_seed(0))
+    collector = GramCollector(130, torch.Generator().manual_seed(0))  # 3 batches of 130 rows: 390 in all
     for rows in np.array_split(z, 3):  # accumulated over calibration batches
         collector.add(torch.from_numpy(rows))
     sketched, exact = collector.gram(), torch.from_numpy(z.T @ z)
@@ -383,6 +383,26 @@ def test_exact_pivots_match_lapack_and_a_countsketch_keeps_every_direction():
     kept = pivoted_qr(sketched)[0][:rank].sort().values
     fit = z[:, kept.numpy()] @ interpolation_matrix(sketched, kept).numpy()
     np.testing.assert_allclose(fit, z, atol=1e-8 * np.abs(z).max())
+
+
+def test_a_sketch_is_one_countsketch_per_batch_summed_in_gram_form():
+    """The sketched Gram is sum_b (S_b Z_b)^T (S_b Z_b), S_b a dense m x n_b CountSketch matrix built here from
+    the same random draws (a +-1 per column, in the drawn row): block-diagonal over batches, not one sketch of
+    all rows. Between batches the collector keeps only the c x c Gram, the exact statistics' memory."""
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal((n, 6)) for n in (50, 70, 30)]
+    collector, m = GramCollector(8, torch.Generator().manual_seed(3)), 8
+    draws = torch.Generator().manual_seed(3)
+    expected = np.zeros((6, 6))
+    for z in batches:
+        collector.add(torch.from_numpy(z))
+        assert collector.state.shape == (6, 6)
+        bucket = torch.randint(0, m, (len(z),), generator=draws).numpy()
+        sign = (torch.randint(0, 2, (len(z), 1), generator=draws) * 2 - 1).numpy()[:, 0]
+        sketch = np.zeros((m, len(z)))
+        sketch[bucket, np.arange(len(z))] = sign
+        expected += (sketch @ z).T @ (sketch @ z)
+    np.testing.assert_allclose(collector.gram().numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_sequential_calibration_fits_the_last_mlp_on_the_pruned_upstream():
