@@ -11,18 +11,19 @@ import logging
 
 from torch import nn
 
-# torchao registers an Enum with torch's pytree on import and torch logs a deprecation line for it each time.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_  # noqa: E402
+from slimbench.stages import Context, Param, applies_to, stage
 
-from slimbench.stages import Context, Param, applies_to, stage  # noqa: E402
-
-SCHEMES = {"dynamic": Int8DynamicActivationInt8WeightConfig, "weight_only": Int8WeightOnlyConfig}
+# torchao's configs by scheme name; torchao itself is imported on first use (1 s that reading a config never needs).
+SCHEMES = {"dynamic": "Int8DynamicActivationInt8WeightConfig", "weight_only": "Int8WeightOnlyConfig"}
 SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
 
 
 def int8_quantize(model: nn.Module, scheme: str = "dynamic") -> nn.Module:
-    quantize_(model.float(), SCHEMES[scheme]())
+    # torchao registers an Enum with torch's pytree on import and torch logs a deprecation line for it each time.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    from torchao import quantization
+
+    quantization.quantize_(model.float(), getattr(quantization, SCHEMES[scheme])())
     return model
 
 

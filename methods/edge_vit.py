@@ -37,12 +37,12 @@ Quantization reuses ``fp16`` and ``int8`` from baselines/quantize.py. The report
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import nn
 
 from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
@@ -53,6 +53,9 @@ from slimbench.plots import figure, pyplot, table
 from slimbench.stages import Context, Param, parse_chain, stage
 from slimbench.surgery import find_attentions, find_mlps, keep_heads, kept_count
 from slimbench.train import fit
+
+if TYPE_CHECKING:  # for the annotations only; imported where used (see handlers)
+    import torch_pruning as tp
 
 # --------------------------------------------------------------------------------------------------------------
 # Students: the KD stage turns the study's base model (the teacher) into a different, smaller model.
@@ -322,9 +325,18 @@ def mse_kd(model: nn.Module, ctx: Context, epochs: Optional[int], lr: Optional[f
 # --------------------------------------------------------------------------------------------------------------
 
 TARGETS = ("filters", "channels", "rows", "heads")
-CONV_OUT = (tp.prune_conv_out_channels,)
-CONV_IN = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
-LINEAR_OUT = (tp.prune_linear_out_channels,)
+
+
+@lru_cache(maxsize=None)
+def handlers(role: str) -> tuple[Callable, ...]:
+    """Torch-Pruning's pruning functions by role: ``conv_out``, ``conv_in`` (convolution and linear inputs),
+    ``linear_out``. torch_pruning is imported here, on first use: it imports timm and torchvision (about 2 s)
+    that reading a config never needs."""
+    import torch_pruning as tp
+
+    return {"conv_out": (tp.prune_conv_out_channels,),
+            "conv_in": (tp.prune_conv_in_channels, tp.prune_linear_in_channels),
+            "linear_out": (tp.prune_linear_out_channels,)}[role]
 
 
 def classifier(model: nn.Module) -> nn.Module:
@@ -337,6 +349,8 @@ def classifier(model: nn.Module) -> nn.Module:
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """The layer coupling of ``model`` traced on ``example`` (the classifier is kept out of pruning roots by
     the callers, not ignored here: it must lose the input columns of removed channels)."""
+    import torch_pruning as tp
+
     return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
 
 
@@ -345,7 +359,7 @@ def convolutional_group(group: tp.Group, head: nn.Module) -> bool:
     columns): filter/channel pruning leaves transformer widths (linear/LayerNorm layers) to ``rows``/``heads``."""
     for dep, _ in group:
         layer = dep.layer
-        if isinstance(layer, nn.Linear) and layer is head and dep.handler in CONV_IN:
+        if isinstance(layer, nn.Linear) and layer is head and dep.handler in handlers("conv_in"):
             continue
         if isinstance(layer, nn.Module) and not isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)) \
                 and any(True for _ in layer.parameters(recurse=False)):
@@ -353,17 +367,17 @@ def convolutional_group(group: tp.Group, head: nn.Module) -> bool:
     return True
 
 
-def slice_norms(group: tp.Group, handlers: tuple) -> Optional[torch.Tensor]:
+def slice_norms(group: tp.Group, removing: tuple[Callable, ...]) -> Optional[torch.Tensor]:
     """L2 norm, per channel of the group's root, of the weight slices the listed pruning functions remove:
     output filters/rows (``prune_*_out_channels``) or input channels/columns (``prune_*_in_channels``).
     Depthwise convolutions count only as filters (their input slice is the filter)."""
     total: Optional[torch.Tensor] = None
     for i, (dep, idxs) in enumerate(group):
         layer, handler = dep.layer, dep.handler
-        if handler not in handlers or not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        if handler not in removing or not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
         weight = layer.weight.detach().float()
-        if handler in CONV_IN:
+        if handler in handlers("conv_in"):
             if isinstance(layer, nn.Conv2d) and layer.groups > 1:
                 continue
             weight = weight.transpose(0, 1)
@@ -393,10 +407,10 @@ def prune_convolutions(model: nn.Module, example: torch.Tensor, ratio: float, cr
     authors' ``prune.py`` ranks by ``ln_structured(n=2, dim=1)``; here the channels are really removed."""
     head = classifier(model)
     dg = dependency_graph(model, example)
-    handlers = CONV_OUT if criterion == "filters" else CONV_IN
+    removing = handlers("conv_out" if criterion == "filters" else "conv_in")
     plans = []
     for group in dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d]):
-        scores = slice_norms(group, handlers) if convolutional_group(group, head) else None
+        scores = slice_norms(group, removing) if convolutional_group(group, head) else None
         if scores is not None:
             plans.append((group, scores))
     for group, scores in plans:
@@ -413,8 +427,8 @@ def prune_linear_rows(model: nn.Module, example: torch.Tensor, ratio: float) -> 
     plans = []
     for mlp in find_mlps(model):
         for layer in mlp.inputs[:1]:
-            group = dg.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
-            plans.append((group, slice_norms(group, LINEAR_OUT)))
+            group = dg.get_pruning_group(layer, handlers("linear_out")[0], list(range(layer.out_features)))
+            plans.append((group, slice_norms(group, handlers("linear_out"))))
     for group, scores in plans:
         pruning = prune_group(dg, group, scores, ratio)
         if pruning is not None:

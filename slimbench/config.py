@@ -31,7 +31,7 @@ from slimbench.data import DATASETS
 from slimbench.errors import ConfigError, UnsafeInputError
 from slimbench.estimate import estimate
 from slimbench.models import MODELS
-from slimbench.stages import BASE, STAGES, chain_prefixes, parse_chain, resolve_chain
+from slimbench.stages import BASE, STAGES, YAML_LOADER, chain_prefixes, parse_chain, resolve_chain
 from slimbench.train import check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,8 @@ def read_config(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file '{path}' not found. Configs live in config/ (smoke, default, paper).")
-    return yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    text = path.read_text()
+    return yaml.load(text, Loader=YAML_LOADER) if path.suffix in (".yaml", ".yml") else json.loads(text)
 
 
 def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def read_configs(paths: list[Path | str], overrides: dict[str, Any] | None = Non
 @lru_cache(maxsize=8)
 def parsed_yaml(path: Path, mtime_ns: int) -> str:
     """A YAML file parsed once per version (the schema and catalog are read for every config), as JSON text."""
-    return json.dumps(yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    return json.dumps(yaml.load(path.read_text(), Loader=YAML_LOADER))
 
 
 def yaml_file(path: Path) -> Any:

