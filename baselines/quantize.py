@@ -13,14 +13,15 @@ from torch import nn
 
 from slimbench.stages import Context, Param, applies_to, stage
 
+# torchao registers Enums with torch's pytree on import (here or when a saved int8 model is read) and torch logs a
+# deprecation line for each.
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 # torchao's configs by scheme name; torchao itself is imported on first use (1 s that reading a config never needs).
 SCHEMES = {"dynamic": "Int8DynamicActivationInt8WeightConfig", "weight_only": "Int8WeightOnlyConfig"}
 SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
 
 
 def int8_quantize(model: nn.Module, scheme: str = "dynamic") -> nn.Module:
-    # torchao registers an Enum with torch's pytree on import and torch logs a deprecation line for it each time.
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     from torchao import quantization
 
     quantization.quantize_(model.float(), getattr(quantization, SCHEMES[scheme])())
