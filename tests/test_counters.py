@@ -234,3 +234,22 @@ def test_memory_probe_does_not_charge_a_transformers_model_for_its_library(tmp_p
     ids = torch.randint(0, 64, (1, 8))
     measured = ModelMemoryProbe([]).measure(tmp_path / "m", capture_inputs(model, lambda: model(ids)), threads=1)
     assert measured["model_peak_rss_mib"] < 40  # 91.7 MiB when the modeling module was imported after the baseline
+
+
+def test_memory_probe_does_not_charge_an_int8_model_for_torchao(tmp_path) -> None:
+    """A saved int8 model of a few KiB: reloading it imports torchao (int8's finalize hook), a library the fork
+    server imports before forking, so the child's baseline already holds it and the model is not charged."""
+    from baselines.quantize import int8_quantize
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.metrics.model_memory import ModelMemoryProbe, capture_inputs
+    from slimbench.models import build_model
+
+    info = DatasetInfo("toy", "image_classification", "accuracy", 10, 1, 8, (0.0,), (1.0,), False)
+    spec = {"family": "minimal_transformer", "embed_dim": 16, "depth": 1, "patch_size": 4, "num_heads": 1}
+    model = int8_quantize(build_model(spec, info, pretrained=False, download=False).eval(), "dynamic")
+    checkpoint.save_model(model, tmp_path / "m", spec, info, [{"name": "int8", "params": {"scheme": "dynamic"}}])
+    x = torch.randn(1, 1, 8, 8)
+    measured = ModelMemoryProbe(["baselines"]).measure(tmp_path / "m", capture_inputs(model, lambda: model(x)),
+                                                       threads=1)
+    assert measured["model_peak_rss_mib"] < 34  # 23.5 MiB on the CI VM; 45 when torchao came after the baseline

@@ -3,7 +3,8 @@
 The evaluating process is no place to measure a model's memory: its resident set holds the dataset, the
 CUDA context (2-4 GiB) and everything earlier steps left behind, and it grows with run order. Here the model
 runs in a child forked from a small *fork server*: a Python process started once per evaluating process with
-no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader and this module, never
+no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader, this module and the
+libraries a model load may import (``LOAD_LIBRARIES``), never
 runs a tensor operation, and forks one child per job. So each child starts as a fresh process right after its
 imports (no tensors, no CUDA context, no allocator history, no thread pool), and the imports are paid once per
 evaluating process, not per model. The child imports the modules of the stages the model went through and of
@@ -26,6 +27,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -36,6 +38,10 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 MIB = 2**20
+# Libraries that model families and stages import only when a model is built or loaded (a timm student rebuilt by
+# a stage, torchao for a saved int8 model, transformers' configs), never when a config is read. The server
+# imports them, so that each child's baseline already holds them and they never count as the model's.
+LOAD_LIBRARIES = ("transformers", "timm", "torchao.quantization")
 ARG, KWARG = "arg.", "kwarg."
 _server: subprocess.Popen | None = None
 
@@ -191,4 +197,10 @@ if __name__ == "__main__":
     from slimbench import checkpoint  # noqa: F401
     from slimbench.metrics import cost  # noqa: F401
 
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import logs a deprecation per Enum
+    for library in LOAD_LIBRARIES:
+        try:
+            importlib.import_module(library)
+        except ImportError:  # not installed: no model here can need it
+            pass
     serve(sys.stdin, replies)
