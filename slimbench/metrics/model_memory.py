@@ -126,6 +126,16 @@ def split_inputs(flat: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     return args, {k[len(KWARG):]: v for k, v in flat.items() if k.startswith(KWARG)}
 
 
+def import_load_libraries() -> None:
+    """The fork server's imports of ``LOAD_LIBRARIES`` (those installed), before any child is forked."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import logs a deprecation per Enum
+    for library in LOAD_LIBRARIES:
+        try:
+            importlib.import_module(library)
+        except ImportError:  # not installed: no model here can need it
+            pass
+
+
 def serve(jobs: TextIO, results: TextIO) -> None:
     """The fork server's loop: per JSON job line, fork a child that measures and writes one JSON line back."""
     for line in jobs:
@@ -197,10 +207,5 @@ if __name__ == "__main__":
     from slimbench import checkpoint  # noqa: F401
     from slimbench.metrics import cost  # noqa: F401
 
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import logs a deprecation per Enum
-    for library in LOAD_LIBRARIES:
-        try:
-            importlib.import_module(library)
-        except ImportError:  # not installed: no model here can need it
-            pass
+    import_load_libraries()
     serve(sys.stdin, replies)
