@@ -16,7 +16,8 @@ from slimbench.stages import Context, Param, applies_to, stage
 # torchao registers Enums with torch's pytree on import (here or when a saved int8 model is read) and torch logs a
 # deprecation line for each.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-# torchao's configs by scheme name; torchao itself is imported on first use (1 s that reading a config never needs).
+# torchao's configs by scheme name; torchao itself is imported on first use (about 2 s on the 2-core VM, which
+# reading a config never needs).
 SCHEMES = {"dynamic": "Int8DynamicActivationInt8WeightConfig", "weight_only": "Int8WeightOnlyConfig"}
 SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
 
