@@ -12,6 +12,7 @@ cannot be listed twice, and the estimated cost must stay under the config's ``li
 from __future__ import annotations
 
 import importlib
+import copy
 import inspect
 import json
 import logging
@@ -159,7 +160,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     schema = yaml_file(SCHEMA)
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is a mapping of settings (name, studies, ...), not {type(raw).__name__}.")
-    config = numbers(json.loads(json.dumps(raw, default=str)))
+    config = with_study_evaluation(numbers(json.loads(json.dumps(raw, default=str))))
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(schema_message(error))
@@ -173,6 +174,22 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         check_study(config, study_name, study)
     estimate(config, left_out=partial(is_left_out, config))  # refuses a config over its limits; plan prints it
     return config
+
+
+def with_study_evaluation(config: dict[str, Any]) -> dict[str, Any]:
+    """Each study's whole evaluation settings: the top-level ones with the study's own changes merged in, so the
+    schema checks and fills what each study will use (an evaluation of a study reads only its own)."""
+    studies = config.get("studies")
+    if isinstance(studies, dict):
+        for study in studies.values():
+            if isinstance(study, dict) and isinstance(study.get("evaluation", {}), dict):
+                study["evaluation"] = merge(copy.deepcopy(config.get("evaluation", {})), study.get("evaluation", {}))
+    return config
+
+
+def evaluation_settings(config: dict[str, Any], study: str) -> dict[str, Any]:
+    """How the experiments of ``study`` are evaluated (top-level settings with the study's changes)."""
+    return config["studies"][study]["evaluation"]
 
 
 def check_names(config: dict[str, Any]) -> None:
@@ -412,7 +429,7 @@ def tracked_settings(config: dict[str, Any], exp: "Experiment", step: str) -> st
         stage, params = resolve_chain(exp.chain, stages)[-1]
         settings.update(recipe=recipe, stage=stage.name, params=stage.resolve_models(params, config["models"]))
     else:
-        settings["evaluation"] = config["evaluation"]
+        settings["evaluation"] = evaluation_settings(config, exp.study)
     return json.dumps(settings, sort_keys=True, default=str)
 
 

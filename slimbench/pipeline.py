@@ -24,7 +24,7 @@ from torch import nn
 
 from slimbench import checkpoint, devices
 from slimbench.atomic import folder_lock, remove_temporaries
-from slimbench.config import Experiment, study_settings
+from slimbench.config import Experiment, evaluation_settings, study_settings
 from slimbench.data import Splits, data_root, load_dataset
 from slimbench.errors import ConfigError
 from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
@@ -86,6 +86,10 @@ class Workspace:
         holdout = None if splits.holdout is None else task.prepare(splits.holdout)
         splits = Splits(task.prepare(splits.train), task.prepare(splits.eval), splits.info, splits.split, holdout)
         return cls(config, exp, splits, task, pick_device(config["device"]), threads)
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return evaluation_settings(self.config, self.exp.study)
 
     def directory(self, exp: Experiment | None = None) -> Path:
         return (exp or self.exp).directory(self.config["results_dir"])
@@ -155,7 +159,7 @@ def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.Mo
     for, or when a device budget is set: the budget is judged on it), so its imports overlap the task
     evaluation. The child imports the modules of the stages the saved model went through (its reload replays
     them) and the module of the model's family (a plugin may register one), no others."""
-    settings = ws.config["evaluation"]
+    settings = ws.evaluation
     if not (settings["model_memory"] or settings.get("budget")):
         return None
     applied = [STAGES.get(s["name"]) for s in stages]
@@ -168,7 +172,7 @@ def paired_against_base(ws: Workspace, model: nn.Module, forward: Any) -> dict[s
     """CPU latency interleaved call by call with the study's base model (the chain prefix ``base``, built
     first), at the latency batch and threads; the base itself is paired with itself (an A/A check: its
     interval shows the noise floor)."""
-    latency = ws.config["evaluation"]["latency"]
+    latency = ws.evaluation["latency"]
     cpu = torch.device("cpu")
     base = model if ws.exp.prefix is None else checkpoint.load_model(ws.directory(ws.exp.base) / MODEL_DIR, cpu)[0]
     return cost.paired_latency(forward, example_forward(ws, base, latency["batch_size"], cpu), latency["threads"],
@@ -177,7 +181,7 @@ def paired_against_base(ws: Workspace, model: nn.Module, forward: Any) -> dict[s
 
 def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]],
                  probe: model_memory.ModelMemoryProbe | None = None) -> dict[str, Any]:
-    settings = ws.config["evaluation"]
+    settings = ws.evaluation
     latency = settings["latency"]
     out: dict[str, Any] = {
         "params": cost.count_parameters(model),
@@ -257,7 +261,7 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
     probe = memory_probe(ws, arch["stages"])
-    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.config["evaluation"]["batch_size"])
+    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.evaluation["batch_size"])
     costs = measure_cost(ws, model, model_dir, arch["stages"], probe)
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
@@ -268,7 +272,7 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
         "dataset_info": ws.splits.info.to_dict(), "split": ws.splits.split,
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],
-                   "evaluation": ws.config["evaluation"], "device": str(ws.device)},
+                   "evaluation": ws.evaluation, "device": str(ws.device)},
         "device": devices.device_record(str(ws.device)),
         "threads": ws.threads, "stage_threads": stage_log.get("threads"),
         **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,

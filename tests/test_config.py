@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from slimbench.config import REPO, Experiment, experiments, load_config, validate_config
+from slimbench.config import REPO, Experiment, evaluation_settings, experiments, load_config, validate_config
 from slimbench.data import DATA_ROOT_ENV
 from slimbench.errors import ConfigError, DataNotFoundError
 
@@ -32,10 +32,29 @@ def broken(edit):
     (lambda c: c["studies"]["skeleton"]["grid"][0].update(models=["minilm"]), "is for text_classification"),
     (lambda c: c["datasets"]["mnist_smoke"].update(splitt="x"), "unknown option"),
     (lambda c: c.update(device="tpu"), "device"),
+    (lambda c: c["studies"]["skeleton"].update(evaluation={"latency": {"paired": -1}}), "paired"),
 ])
 def test_bad_config_is_rejected_before_any_work(edit, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(broken(edit))
+
+
+def test_a_study_changes_only_the_evaluation_keys_it_names():
+    """Written by hand: the top-level settings, the study's two changes on top, the other study untouched."""
+    config = copy.deepcopy(SMOKE)
+    config["evaluation"] = {"batch_size": 32, "latency": {"threads": 2, "paired": 4},
+                            "budget": {"name": "board", "memory_mib": 512}}
+    second = copy.deepcopy(config["studies"]["skeleton"])
+    config["studies"]["lean"] = {**second, "evaluation": {"budget": None, "latency": {"paired": 0}}}
+    validated = validate_config(config)
+    defaults = {"flops": True, "model_memory": False}
+    latency = {"batch_size": 1, "threads": 2, "warmup": 3, "repeats": 10, "cuda": True}
+    assert evaluation_settings(validated, "skeleton") == {
+        "batch_size": 32, "budget": {"name": "board", "memory_mib": 512}, "latency": {**latency, "paired": 4},
+        **defaults}
+    assert evaluation_settings(validated, "lean") == {"batch_size": 32, "budget": None,
+                                                      "latency": {**latency, "paired": 0}, **defaults}
+    assert validate_config(validated)["studies"]["lean"]["evaluation"]["budget"] is None  # validating twice
 
 
 def test_every_shipped_config_validates():

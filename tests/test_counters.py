@@ -191,8 +191,14 @@ def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency
     config["models"]["mt_nano"] = {"family": "minimal_transformer", "embed_dim": 16, "depth": 1, "patch_size": 7,
                                    "num_heads": 1}
     config["studies"]["s"]["grid"][0]["models"] = ["mt_nano"]
-    assert cli.main(["study", "--config", str(write_config(config, tmp_path / "c.yaml")), "--study", "s"]) == 0
-    (path,) = (tmp_path / "results").rglob("metrics.json")
+    config["studies"]["lean"] = {**config["studies"]["s"], "evaluation": {"budget": None, "latency": {"paired": 0}}}
+    for study in ("s", "lean"):
+        assert cli.main(["study", "--config", str(write_config(config, tmp_path / "c.yaml")), "--study", study]) == 0
+    (lean,) = (tmp_path / "results" / "faults" / "lean").rglob("metrics.json")
+    lean_cost = json.loads(lean.read_text())["cost"]
+    assert not {"model_peak_rss_mib", "fits_budget", "latency_vs_base_pairs"} & set(lean_cost)  # its own settings
+    assert "latency_cpu_ms" in lean_cost
+    (path,) = (tmp_path / "results" / "faults" / "s").rglob("metrics.json")
     measured = json.loads(path.read_text())["cost"]
     assert measured["peak_rss_mib"] > 256  # the whole evaluating process
     assert 0 < measured["model_peak_rss_mib"] < 64 and measured["fits_budget"] is True

@@ -9,7 +9,8 @@ import shlex
 import sys
 
 from slimbench.compare import reference_for
-from slimbench.config import Experiment, experiments, panels, read_configs, skipped, tracked_settings, validate_config
+from slimbench.config import (Experiment, evaluation_settings, experiments, panels, read_configs, skipped,
+                              tracked_settings, validate_config)
 from slimbench.derive import DERIVERS, evaluated_chains, input_experiments
 from slimbench.errors import SlimbenchError
 from slimbench.estimate import estimate

@@ -16,7 +16,7 @@ rule evaluate:
         directory=lambda wc, output: os.path.dirname(output[0]),
     conda:
         "../../envs/slimbench.yaml"
-    threads: max(CFG["threads"], CFG["evaluation"]["latency"]["threads"])  # latency measured on its own cores
+    threads: lambda wc: max(CFG["threads"], evaluation_settings(CFG, wc.study)["latency"]["threads"])  # latency on own cores
     resources:
         gpu=1,  # and its own GPU
     shell:
