@@ -42,7 +42,6 @@ met or not met.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -261,8 +260,11 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
                 root: Path | None = None) -> pd.DataFrame:
     """One row per (claim, panel): the claim, the paper's value, ours over seeds, and the verdict; ``seeds`` is how
     many seeds the study runs (fewer results is "not run"); each panel is judged on its own task metric;
-    ``missing`` names experiments not run (see WHOLE_PANEL); benchmark files are read below ``root``."""
+    ``missing`` names experiments not run (see WHOLE_PANEL; a panel with no run at all is scored "not run");
+    benchmark files are read below ``root``."""
     incomplete = set(zip(missing["dataset"], missing["model"])) if missing is not None else set()
+    # every panel the study runs, also one whose runs are all missing (it is "not run", never left out)
+    planned = runs if missing is None else pd.concat([runs, missing[["dataset", "model"]]], ignore_index=True)
     rows = []
     for claim in claims:
         test = claim["test"]
@@ -270,7 +272,7 @@ def score_study(runs: pd.DataFrame, metric: str, claims: list[dict[str, Any]], s
             rows.append(score_benchmark(claim, study, root))
             continue
         check = TESTS.get(test["kind"])
-        for dataset, model in panels_of(runs, claim):
+        for dataset, model in panels_of(planned, claim):
             if not len(runs):
                 panel = runs
             elif test["kind"] in CROSS_MODEL:

@@ -62,7 +62,7 @@ def cells(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
             lost = pd.Series([drop(bases[s], v, own) * scale for s, v in zip(paired["seed"], paired[own])])
             rows.append({"budget": budget, "method": method_label(chain), "chain": chain, "dataset": dataset,
                          "model": model, "metric": own, "drop_mean": lost.mean(),
-                         "drop_std": lost.std(ddof=1) if len(lost) > 1 else 0.0, "seeds": len(lost),
+                         "drop_std": lost.std(ddof=1), "seeds": len(lost),  # NaN for one seed: no spread known
                          "flops_kept": paired["relative_flops_kept"].mean()
                          if "relative_flops_kept" in paired else float("nan")})
     out = pd.DataFrame(rows, columns=["budget", "method", "chain", "dataset", "model", "metric", "drop_mean",
@@ -79,15 +79,18 @@ def unit(metric: str) -> str:
 
 
 def leaderboard(frame: pd.DataFrame, metric: str, budget: float) -> pd.DataFrame:
-    """Rows: methods; columns: model / dataset; cells ``drop +- std [unit] (F% FLOPs)``, best in bold."""
+    """Rows: methods; columns: model / dataset; cells ``drop +- std [unit] (F% FLOPs)``, best in bold; a cell of one
+    seed (a partial run) says so instead of a spread."""
     found = cells(frame, metric)
     found = found[(found["budget"] - budget).abs() < 1e-9]
     if found.empty:
         return pd.DataFrame({"method": []})
     found = found.assign(column=[f"{column_of(d, m)} [{unit(x)}]"
                                  for d, m, x in zip(found["dataset"], found["model"], found["metric"])])
-    text = [f"{'**' if b else ''}{d:.2f} ± {s:.2f}{'**' if b else ''} ({100 * f:.0f}% FLOPs)"
-            for d, s, f, b in zip(found["drop_mean"], found["drop_std"], found["flops_kept"], found["best"])]
+    text = [f"{'**' if b else ''}{d:.2f}{f' ± {s:.2f}' if n > 1 else ''}{'**' if b else ''} "
+            f"({'' if n > 1 else f'{n} seed, '}{100 * f:.0f}% FLOPs)"
+            for d, s, n, f, b in zip(found["drop_mean"], found["drop_std"], found["seeds"], found["flops_kept"],
+                                     found["best"])]
     wide = found.assign(cell=text).pivot(index="method", columns="column", values="cell")
     wide = wide[list(dict.fromkeys(found["column"]))].fillna("-")
     return wide.reset_index().rename_axis(columns=None)

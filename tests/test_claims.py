@@ -87,6 +87,17 @@ def test_reduction_within_takes_the_best_chain_inside_the_drop() -> None:
     assert verdict(frame, {"kind": "reduction_within", "cost": "bitops", "max_drop": 0.01, "min_factor": 11})[0] == "not met"
 
 
+def test_a_panel_whose_runs_are_all_missing_is_scored_not_run() -> None:
+    """A run cut short before a dataset started: that dataset's row says "not run" instead of vanishing."""
+    frame = runs([("base", 0, 0.90), ("base+x", 0, 0.80)])
+    claim = {"id": "c", "claim": "c", "source": "s", "paper": "p", "model": "m",
+             "test": {"kind": "drop_at_most", "chain": "base+x", "max_drop": 0.05}}
+    missing = pd.DataFrame([{"dataset": "rte", "model": "m", "seed": 0, "chain": c} for c in ("base", "base+x")]
+                           + [{"dataset": "rte", "model": "other", "seed": 0, "chain": "base"}])
+    card = score_study(frame, "accuracy", [claim], "study", missing=missing)
+    assert list(zip(card["dataset"], card["verdict"])) == [("d", "not met"), ("rte", "not run")]
+
+
 def test_reduction_within_is_not_run_while_a_chain_of_its_panel_is_missing() -> None:
     """A run cut short (missing.csv) may lack the chain with the best reduction: no verdict from the rest."""
     frame = runs([("base", 0, 0.90, 1000.0), ("base+p", 0, 0.895, 100.0)])
