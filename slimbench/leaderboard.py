@@ -127,21 +127,25 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
     plt = pyplot()
     found = ranks(frame, metric)
     budgets = sorted(found["budget"].unique()) or [BUDGETS[0]]
-    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(8.5 * len(budgets), 5), squeeze=False)
+    methods = sorted(found["method"].unique())  # one colour and marker per method in every panel (12+ methods)
+    style = {m: (plt.get_cmap("tab20")(i % 20), "osD^v<>"[i % 7]) for i, m in enumerate(methods)}
     for ax, budget in zip(axes[0], budgets):
         part = found[found["budget"] == budget]
         columns = list(dict.fromkeys(column_of(d, m) for d, m in zip(part["dataset"], part["model"])))
         for method, rows in part.groupby("method", sort=True):
             by_column = dict(zip((column_of(d, m) for d, m in zip(rows["dataset"], rows["model"])), rows["rank"]))
             y = [by_column.get(column, float("nan")) for column in columns]  # a gap where the method does not apply
-            ax.plot(range(len(columns)), y, marker="o", label=f"{method} (mean {rows['rank'].mean():.1f})")
+            colour, marker = style[method]
+            ax.plot(range(len(columns)), y, marker=marker, color=colour,
+                    label=f"{method} (mean {rows['rank'].mean():.1f})")
         ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=7)
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.invert_yaxis()
         ax.set_ylabel("rank (1 = smallest drop)")
         ax.set_title(f"{budget:.0%} of the prunable FLOPs removed")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside, not over, the lines
     fig.tight_layout()
     return fig
 
