@@ -160,11 +160,12 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     schema = yaml_file(SCHEMA)
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is a mapping of settings (name, studies, ...), not {type(raw).__name__}.")
-    config = with_study_evaluation(numbers(json.loads(json.dumps(raw, default=str))))
+    config = numbers(json.loads(json.dumps(raw, default=str)))
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(schema_message(error))
     config = fill_defaults(config, schema, schema)
+    check_study_evaluations(config, schema)
     catalog = yaml_file(CATALOG)
     config["datasets"] = {**catalog.get("datasets", {}), **config["datasets"]}
     config["models"] = {**catalog.get("models", {}), **config["models"]}
@@ -176,20 +177,22 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def with_study_evaluation(config: dict[str, Any]) -> dict[str, Any]:
-    """Each study's whole evaluation settings: the top-level ones with the study's own changes merged in, so the
-    schema checks and fills what each study will use (an evaluation of a study reads only its own)."""
-    studies = config.get("studies")
-    if isinstance(studies, dict):
-        for study in studies.values():
-            if isinstance(study, dict) and isinstance(study.get("evaluation", {}), dict):
-                study["evaluation"] = merge(copy.deepcopy(config.get("evaluation", {})), study.get("evaluation", {}))
-    return config
+def check_study_evaluations(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """A study's ``evaluation:`` changes only the keys it names: the settings they make, merged with the top-level
+    ones, must pass the same schema as the top level (errors point at the study)."""
+    validator = jsonschema.Draft202012Validator({**schema["$defs"]["evaluation"], "$defs": schema["$defs"]})
+    for name, study in config["studies"].items():
+        if study.get("evaluation"):
+            error = jsonschema.exceptions.best_match(validator.iter_errors(evaluation_settings(config, name)))
+            if error is not None:
+                error.path.extendleft(["evaluation", name, "studies"])
+                raise ConfigError(schema_message(error))
 
 
 def evaluation_settings(config: dict[str, Any], study: str) -> dict[str, Any]:
-    """How the experiments of ``study`` are evaluated (top-level settings with the study's changes)."""
-    return config["studies"][study]["evaluation"]
+    """How the experiments of ``study`` are evaluated: the top-level settings with the study's changes merged in,
+    at the time of reading (an edit of the top level after validation still reaches every study)."""
+    return merge(copy.deepcopy(config["evaluation"]), copy.deepcopy(config["studies"][study].get("evaluation", {})))
 
 
 def check_names(config: dict[str, Any]) -> None:

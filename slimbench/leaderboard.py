@@ -153,8 +153,9 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
 @table("skipped")
 def skipped_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """What the study left out as inapplicable (skip_inapplicable): dataset, model, chain, the stage that does not
-    apply and why, from each stage's declared applies_to. Read from runs.csv, which holds every experiment of the
-    study's enumeration: a chain of the study absent from a (dataset, model) was left out by the same rule."""
+    apply and why, from each stage's declared applies_to. Read from runs.csv: a chain of the study absent from a
+    (dataset, model) is listed when one of its stages does not apply there; one that applies is a run not made yet
+    (a partial runs.csv names it in missing.csv), not a skip."""
     chains = list(dict.fromkeys(frame["chain"]))
     rows = []
     for (dataset, model), panel in frame.groupby(["dataset", "model"], sort=False):
@@ -162,6 +163,6 @@ def skipped_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         task = FAMILY_TASKS.get(spec.get("family"), "unknown")
         for chain in (c for c in chains if c not in set(panel["chain"])):
             found = chain_skip_reason(spec, task, model, chain)
-            stage, reason = found if found else ("-", "not in the runs, but every stage applies now")
-            rows.append({"dataset": dataset, "model": model, "chain": chain, "stage": stage, "reason": reason})
+            if found:
+                rows.append({"dataset": dataset, "model": model, "chain": chain, "stage": found[0], "reason": found[1]})
     return pd.DataFrame(rows, columns=["dataset", "model", "chain", "stage", "reason"])

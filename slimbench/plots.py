@@ -17,6 +17,7 @@ import pandas as pd
 
 from slimbench.atomic import write_atomically
 from slimbench.registry import Registry
+from slimbench.results import study_metric
 from slimbench.stages import BASE, parse_chain
 
 if TYPE_CHECKING:
@@ -152,16 +153,17 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
     panels = data.groupby(["dataset", "model"], sort=False)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, ((dataset, model), panel) in zip(axes[0], panels):
+        own = study_metric(panel, metric)  # a study may mix tasks: each panel plots its own metric
         compressed = panel[panel["chain"] != BASE]
         if not compressed.empty:
-            sns.lineplot(data=compressed, x=column, y=metric, hue="method", style="method", markers=True,
+            sns.lineplot(data=compressed, x=column, y=own, hue="method", style="method", markers=True,
                          dashes=False, errorbar="sd", ax=ax)
         base = panel[panel["chain"] == BASE]
         if not base.empty:
-            ax.axhline(base[metric].mean(), color="black", ls="--", lw=1, label="uncompressed")
+            ax.axhline(base[own].mean(), color="black", ls="--", lw=1, label="uncompressed")
         ax.set_title(f"{model} on {dataset}")
         ax.set_xlabel(f"{cost.replace('_', ' ')} kept (% of uncompressed)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(own)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

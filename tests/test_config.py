@@ -1,6 +1,7 @@
 """Bad input fails at config time (or at data loading, before any training) with a message naming the fix."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from slimbench.config import REPO, Experiment, evaluation_settings, experiments, load_config, validate_config
+from slimbench.config import (REPO, Experiment, evaluation_settings, experiments, load_config, tracked_settings,
+                              validate_config)
 from slimbench.data import DATA_ROOT_ENV
 from slimbench.errors import ConfigError, DataNotFoundError
 
@@ -32,7 +34,9 @@ def broken(edit):
     (lambda c: c["studies"]["skeleton"]["grid"][0].update(models=["minilm"]), "is for text_classification"),
     (lambda c: c["datasets"]["mnist_smoke"].update(splitt="x"), "unknown option"),
     (lambda c: c.update(device="tpu"), "device"),
-    (lambda c: c["studies"]["skeleton"].update(evaluation={"latency": {"paired": -1}}), "paired"),
+    (lambda c: c["studies"]["skeleton"].update(evaluation={"latency": {"paired": -1}}),
+     "studies/skeleton/evaluation/latency/paired"),
+    (lambda c: c.update(evaluation=None), "evaluation"),
 ])
 def test_bad_config_is_rejected_before_any_work(edit, message):
     with pytest.raises(ConfigError, match=message):
@@ -55,6 +59,11 @@ def test_a_study_changes_only_the_evaluation_keys_it_names():
     assert evaluation_settings(validated, "lean") == {"batch_size": 32, "budget": None,
                                                       "latency": {**latency, "paired": 0}, **defaults}
     assert validate_config(validated)["studies"]["lean"]["evaluation"]["budget"] is None  # validating twice
+    validated["evaluation"]["batch_size"] = 7  # a later edit of the top level reaches both studies
+    assert evaluation_settings(validated, "lean")["batch_size"] == 7 == evaluation_settings(validated, "skeleton")["batch_size"]
+    lean = next(e for e in experiments(validated, "lean") if e.chain != "base")
+    tracked = json.loads(tracked_settings(validated, lean, "evaluate"))["evaluation"]  # what decides reruns
+    assert tracked["budget"] is None and tracked["latency"]["paired"] == 0
 
 
 def test_every_shipped_config_validates():
