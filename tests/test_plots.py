@@ -50,3 +50,15 @@ def test_gpu_speedup_divides_the_same_seeds_base_by_hand() -> None:
     cpu = TABLES.get("gpu_speedup").make(frame.drop(columns=["latency_cuda_ms", "latency_cuda_large_ms"]),
                                          "accuracy").iloc[0]  # evaluated without a GPU: no speed-up, FLOPs kept
     assert cpu["flops_ratio"] == pytest.approx(2.0) and pd.isna(cpu["speedup_large"])
+
+
+def test_metric_vs_flops_plots_each_panels_own_metric() -> None:
+    """A study mixing tasks (crossbench: accuracy beside perplexity): each panel's axis and base line are its own."""
+    rows = [{"dataset": "cifar", "model": "vit", "chain": c, "seed": 0, "metric": "accuracy", "accuracy": a,
+             "relative_flops_kept": f} for c, a, f in (("base", 0.9, 1.0), ("base+stat-0.3", 0.8, 0.7))]
+    rows += [{"dataset": "wiki", "model": "llama", "chain": c, "seed": 0, "metric": "perplexity", "perplexity": p,
+              "relative_flops_kept": f} for c, p, f in (("base", 250.0, 1.0), ("base+stat-0.3", 270.0, 0.9))]
+    fig = FIGURES.get("metric_vs_flops").make(pd.DataFrame(rows), "accuracy")
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["accuracy", "perplexity"]
+    dashed = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes[:2]]
+    assert dashed == [[0.9], [250.0]]  # the uncompressed model of each panel
