@@ -145,7 +145,7 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
         ax.set_ylabel("rank (1 = smallest drop)")
         ax.set_title(f"{budget:.0%} of the prunable FLOPs removed")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside, not over, the lines
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the lines
     fig.tight_layout()
     return fig
 

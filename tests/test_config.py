@@ -60,7 +60,7 @@ def test_a_study_changes_only_the_evaluation_keys_it_names():
                                                       "latency": {**latency, "paired": 0}, **defaults}
     assert validate_config(validated)["studies"]["lean"]["evaluation"]["budget"] is None  # validating twice
     validated["evaluation"]["batch_size"] = 7  # a later edit of the top level reaches both studies
-    assert evaluation_settings(validated, "lean")["batch_size"] == 7 == evaluation_settings(validated, "skeleton")["batch_size"]
+    assert [evaluation_settings(validated, s)["batch_size"] for s in ("lean", "skeleton")] == [7, 7]
     lean = next(e for e in experiments(validated, "lean") if e.chain != "base")
     tracked = json.loads(tracked_settings(validated, lean, "evaluate"))["evaluation"]  # what decides reruns
     assert tracked["budget"] is None and tracked["latency"]["paired"] == 0
