@@ -11,8 +11,8 @@ cannot be listed twice, and the estimated cost must stay under the config's ``li
 
 from __future__ import annotations
 
-import importlib
 import copy
+import importlib
 import inspect
 import json
 import logging
