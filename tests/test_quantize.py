@@ -1,0 +1,31 @@
+"""int8's GPU product for shapes cuBLAS refuses: exact against torch's own int32 matmul (the known answer)."""
+
+import pytest
+import torch
+
+from baselines import quantize
+
+
+@pytest.mark.parametrize("block_elements", [2**26, 7 * 3])  # one block; several blocks of 3 rows (b is 7 wide)
+def test_exact_int_mm_equals_an_int32_matmul_even_past_float32s_exact_range(monkeypatch, block_elements) -> None:
+    monkeypatch.setattr(quantize, "EXACT_BLOCK_ELEMENTS", block_elements)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (11, 3073), dtype=torch.int8, generator=generator)
+    b = torch.randint(-128, 128, (3073, 7), dtype=torch.int8, generator=generator)
+    a[0], b[:, 0] = 127, 127  # 127 * 127 * 3073 = 49,564,417: an odd sum above 2**24, which float32 rounds
+    expected = torch.matmul(a.to(torch.int32), b.to(torch.int32))
+    product = quantize.exact_int_mm(a, b)
+    assert product.dtype == torch.int32 and torch.equal(product, expected)
+    assert product[0, 0].item() == 127 * 127 * 3073
+
+
+def test_keep_int8_matmuls_on_gpu_leaves_cpu_products_to_torchao_and_patches_once() -> None:
+    from torchao.kernel import intmm
+
+    quantize.keep_int8_matmuls_on_gpu()
+    patched = intmm.safe_int_mm
+    quantize.keep_int8_matmuls_on_gpu()
+    assert intmm.safe_int_mm is patched and patched.keeps_int8_on_gpu
+    a = torch.randint(-128, 128, (5, 12), dtype=torch.int8)
+    b = torch.randint(-128, 128, (12, 3), dtype=torch.int8)
+    assert torch.equal(patched(a, b), torch.matmul(a.to(torch.int32), b.to(torch.int32)))
