@@ -24,7 +24,7 @@ import pandas as pd
 
 from slimbench.claims import LOWER_IS_BETTER, drop
 from slimbench.config import FAMILY_TASKS, chain_skip_reason
-from slimbench.plots import figure, method_label, pyplot, table
+from slimbench.plots import figure, method_label, method_styles, pyplot, table
 from slimbench.results import study_metric
 from slimbench.stages import BASE, STAGES, parse_chain
 
@@ -80,7 +80,8 @@ def unit(metric: str) -> str:
 
 def leaderboard(frame: pd.DataFrame, metric: str, budget: float) -> pd.DataFrame:
     """Rows: methods; columns: model / dataset; cells ``drop +- std [unit] (F% FLOPs)``, best in bold; a cell of one
-    seed (a partial run) says so instead of a spread."""
+    seed (a partial run) says so instead of a spread; an empty cell says ``n/a`` where a stage of the method does not
+    apply to the model (the skipped table says why) and ``not run`` otherwise."""
     found = cells(frame, metric)
     found = found[(found["budget"] - budget).abs() < 1e-9]
     if found.empty:
@@ -92,7 +93,13 @@ def leaderboard(frame: pd.DataFrame, metric: str, budget: float) -> pd.DataFrame
             for d, s, n, f, b in zip(found["drop_mean"], found["drop_std"], found["seeds"], found["flops_kept"],
                                      found["best"])]
     wide = found.assign(cell=text).pivot(index="method", columns="column", values="cell")
-    wide = wide[list(dict.fromkeys(found["column"]))].fillna("-")
+    wide = wide[list(dict.fromkeys(found["column"]))]
+    chain_of = dict(zip(found["method"], found["chain"]))
+    where = dict(zip(found["column"], zip(found["dataset"], found["model"])))
+    skips = inapplicable(frame)
+    for column in wide.columns:
+        for method in wide.index[wide[column].isna()]:
+            wide.loc[method, column] = "n/a" if (*where[column], chain_of[method]) in skips else "not run"
     return wide.reset_index().rename_axis(columns=None)
 
 
@@ -128,8 +135,7 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
     found = ranks(frame, metric)
     budgets = sorted(found["budget"].unique()) or [BUDGETS[0]]
     fig, axes = plt.subplots(1, len(budgets), figsize=(8.5 * len(budgets), 5), squeeze=False)
-    methods = sorted(found["method"].unique())  # one colour and marker per method in every panel (12+ methods)
-    style = {m: (plt.get_cmap("tab20")(i % 20), "osD^v<>"[i % 7]) for i, m in enumerate(methods)}
+    style = method_styles(sorted(found["method"].unique()))
     for ax, budget in zip(axes[0], budgets):
         part = found[found["budget"] == budget]
         columns = list(dict.fromkeys(column_of(d, m) for d, m in zip(part["dataset"], part["model"])))
@@ -150,19 +156,26 @@ def rank_plot(frame: pd.DataFrame, metric: str) -> "Figure":
     return fig
 
 
-@table("skipped")
-def skipped_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """What the study left out as inapplicable (skip_inapplicable): dataset, model, chain, the stage that does not
-    apply and why, from each stage's declared applies_to. Read from runs.csv: a chain of the study absent from a
-    (dataset, model) is listed when one of its stages does not apply there; one that applies is a run not made yet
-    (a partial runs.csv names it in missing.csv), not a skip."""
+def inapplicable(frame: pd.DataFrame) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(dataset, model, chain) -> (stage, reason) for each chain of the study absent from a (dataset, model) of
+    runs.csv because one of its stages does not apply there (the stage's declared applies_to). An absent chain that
+    applies is a run not made yet (a partial runs.csv names it in missing.csv), not a skip."""
     chains = list(dict.fromkeys(frame["chain"]))
-    rows = []
+    found = {}
     for (dataset, model), panel in frame.groupby(["dataset", "model"], sort=False):
         spec = json.loads(panel["model_spec"].iloc[0]) if "model_spec" in panel else {}
         task = FAMILY_TASKS.get(spec.get("family"), "unknown")
         for chain in (c for c in chains if c not in set(panel["chain"])):
-            found = chain_skip_reason(spec, task, model, chain)
-            if found:
-                rows.append({"dataset": dataset, "model": model, "chain": chain, "stage": found[0], "reason": found[1]})
+            reason = chain_skip_reason(spec, task, model, chain)
+            if reason:
+                found[(dataset, model, chain)] = reason
+    return found
+
+
+@table("skipped")
+def skipped_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """What the study left out as inapplicable (skip_inapplicable): dataset, model, chain, the stage that does not
+    apply and why, from each stage's declared applies_to (runs not made yet are in missing.csv, not here)."""
+    rows = [{"dataset": d, "model": m, "chain": c, "stage": stage, "reason": reason}
+            for (d, m, c), (stage, reason) in inapplicable(frame).items()]
     return pd.DataFrame(rows, columns=["dataset", "model", "chain", "stage", "reason"])

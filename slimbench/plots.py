@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 IDENTITY = ["dataset", "model", "chain"]
 TABLE_FORMATS = ("csv", "md", "tex")
 FIGURE_FORMATS = ("png", "pdf")
+MARKERS = "osD^v<>"
+PANELS_PER_ROW = 4
 
 
 @dataclass(frozen=True)
@@ -141,32 +143,56 @@ def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
-    """Task metric against the share of a cost kept; one line per method, seeds as a band, base dashed."""
-    import seaborn as sns
+def method_styles(methods: list[str]) -> dict[str, tuple[Any, str]]:
+    """One colour and marker per method, the same in every panel of a figure (tab20 keeps 12+ methods apart)."""
+    cmap = pyplot().get_cmap("tab20")
+    return {m: (cmap(i % 20), MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
 
-    plt = pyplot()
+
+def panel_grid(count: int, width: float, height: float) -> tuple["Figure", list[Any]]:
+    """A figure of ``count`` panels of ``width`` x ``height`` inches, at most PANELS_PER_ROW a row, spare cells
+    hidden (crossbench has seven panels: one row of them was 30 inches wide)."""
+    columns = min(count, PANELS_PER_ROW)
+    rows = -(-count // columns)
+    fig, axes = pyplot().subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:count])
+
+
+def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
+    """Task metric against the share of a cost kept; one line per method, seeds as a band, base dashed; one legend
+    for all panels."""
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+
     column = f"relative_{cost}_kept"
     data = frame.copy()
     data["method"] = data["chain"].map(method_label)
     data[column] = data[column] * 100
+    methods = sorted(data.loc[data["chain"] != BASE, "method"].unique())
+    styles = method_styles(methods)
     panels = data.groupby(["dataset", "model"], sort=False)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for ax, ((dataset, model), panel) in zip(axes[0], panels):
+    fig, axes = panel_grid(len(panels), 5.2, 4)
+    for ax, ((dataset, model), panel) in zip(axes, panels):
         own = study_metric(panel, metric)  # a study may mix tasks: each panel plots its own metric
         compressed = panel[panel["chain"] != BASE]
         if not compressed.empty:
-            sns.lineplot(data=compressed, x=column, y=own, hue="method", style="method", markers=True,
-                         dashes=False, errorbar="sd", ax=ax)
+            sns.lineplot(data=compressed, x=column, y=own, hue="method", hue_order=methods, style="method",
+                         style_order=methods, palette={m: c for m, (c, _) in styles.items()},
+                         markers={m: marker for m, (_, marker) in styles.items()}, dashes=False, errorbar="sd",
+                         ax=ax, legend=False)
         base = panel[panel["chain"] == BASE]
         if not base.empty:
-            ax.axhline(base[own].mean(), color="black", ls="--", lw=1, label="uncompressed")
+            ax.axhline(base[own].mean(), color="black", ls="--", lw=1)
         ax.set_title(f"{model} on {dataset}")
         ax.set_xlabel(f"{cost.replace('_', ' ')} kept (% of uncompressed)")
         ax.set_ylabel(own)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    handles = [Line2D([], [], color=c, marker=marker, label=m) for m, (c, marker) in styles.items()]
+    handles.append(Line2D([], [], color="black", ls="--", lw=1, label="uncompressed"))
     fig.tight_layout()
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return fig
 
 
@@ -197,16 +223,15 @@ def train_curves(frame: pd.DataFrame, metric: str) -> "Figure":
     converge?), one colour per method and one line per seed, each panel one dataset and model."""
     import json
 
-    plt = pyplot()
     column = frame["train_epoch_losses"] if "train_epoch_losses" in frame else pd.Series(dtype=object)
     data = frame[column.notna()].copy()
     if data.empty:
         raise ValueError("no run of this study records per-epoch training losses (train_epoch_losses)")
     data["method"] = data["chain"].map(method_label)
     panels = data.groupby(["dataset", "model"], sort=False)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig, axes = panel_grid(len(panels), 6, 4)
     colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(data["method"]))}
-    for ax, ((dataset, model), panel) in zip(axes[0], panels):
+    for ax, ((dataset, model), panel) in zip(axes, panels):
         for _, run in panel.iterrows():
             losses = json.loads(run["train_epoch_losses"])
             first = not any(line.get_label() == run["method"] for line in ax.get_lines())

@@ -231,7 +231,8 @@ def test_leaderboard_table_per_budget(runs):
     assert board.loc["dgmr", "vit / cifar [accuracy drop, pt]"] == "**2.00 ± 0.00** (80% FLOPs)"
     assert board.loc["stat", "vit / cifar [accuracy drop, pt]"] == "4.00 ± 1.41 (70% FLOPs)"
     assert board.loc["kwon", "llama / wiki [perplexity rise]"] == "**1.50 ± 0.71** (70% FLOPs)"
-    assert board.loc["stat", "swin / cifar [accuracy drop, pt]"] == "-"  # not run there
+    assert board.loc["stat", "swin / cifar [accuracy drop, pt]"] == "n/a"  # stat needs heads, Swin has none
+    assert board.loc["dgmr", "llama / wiki [perplexity rise]"] == "not run"  # applies (MLP neurons), not made
     assert list(leaderboard(runs, "accuracy", 0.5)["method"]) == ["stat"]
     one_seed = leaderboard(runs[~((runs["seed"] == 1) & (runs["chain"] == "base+stat-0.3"))], "accuracy", 0.3)
     assert one_seed.set_index("method").loc["stat", "vit / cifar [accuracy drop, pt]"] == "5.00 (1 seed, 70% FLOPs)"
