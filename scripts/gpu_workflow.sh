@@ -3,13 +3,16 @@
 #
 #   [TIME_LIMIT=s] bash scripts/gpu_workflow.sh CONFIG JOBS_PER_GPU TARGET...       e.g. config/default.yaml 6 stat stat_llama
 #
+# CONFIG may name several files in one argument, later ones overriding earlier ones (Snakemake's --configfile),
+# e.g. "config/default.yaml config/compile_check.yaml"; the results go under the last file's `name`.
+#
 # Expects the wheels from scripts/gpu_wheels.sh in .whl/ (installed offline into .site/) and the data under
 # $SLIMBENCH_DATA_ROOT. Runs `snakemake --cores all --resources gpu=JOBS_PER_GPU*GPUs` on the targets (study names
 # are targets), so several small jobs share each GPU; the greedy scheduler needs no ILP solver. Samples
 # nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and
 # log of the run), $OUT/snakemake.log and $OUT/gpu.csv.
 set -euo pipefail
-config=$1
+read -r -a configs <<< "$1"
 per_gpu=$2
 shift 2
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10 SLIMBENCH_JOBS_PER_GPU=$per_gpu
@@ -27,12 +30,12 @@ gpus=$(nvidia-smi --list-gpus | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 5 > "$out/gpu.csv" &
 sampler=$!
-name=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$config")
+name=$(python3 -c "import yaml,sys; print([n for n in (yaml.safe_load(open(f)).get('name') for f in sys.argv[1:]) if n][-1])" "${configs[@]}")
 start=$(date +%s)
 set +e
-python3 -m snakemake --unlock --configfile "$config" >/dev/null 2>&1  # a killed earlier call leaves Snakemake's lock
+python3 -m snakemake --unlock --configfile "${configs[@]}" >/dev/null 2>&1  # a killed earlier call leaves Snakemake's lock
 timeout --signal=INT --kill-after=30 "${TIME_LIMIT:-0}" python3 -m snakemake --cores all --resources gpu=$((per_gpu * gpus)) --scheduler greedy --keep-going \
-  --rerun-incomplete "$@" --configfile "$config" 2>&1 | tee "$out/snakemake.log"
+  --rerun-incomplete "$@" --configfile "${configs[@]}" 2>&1 | tee "$out/snakemake.log"
 
 status=${PIPESTATUS[0]}
 set -e
