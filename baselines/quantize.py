@@ -6,8 +6,8 @@ checkpoint stores the int8 codes and scales; reloading re-quantizes the dequanti
 
 On CUDA, torchao 0.18's ``safe_int_mm`` (``torchao/kernel/intmm.py``) multiplies any shape that cuBLAS's int8
 kernel refuses (an inner or outer width not a multiple of 8: every 10-, 2- or 30,522-wide output layer, and most
-pruned widths) on the CPU in int32, one slow call per layer: ViT-Tiny's int8 model took about 95 ms a batch and a
-crossbench evaluation up to 480 s on an H100. ``keep_int8_matmuls_on_gpu`` routes those shapes to the same integer
+pruned widths) on the CPU in int32: at batch 256, ViT-Tiny's int8 model with 538-wide MLPs took 10.7 s a call
+and its crossbench evaluation up to 480 s on an H100. ``keep_int8_matmuls_on_gpu`` routes those shapes to the same integer
 product in float64 on the GPU, which is exact, so no result changes; CPU tensors and cuBLAS-ready shapes are left to
 torchao. Int8 latencies on the GPU therefore time a float64 product for such layers, not an int8 kernel.
 """
@@ -30,8 +30,8 @@ SCHEMES = {"dynamic": "Int8DynamicActivationInt8WeightConfig", "weight_only": "I
 SCHEME = Param("scheme", str, "dynamic", choices=tuple(SCHEMES), help="int8 activations too, or weights only")
 
 
-# Rows per float64 block in exact_int_mm: 2**26 / width elements, 512 MiB of float64 at most (a Llama output
-# layer's 32,768 x 30,522 product would need 8 GiB at once).
+# Output elements per float64 block in exact_int_mm: 2**26, 512 MiB of float64 (a Llama output layer's
+# 32,768 x 30,522 product would need 8 GiB at once); the float64 copies of the inputs come on top.
 EXACT_BLOCK_ELEMENTS = 2**26
 
 
@@ -46,7 +46,8 @@ def exact_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def keep_int8_matmuls_on_gpu() -> None:
     """Make torchao's ``safe_int_mm`` multiply CUDA shapes that cuBLAS refuses with ``exact_int_mm`` on the GPU
     instead of moving them to the CPU (module docstring). Idempotent; checked against torchao 0.18's fallback rule
-    (``input.shape[1]`` and ``mat2.shape[1]`` nonzero multiples of 8)."""
+    (``input.shape[1]`` and ``mat2.shape[1]`` multiples of 8; a zero width, which no model has, stays with
+    torchao)."""
     from torchao.kernel import intmm
 
     if getattr(intmm.safe_int_mm, "keeps_int8_on_gpu", False):
@@ -55,6 +56,7 @@ def keep_int8_matmuls_on_gpu() -> None:
 
     def safe_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         refused_by_cublas = a.shape[1] % 8 != 0 or b.shape[1] % 8 != 0
+        refused_by_cublas = refused_by_cublas and a.shape[1] > 0 and b.shape[1] > 0
         if a.is_cuda and b.is_cuda and refused_by_cublas and not torch.compiler.is_compiling():
             return exact_int_mm(a, b)
         return torchao_safe_int_mm(a, b)

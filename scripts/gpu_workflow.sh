@@ -4,7 +4,7 @@
 #   [TIME_LIMIT=s] bash scripts/gpu_workflow.sh CONFIG JOBS_PER_GPU TARGET...       e.g. config/default.yaml 6 stat stat_llama
 #
 # CONFIG may name several files in one argument, later ones overriding earlier ones (Snakemake's --configfile),
-# e.g. "config/default.yaml config/compile_check.yaml"; the results go under the last file's `name`.
+# e.g. "config/default.yaml config/overlays/compile_check.yaml"; the results go under the last file's `name`.
 #
 # Expects the wheels from scripts/gpu_wheels.sh in .whl/ (installed offline into .site/) and the data under
 # $SLIMBENCH_DATA_ROOT. Runs `snakemake --cores all --resources gpu=JOBS_PER_GPU*GPUs` on the targets (study names

@@ -74,6 +74,18 @@ def test_every_shipped_config_validates():
         assert list(experiments(config)), path
 
 
+def test_every_shipped_overlay_validates_on_default_yaml():
+    """An overlay (config/overlays/) changes a few settings of default.yaml and names its own results folder."""
+    overlays = sorted((REPO / "config" / "overlays").glob("*.yaml"))
+    assert overlays
+    for path in overlays:
+        config = load_config([REPO / "config" / "default.yaml", path])
+        assert config["name"] != "default" and list(experiments(config)), path
+    compiled = load_config([REPO / "config" / "default.yaml", REPO / "config" / "overlays" / "compile_check.yaml"])
+    stat = compiled["studies"]["stat"]
+    assert stat["grid"][0]["base"]["compile"] == "reduce-overhead" and len(stat["chains"]) == 17  # chains kept
+
+
 def test_experiment_folder_round_trips():
     exp = Experiment("smoke", "skeleton", "mnist_smoke", "vit_micro", 3, "base+mlp_magnitude-0.5+kd")
     assert Experiment.from_directory(exp.directory("results")) == exp

@@ -19,9 +19,10 @@ def test_exact_int_mm_equals_an_int32_matmul_even_past_float32s_exact_range(monk
     assert product[0, 0].item() == 127 * 127 * 3073
 
 
-def test_keep_int8_matmuls_on_gpu_leaves_cpu_products_to_torchao_and_patches_once() -> None:
+def test_keep_int8_matmuls_on_gpu_leaves_cpu_products_to_torchao_and_patches_once(monkeypatch) -> None:
     from torchao.kernel import intmm
 
+    monkeypatch.setattr(intmm, "safe_int_mm", intmm.safe_int_mm)  # restored after the test
     quantize.keep_int8_matmuls_on_gpu()
     patched = intmm.safe_int_mm
     quantize.keep_int8_matmuls_on_gpu()
@@ -29,3 +30,15 @@ def test_keep_int8_matmuls_on_gpu_leaves_cpu_products_to_torchao_and_patches_onc
     a = torch.randint(-128, 128, (5, 12), dtype=torch.int8)
     b = torch.randint(-128, 128, (12, 3), dtype=torch.int8)
     assert torch.equal(patched(a, b), torch.matmul(a.to(torch.int32), b.to(torch.int32)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_int8_products_cublas_refuses_stay_on_the_gpu_and_equal_int32(monkeypatch) -> None:
+    from torchao.kernel import intmm
+
+    monkeypatch.setattr(intmm, "safe_int_mm", intmm.safe_int_mm)
+    quantize.keep_int8_matmuls_on_gpu()
+    a = torch.randint(-128, 128, (33, 538), dtype=torch.int8)
+    b = torch.randint(-128, 128, (538, 10), dtype=torch.int8)
+    product = intmm.safe_int_mm(a.cuda(), b.cuda())
+    assert product.is_cuda and torch.equal(product.cpu(), torch.matmul(a.to(torch.int32), b.to(torch.int32)))
