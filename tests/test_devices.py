@@ -19,7 +19,8 @@ from pathlib import Path
 from slimbench.devices import claim_gpu
 claim_gpu()
 out = Path(sys.argv[1])
-(out / f"{os.getpid()}.gpu").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+(out / f"{os.getpid()}.tmp").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+os.replace(out / f"{os.getpid()}.tmp", out / f"{os.getpid()}.gpu")  # whole: the test may read it at once
 deadline = time.monotonic() + 60
 while not (out / "release").exists() and time.monotonic() < deadline:
     time.sleep(0.05)
