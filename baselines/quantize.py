@@ -7,9 +7,10 @@ checkpoint stores the int8 codes and scales; reloading re-quantizes the dequanti
 On CUDA, torchao 0.18's ``safe_int_mm`` (``torchao/kernel/intmm.py``) multiplies any shape that cuBLAS's int8
 kernel refuses (an inner or outer width not a multiple of 8: every 10-, 2- or 30,522-wide output layer, and most
 pruned widths) on the CPU in int32: at batch 256, ViT-Tiny's int8 model with 538-wide MLPs took 10.7 s a call
-and its crossbench evaluation up to 480 s on an H100. ``keep_int8_matmuls_on_gpu`` routes those shapes to the same integer
-product in float64 on the GPU, which is exact, so no result changes; CPU tensors and cuBLAS-ready shapes are left to
-torchao. Int8 latencies on the GPU therefore time a float64 product for such layers, not an int8 kernel.
+and its crossbench evaluation up to 480 s on an H100. ``keep_int8_matmuls_on_gpu`` routes those shapes to the
+same integer product in float64 on the GPU, which is exact, so no result changes; CPU tensors and cuBLAS-ready
+shapes are left to torchao. Int8 latencies on the GPU therefore time a float64 product for such layers, not an
+int8 kernel.
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ def keep_int8_matmuls_on_gpu() -> None:
     torchao_safe_int_mm = intmm.safe_int_mm
 
     def safe_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        refused_by_cublas = a.shape[1] % 8 != 0 or b.shape[1] % 8 != 0
-        refused_by_cublas = refused_by_cublas and a.shape[1] > 0 and b.shape[1] > 0
+        refused_by_cublas = a.shape[1] > 0 and b.shape[1] > 0 and (a.shape[1] % 8 or b.shape[1] % 8)
         if a.is_cuda and b.is_cuda and refused_by_cublas and not torch.compiler.is_compiling():
             return exact_int_mm(a, b)
         return torchao_safe_int_mm(a, b)

@@ -62,3 +62,20 @@ def test_metric_vs_flops_plots_each_panels_own_metric() -> None:
     assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["accuracy", "perplexity"]
     dashed = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in fig.axes[:2]]
     assert dashed == [[0.9], [250.0]]  # the uncompressed model of each panel
+
+
+def test_metric_vs_flops_lays_seven_panels_in_two_rows_with_one_style_per_method() -> None:
+    """Crossbench's seven columns: rows of four, the eighth cell hidden; a method absent from a panel does not shift
+    the colours of the others (each keeps the colour the shared legend gives it)."""
+    rows = []
+    for panel in range(7):
+        chains = ["base", "base+stat-0.3", "base+kwon-0.3"] if panel else ["base", "base+kwon-0.3"]
+        rows += [{"dataset": f"d{panel}", "model": "m", "chain": c, "seed": 0, "metric": "accuracy",
+                  "accuracy": 0.9 - 0.1 * i, "relative_flops_kept": 1.0 - 0.2 * i} for i, c in enumerate(chains)]
+    fig = FIGURES.get("metric_vs_flops").make(pd.DataFrame(rows), "accuracy")
+    assert len(fig.axes) == 8 and [ax.get_visible() for ax in fig.axes] == [True] * 7 + [False]
+    assert tuple(fig.get_size_inches()) == pytest.approx((4 * 5.2, 2 * 4))
+    legend = {t.get_text(): h.get_color() for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    for ax in fig.axes[:2]:  # panel 0 lacks stat: kwon must keep its own colour there too
+        solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata())]
+        assert any(line.get_color() == legend["kwon"] for line in solid)

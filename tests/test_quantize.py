@@ -30,6 +30,8 @@ def test_keep_int8_matmuls_on_gpu_leaves_cpu_products_to_torchao_and_patches_onc
     a = torch.randint(-128, 128, (5, 12), dtype=torch.int8)
     b = torch.randint(-128, 128, (12, 3), dtype=torch.int8)
     assert torch.equal(patched(a, b), torch.matmul(a.to(torch.int32), b.to(torch.int32)))
+    monkeypatch.setattr(quantize, "exact_int_mm", lambda *_: pytest.fail("a CPU product left torchao's path"))
+    patched(a, b)  # 12 x 3: a width cuBLAS would refuse, but on the CPU torchao keeps it
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
