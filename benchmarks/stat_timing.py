@@ -15,11 +15,15 @@ phase is timed (synchronized at phase boundaries only): building the calibration
 (Gram matrices of all pruned layers), one pass per later component (``sequential``), the error-curve QRs,
 the size search and each layer's pruning. Extrapolation to all L layers (printed with the measured parts):
 
-* plain forward pass ``f`` (timed once, no hooks); Gram work per component ``g_mlp = pass_mlp - f`` and
-  ``g_attn = (pass0 - f) / N - g_mlp`` (each at least 0); ``pass_attn`` measured, or ``f + g_attn`` when
-  N = 1;
+* plain forward pass ``f`` (timed once, no hooks) and ``b = f / L``, an upper bound of one block's share
+  (``f`` also holds the embeddings and the output head). A pass stops once its last hook has fired, so a
+  pass that recalibrates a component of block ``l`` (0-based) runs at most ``(l + 1) b`` of the forward pass;
+  the first pass runs ``N b``. Gram work per component: ``g_mlp = pass_mlp - (N + 1) b / 2`` (the measured
+  passes of blocks 0..N-1), ``g_attn = pass_attn - (N + 2) b / 2`` (blocks 1..N-1) when measured, else
+  ``(pass0 - N b) / N - g_mlp`` (each at least 0);
 * ``T(L) = setup + [f + L (g_attn + g_mlp)] + L (qr_attn + qr_mlp) + size_search * L / N
-  + (L - 1) pass_attn + L pass_mlp + L (prune_attn + prune_mlp)``;
+  + b (L (L + 1) - 1) + (L - 1) g_attn + L g_mlp + L (prune_attn + prune_mlp)``, the sequential passes being
+  ``sum_{l=1..L-1} ((l + 1) b + g_attn) + sum_{l=0..L-1} ((l + 1) b + g_mlp)``;
 * peak memory ``M(L) = M(N) + (L - N) * b``, ``b`` = the bytes one layer's statistics hold at the end of the
   first pass, ``8 c^2`` per component of ``c`` columns (its float64 Gram, exact or sketched: a sketch is
   folded into the Gram batch by batch), since all of them are alive then and the weights are already
@@ -260,15 +264,18 @@ def extrapolate(phases: Phases, per: dict[str, float], n: int, depth: int, peak:
                 seconds: float) -> dict[str, Any]:
     """The rule in the module docstring, applied to the measured parts."""
     f = per["forward_pass_s"]
-    g_mlp = max(0.0, per["pass_mlp_s"] - f)  # timing noise can make a difference of two times negative
-    g_attn = max(0.0, (phases.total("pass0") - f) / n - g_mlp)
-    pass_attn = per["pass_attn_s"] or f + g_attn  # measured when a later layer's attention was recalibrated
+    block = f / depth
+    g_mlp = max(0.0, per["pass_mlp_s"] - (n + 1) * block / 2)  # timing noise can make a difference negative
+    if per["pass_attn_s"]:  # measured when a later layer's attention was recalibrated (N >= 2)
+        g_attn = max(0.0, per["pass_attn_s"] - (n + 2) * block / 2)
+    else:
+        g_attn = max(0.0, (phases.total("pass0") - n * block) / n - g_mlp)
     parts = {
         "setup": phases.total("setup"),
         "pass0": f + depth * (g_attn + g_mlp),
         "qr_curves": depth * (per["qr_curve_attn_s"] + per["qr_curve_mlp_s"]),
         "size_search": phases.total("size_search") * depth / n,
-        "sequential_passes": (depth - 1) * pass_attn + depth * per["pass_mlp_s"],
+        "sequential_passes": block * (depth * (depth + 1) - 1) + (depth - 1) * g_attn + depth * g_mlp,
         "prune": depth * (per["prune_attn_s"] + per["prune_mlp_s"]),
     }
     timed = sum(phases.total(p) for p in ("setup", "pass0", "pass", "qr_curve", "size_search", "prune"))

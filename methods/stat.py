@@ -122,23 +122,37 @@ def token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return rows if mask is None else rows[mask.reshape(-1).bool()]
 
 
+class AllLayersSeen(Exception):
+    """Raised by the last hook of a calibration batch: the layers after it cannot change any statistic."""
+
+
 @torch.no_grad()
 def collect_grams(model: nn.Module, parts: list[Component], batches: list[Any], ctx: Context,
                   sketch_rows: int) -> list[torch.Tensor]:
-    """One calibration pass; a pre-hook on each component's output layer records that layer's input Z."""
+    """One calibration pass; a pre-hook on each component's output layer records that layer's input Z. Each
+    batch's forward pass stops once every hook has fired: a pass that recalibrates one block (``sequential``)
+    runs only the layers up to it, and its statistics are the same as those of a whole pass."""
     generator = torch.Generator().manual_seed(ctx.seed)
     collectors = [GramCollector(sketch_rows, generator) for _ in parts]
-    current: dict[str, torch.Tensor | None] = {"mask": None}
+    current: dict[str, Any] = {"mask": None, "seen": 0}
 
     def hook(collector: GramCollector) -> Any:
-        return lambda module, args: collector.add(token_rows(args[0], current["mask"]))
+        def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+            collector.add(token_rows(args[0], current["mask"]))
+            current["seen"] += 1
+            if current["seen"] == len(parts):
+                raise AllLayersSeen
+        return record
 
     handles = [c.view.output.register_forward_pre_hook(hook(col)) for c, col in zip(parts, collectors)]
     model.eval()
     try:
         for batch in batches:
-            current["mask"] = batch.get("attention_mask") if isinstance(batch, dict) else None
-            ctx.task.logits(model, batch)
+            current.update(mask=batch.get("attention_mask") if isinstance(batch, dict) else None, seen=0)
+            try:
+                ctx.task.logits(model, batch)
+            except AllLayersSeen:
+                pass
     finally:
         for handle in handles:
             handle.remove()
@@ -157,33 +171,37 @@ def pivoted_qr(gram: torch.Tensor, width: int = 1, steps: int | None = None) -> 
     step costs O(columns x pivots so far). Returns the pivot order of the groups and
     ``residual[k] = ||Z - Z[:, S_k] T_k||_F^2`` for the first k pivots (k = 0..steps), the ``||R22||_F^2``
     error estimate the layer sizes are chosen from.
+
+    A step is a few dozen tiny GPU kernels, so its cost is their launches (issue 17): every operation that
+    is the identity for single columns (a sum over one column, ``j * 1 + 0``) is skipped, and updates are in
+    place. The arithmetic is the same either way, and so are the pivots and errors, bit for bit.
     """
     units = gram.shape[0] // width
     steps = units if steps is None else steps
     norms = gram.diagonal().clone()
-    scale = norms.max().clamp_min(torch.finfo(gram.dtype).tiny)
+    floor = 1e-12 * norms.max().clamp_min(torch.finfo(gram.dtype).tiny)
     factor = gram.new_zeros(steps * width, gram.shape[0])  # rows of R, pivot by pivot
     taken = torch.zeros(units, dtype=torch.bool, device=gram.device)
     offsets = torch.arange(width, device=gram.device)
     order, residual = [], [norms.sum().clamp_min(0)]
     for step in range(steps):  # index tensors, not Python ints: no host sync per step on a GPU
-        j = norms.view(units, width).sum(1).masked_fill(taken, -math.inf).argmax().view(1)
-        cols = j * width + offsets
-        done = factor[: step * width]
+        unit_norms = norms if width == 1 else norms.view(units, width).sum(1)
+        j = unit_norms.masked_fill(taken, -math.inf).argmax().view(1)
+        cols = j if width == 1 else j * width + offsets
+        done, new = factor[: step * width], factor[step * width : (step + 1) * width]
         rows = gram.index_select(0, cols) - done.index_select(1, cols).T @ done  # residual Gram rows (G symmetric)
-        new = inverse_sqrt(rows.index_select(1, cols), scale) @ rows
-        factor[step * width : (step + 1) * width] = new
-        norms = (norms - new.pow(2).sum(0)).clamp_min(0).index_fill(0, cols, 0)
-        taken = taken.index_fill(0, j, True)
+        torch.matmul(inverse_sqrt(rows.index_select(1, cols), floor), rows, out=new)
+        squares = new.pow(2)
+        norms.sub_(squares[0] if width == 1 else squares.sum(0)).clamp_min_(0).index_fill_(0, cols, 0)
+        taken.index_fill_(0, j, True)
         order.append(j)
         residual.append(norms.sum())
     return torch.cat(order).cpu() if order else torch.zeros(0, dtype=torch.long), torch.stack(residual).cpu()
 
 
-def inverse_sqrt(block: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``B^{+1/2}`` of a symmetric PSD block; directions below ~1e-12 of the largest column norm^2 count as
-    exactly dependent (round-off of a rank-deficient ``Z``)."""
-    floor = 1e-12 * scale
+def inverse_sqrt(block: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """``B^{+1/2}`` of a symmetric PSD block; directions below ``floor`` (~1e-12 of the largest column
+    norm^2) count as exactly dependent (round-off of a rank-deficient ``Z``)."""
     if block.numel() == 1:
         return block.clamp_min(floor).rsqrt() * (block > floor)
     values, vectors = torch.linalg.eigh(block)

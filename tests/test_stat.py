@@ -445,3 +445,22 @@ def test_padding_positions_do_not_enter_the_statistics():
              for b in batches]
     for gram, other in zip(grams, collect_grams(model, parts, noisy, ctx, sketch_rows=0)):
         torch.testing.assert_close(other, gram, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pass_for_one_block_stops_after_it_with_the_whole_pass_statistics():
+    """Recalibrating the first block runs the model only up to that block: the last block's output layer never
+    runs, and the Gram equals the one summed by hand from a plain forward pass of the whole model."""
+    model, ctx = tiny("llama"), stat_context("llama")
+    parts = components(model)
+    batches = calibration_batches(ctx)
+    seen: list[torch.Tensor] = []
+    handle = parts[0].view.output.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    calibration_logits(model, ctx)
+    handle.remove()
+    later: list[int] = []
+    handle = parts[-1].view.output.register_forward_pre_hook(lambda m, args: later.append(1))
+    gram = collect_grams(model, parts[:1], batches, ctx, sketch_rows=0)[0]
+    handle.remove()
+    rows = torch.cat([z.reshape(-1, z.shape[-1]) for z in seen]).double()
+    assert not later and len(seen) == len(batches)
+    torch.testing.assert_close(gram, rows.T @ rows, rtol=1e-12, atol=1e-10)
