@@ -54,7 +54,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,10 +61,13 @@ from torch import nn
 from baselines.distill import recovery_recipe
 from slimbench.data import seeded_subset
 from slimbench.errors import ConfigError
+from slimbench.lazy import lazy_module
 from slimbench.plots import figure, pyplot, table
 from slimbench.stages import BASE, Context, Param, applies_to, keeps_value, parse_chain, stage
 from slimbench.surgery import MLP, find_mlps, keep_mlp_neurons
 from slimbench.train import fit
+
+pd = lazy_module("pandas")
 
 RATIO = Param("ratio", float, 0.5, 0.0, 1.0, low_open=True,
               help="share of the HIDDEN neurons kept, kept / original hidden size (1.0 keeps all); "

@@ -40,7 +40,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,11 +47,14 @@ from torch import nn
 from baselines.distill import EPOCHS, LR, kd_loss, recovery_recipe
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
+from slimbench.lazy import lazy_module
 from slimbench.models import build_model
 from slimbench.plots import figure, pyplot, table
 from slimbench.stages import Context, Param, parse_chain, stage
 from slimbench.surgery import find_attentions, find_mlps, keep_heads, kept_count
 from slimbench.train import fit
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:  # for the annotations only; imported where used (see handlers)
     import torch_pruning as tp

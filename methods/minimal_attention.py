@@ -56,15 +56,17 @@ import inspect
 import json
 from typing import Any, Optional
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from slimbench.data import DatasetInfo
 from slimbench.errors import ConfigError
+from slimbench.lazy import lazy_module
 from slimbench.models.registry import family
 from slimbench.plots import figure, pyplot, table
+
+pd = lazy_module("pandas")
 
 QK_MODES = ("separate", "merged", "symmetric", "tied")
 LOSSES = ("train_loss", "eval_loss")

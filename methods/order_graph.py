@@ -36,13 +36,14 @@ import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
-import networkx as nx
-import pandas as pd
-
 from slimbench.derive import DERIVERS, Deriver
 from slimbench.errors import ConfigError
+from slimbench.lazy import lazy_module
 from slimbench.plots import figure, pyplot, table
 from slimbench.stages import BASE, StageCall, format_chain, parse_chain
+
+pd = lazy_module("pandas")
+nx = lazy_module("networkx")
 
 # The paper's order of the four methods; qat and early_exit (methods/order_stages.py) are Q and E of the
 # pre-registered study, quant and exit those of the order study.

@@ -46,13 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
 from slimbench.atomic import write_atomically
 from slimbench.errors import ConfigError
+from slimbench.lazy import lazy_module
 from slimbench.registry import Registry
 from slimbench.results import study_metric
 from slimbench.stages import BASE
+
+pd = lazy_module("pandas")
 
 LOWER_IS_BETTER = {"perplexity", "nll", "loss", "eval_loss"}
 WHOLE_PANEL = {"reduction_within"}  # tests that take the best over every chain of the panel
@@ -69,7 +70,7 @@ class Outcome:
 
 # A test: (one panel's runs of one seed, the metric, the test's options, the study's deriver or None) ->
 # Outcome, or None when the runs it needs are missing.
-Test = Callable[[pd.DataFrame, str, dict[str, Any], Any], "Outcome | None"]
+Test = Callable[["pd.DataFrame", str, dict[str, Any], Any], "Outcome | None"]
 TESTS: Registry[Test] = Registry("claim test")
 
 

@@ -17,10 +17,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from slimbench.atomic import write_atomically
+from slimbench.lazy import lazy_module
 from slimbench.results import RUNS_FILE, read_runs, study_metric
+
+pd = lazy_module("pandas")
 
 KEYS = ["dataset", "model", "chain"]
 

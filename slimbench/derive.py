@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
 from slimbench.atomic import atomic_target
 from slimbench.config import Experiment, panels
+from slimbench.lazy import lazy_module
 from slimbench.registry import Registry
 from slimbench.results import METRICS_FILE, load_frame, study_metric
 from slimbench.stages import BASE, chain_prefixes
+
+pd = lazy_module("pandas")
 
 DECISION_FILE = "decision.json"
 

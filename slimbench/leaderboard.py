@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Callable, Optional
 
-import pandas as pd
-
 from slimbench.claims import LOWER_IS_BETTER, drop
 from slimbench.config import FAMILY_TASKS, chain_skip_reason
+from slimbench.lazy import lazy_module
 from slimbench.plots import figure, method_label, method_styles, pyplot, table
 from slimbench.results import study_metric
 from slimbench.stages import BASE, STAGES, parse_chain
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
-
 from slimbench.atomic import write_atomically
+from slimbench.lazy import lazy_module
 from slimbench.registry import Registry
 from slimbench.results import study_metric
 from slimbench.stages import BASE, parse_chain
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

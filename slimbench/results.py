@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from slimbench.lazy import lazy_module
+
+pd = lazy_module("pandas")
 
 METRICS_FILE = "metrics.json"
 RUNS_FILE = "runs.csv"
