@@ -12,13 +12,21 @@
 
 Writes ``gpu_time.md`` beside ``after.csv``, the table per study and the total against the 30 GPU-minutes target;
 studies without an ``after`` row are listed as not measured, and the verdict is ``not met`` as soon as the
-measured part alone is over the target.
+measured part alone is over the target. Where a study ran alone and its folder beside ``after.csv`` holds the
+call's ``snakemake.log``, ``gpu.csv`` (nvidia-smi every 5 s) and the run's ``runs.csv``, a second table says
+where its time went: jobs running at once on average (summed job durations over the wall time), the share of
+samples with the GPU busy, and per experiment the median stage, evaluation (``wall_time_s - stage_time_s``)
+and memory-probe times, and the median Snakemake job duration per rule (in-process time plus start-up).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
+import statistics
+from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 from slimbench.config import load_config
@@ -37,7 +45,10 @@ def before(reports: Path, study: str) -> tuple[int, float] | None:
 
 def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
     groups = {study: row for row in after for study in row["studies"].split()}
-    lines = ["| study | experiments | before: job-seconds of the reference | after: workflow seconds on one GPU | "
+    lines = [f"# GPU time of {config['name']}.yaml per study (issue 17), written by benchmarks/gpu_time.py", "",
+             "Before: job-seconds of the committed reference. After: workflow wall time on one GPU, several jobs "
+             "per GPU. How each was measured: ../README.md.", "",
+             "| study | experiments | before: job-seconds of the reference | after: workflow seconds on one GPU | "
              "run with | GPU, jobs per GPU | source |", "|---|---|---|---|---|---|---|"]
     for study in config["studies"]:
         ref, row = before(reports, study), groups.get(study)
@@ -65,6 +76,50 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def job_spans(log: Path) -> list[tuple[str, float, float]]:
+    """(rule, start, end) in seconds from the first timestamp, from a Snakemake log's job blocks."""
+    spans, started, now, first, rule = [], {}, 0.0, None, None
+    for line in log.read_text().splitlines():
+        if stamp := re.match(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
+            when = datetime.strptime(" ".join(stamp.group(1).split()), "%a %b %d %H:%M:%S %Y")
+            first = first or when
+            now = (when - first).total_seconds()
+        elif head := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = head.group(1)
+        elif (job := re.match(r"^\s+jobid: (\d+)", line)) and rule:
+            started[job.group(1)], rule = (rule, now), None
+        elif (done := re.match(r"^Finished jobid: (\d+)", line)) and done.group(1) in started:
+            name, start = started.pop(done.group(1))
+            spans.append((name, start, now))
+    return spans
+
+
+def breakdown(folder: Path, wall: float) -> list[str]:
+    spans = job_spans(folder / "snakemake.log")
+    with (folder / "gpu.csv").open() as handle:
+        busy = [float(row[2].strip().rstrip(" %")) for row in list(csv.reader(handle))[1:]]
+    runs = read_runs(folder / RUNS_FILE)
+    durations = defaultdict(list)
+    for rule, start, end in spans:
+        durations[rule].append(end - start)
+    per_rule = ", ".join(f"{rule} {statistics.median(v):.0f} s ({len(v)})" for rule, v in durations.items()
+                         if rule in ("base", "compress", "evaluate"))
+    return [folder.name, str(len(runs)), f"{sum(e - s for _, s, e in spans) / wall:.1f}",
+            f"{sum(b > 0 for b in busy) / len(busy):.0%} (mean {statistics.mean(busy):.0f}%)",
+            f"{runs['stage_time_s'].median():.1f}", f"{(runs['wall_time_s'] - runs['stage_time_s']).median():.1f}",
+            f"{runs['probe_time_s'].median():.1f}", per_rule]
+
+
+def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
+    rows = [breakdown(root / row["studies"], float(row["workflow_s"])) for row in after
+            if (root / row["studies"] / "snakemake.log").exists()]
+    if not rows:
+        return ""
+    lines = ["", "| study (alone) | experiments | jobs at once | GPU busy (5 s samples) | stage s | evaluation s | "
+             "memory probe s | median job duration (jobs) |", "|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/default.yaml")
@@ -74,7 +129,7 @@ def main() -> None:
     with args.after.open() as handle:
         after = list(csv.DictReader(handle))
     out = args.after.with_name("gpu_time.md")
-    out.write_text(table(config, Path("reports") / config["name"], after))
+    out.write_text(table(config, Path("reports") / config["name"], after) + breakdowns(args.after.parent, after))
     print(out.read_text())
 
 
