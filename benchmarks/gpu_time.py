@@ -84,7 +84,7 @@ def job_spans(log: Path) -> list[tuple[str, float, float]]:
             when = datetime.strptime(" ".join(stamp.group(1).split()), "%a %b %d %H:%M:%S %Y")
             first = first or when
             now = (when - first).total_seconds()
-        elif head := re.match(r"^(?:local)?rule (\w+):", line):
+        elif head := re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line):
             rule = head.group(1)
         elif (job := re.match(r"^\s+jobid: (\d+)", line)) and rule:
             started[job.group(1)], rule = (rule, now), None

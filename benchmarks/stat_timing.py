@@ -9,8 +9,9 @@ target: under 20 s); ``llama2-7b``, Llama-2-7B-shaped (32 layers, hidden 4096, M
 batches of 4 (the paper's abstract: "several hundred data examples", "less than three hours to compress
 models with 7B parameters using a single GPU"). ``--tiny`` shrinks either for a CPU run.
 
-``--layers N`` prunes only the first N layers of the full-depth model (``components`` is narrowed to them);
-every calibration pass still runs through all layers, so a pass costs what it costs at full scale. Each
+``--layers N`` prunes only the first N layers of the full-depth model (``components`` is narrowed to them).
+A calibration pass stops at its last hook, so the measured passes run only the first blocks: the passes of
+later blocks are modelled below, not measured. Each
 phase is timed (synchronized at phase boundaries only): building the calibration batches, the first pass
 (Gram matrices of all pruned layers), one pass per later component (``sequential``), the error-curve QRs,
 the size search and each layer's pruning. Extrapolation to all L layers (printed with the measured parts):
@@ -24,7 +25,7 @@ the size search and each layer's pruning. Extrapolation to all L layers (printed
 * ``T(L) = setup + [f + L (g_attn + g_mlp)] + L (qr_attn + qr_mlp) + size_search * L / N
   + b (L (L + 1) - 1) + (L - 1) g_attn + L g_mlp + L (prune_attn + prune_mlp)``, the sequential passes being
   ``sum_{l=1..L-1} ((l + 1) b + g_attn) + sum_{l=0..L-1} ((l + 1) b + g_mlp)``;
-* peak memory ``M(L) = M(N) + (L - N) * b``, ``b`` = the bytes one layer's statistics hold at the end of the
+* peak memory ``M(L) = M(N) + (L - N) * m``, ``m`` = the bytes one layer's statistics hold at the end of the
   first pass, ``8 c^2`` per component of ``c`` columns (its float64 Gram, exact or sketched: a sketch is
   folded into the Gram batch by batch), since all of them are alive then and the weights are already
   full-size.

@@ -131,7 +131,8 @@ def collect_grams(model: nn.Module, parts: list[Component], batches: list[Any], 
                   sketch_rows: int) -> list[torch.Tensor]:
     """One calibration pass; a pre-hook on each component's output layer records that layer's input Z. Each
     batch's forward pass stops once every hook has fired: a pass that recalibrates one block (``sequential``)
-    runs only the layers up to it, and its statistics are the same as those of a whole pass."""
+    runs only the layers up to it, and its statistics are the same as those of a whole pass. This counts one
+    call per output layer and batch: a model that reused a layer within one forward pass would stop early."""
     generator = torch.Generator().manual_seed(ctx.seed)
     collectors = [GramCollector(sketch_rows, generator) for _ in parts]
     current: dict[str, Any] = {"mask": None, "seen": 0}
