@@ -10,12 +10,14 @@ set -u
 jobs=$1
 shift
 root=${OUT:?set OUT}
+budget=${BUDGET:?set BUDGET (seconds for the whole call)}
+data=${DATA:?set DATA (the data root)}
 for study in "$@"; do
-  left=$((BUDGET - SECONDS))
+  left=$((budget - SECONDS))
   if [ "$left" -lt 40 ]; then echo "$study: not started, ${left} s left" | tee -a "$root/studies.txt"; continue; fi
   mkdir -p "$root/$study"
   echo "$study: started at ${SECONDS} s, limit ${left} s" | tee -a "$root/studies.txt"
-  OUT=$root/$study TIME_LIMIT=$left SLIMBENCH_DATA_ROOT=$DATA bash scripts/gpu_workflow.sh config/default.yaml "$jobs" \
+  OUT=$root/$study TIME_LIMIT=$left SLIMBENCH_DATA_ROOT=$data bash scripts/gpu_workflow.sh config/default.yaml "$jobs" \
     "$study" > "$root/$study/stdout.txt" 2>&1
   echo "$study: exit $? at ${SECONDS} s; $(grep 'workflow wall time' "$root/$study/snakemake.log")" | tee -a "$root/studies.txt"
 done
