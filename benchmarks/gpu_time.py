@@ -45,13 +45,14 @@ def before(reports: Path, study: str) -> tuple[int, float] | None:
 
 def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
     groups = {study: row for row in after for study in row["studies"].split()}
+    refs = {study: before(reports, study) for study in config["studies"]}
     lines = [f"# GPU time of {config['name']}.yaml per study (issue 17), written by benchmarks/gpu_time.py", "",
              "Before: job-seconds of the committed reference. After: workflow wall time on one GPU, several jobs "
              "per GPU. How each was measured: ../README.md.", "",
              "| study | experiments | before: job-seconds of the reference | after: workflow seconds on one GPU | "
              "run with | GPU, jobs per GPU | source |", "|---|---|---|---|---|---|---|"]
     for study in config["studies"]:
-        ref, row = before(reports, study), groups.get(study)
+        ref, row = refs[study], groups.get(study)
         cells = [study, str(ref[0]) if ref else "-", f"{ref[1]:,.0f}" if ref else "no reference"]
         if row:
             others = [s for s in row["studies"].split() if s != study]
@@ -61,7 +62,7 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
             cells += ["not measured", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     measured = sum(float(row["workflow_s"]) for row in after)
-    known = sum(ref[1] for ref in (before(reports, s) for s in config["studies"]) if ref)
+    known = sum(ref[1] for ref in refs.values() if ref)
     missing = [s for s in config["studies"] if s not in groups]
     if measured > TARGET_S:
         verdict = f"**not met**: the measured studies alone take {measured / 60:.1f} GPU-minutes"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -17,6 +19,16 @@ SHARED_DATA = Path(os.environ.get("SLIMBENCH_DATA_ROOT", REPO.parent / "shared" 
 IMAGE_INFO = DatasetInfo("tiny", "image_classification", "accuracy", 10, 1, 8, (0.5,), (0.5,))
 TEXT_INFO = DatasetInfo("tiny", "text_classification", "accuracy", 2)
 LM_INFO = DatasetInfo("tiny", "language_modeling", "perplexity")
+
+
+
+def load_file_module(relative: str) -> ModuleType:
+    """A script or benchmark of the repository (not a package), imported from its file."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY_VIT = {"family": "timm", "arch": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 32, "depth": 2,
             "num_heads": 2}

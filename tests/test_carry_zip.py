@@ -1,17 +1,14 @@
 """scripts/carry_zip.py: a zip packed as one xz stream comes back with the same members, byte for byte."""
 
-import importlib.util
 import io
 import tarfile
 import zipfile
 
 import pytest
 
-from conftest import REPO
+from conftest import load_file_module
 
-spec = importlib.util.spec_from_file_location("carry_zip", REPO / "scripts" / "carry_zip.py")
-carry_zip = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(carry_zip)
+carry_zip = load_file_module("scripts/carry_zip.py")
 
 
 def test_round_trip_keeps_every_member(tmp_path) -> None:

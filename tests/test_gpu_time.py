@@ -2,13 +2,9 @@
 Snakemake 9's format (two jobs started at once, finished 43 s and 61 s later; a third 1 min after, then a
 checkpoint)."""
 
-import importlib.util
+from conftest import load_file_module
 
-from slimbench.config import REPO
-
-spec = importlib.util.spec_from_file_location("gpu_time", REPO / "benchmarks" / "gpu_time.py")
-gpu_time = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_time)
+gpu_time = load_file_module("benchmarks/gpu_time.py")
 
 LOG = """Execute 2 jobs...
 

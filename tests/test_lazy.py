@@ -4,17 +4,15 @@ pandas and networkx unimported; they load on first use, and then behave as the r
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+from conftest import REPO
 from slimbench.lazy import lazy_module
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_validating_the_default_config_imports_neither_pandas_nor_networkx():
     probe = ("import sys; from slimbench.config import load_config; load_config('config/default.yaml'); "
              "print(sorted(m for m in ('pandas.core.frame', 'networkx.classes') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[-2] == "[]", out.stdout + out.stderr
 
 
@@ -22,7 +20,7 @@ def test_a_lazy_module_runs_its_code_on_first_use_and_is_the_real_module(tmp_pat
     (tmp_path / "noisy.py").write_text("print('noisy runs')\nVALUE = 7\n")
     probe = ("from slimbench.lazy import lazy_module; noisy = lazy_module('noisy'); print('created'); "
              "import noisy as again; print(again is noisy, noisy.VALUE)")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
     assert out.stdout.splitlines() == ["created", "noisy runs", "True 7"], out.stdout + out.stderr
     assert lazy_module("json") is sys.modules["json"]  # already imported: returned as it is

@@ -1,16 +1,12 @@
 """The 7B extrapolation rule of benchmarks/stat_timing.py, against a layer-by-layer sum written out by hand: each
 recalibration pass runs the blocks up to its own (``(l + 1) b`` for block ``l``) plus its Gram work."""
 
-import importlib.util
-
 import pytest
 import torch
 
-from slimbench.config import REPO
+from conftest import load_file_module
 
-spec = importlib.util.spec_from_file_location("stat_timing", REPO / "benchmarks" / "stat_timing.py")
-stat_timing = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stat_timing)
+stat_timing = load_file_module("benchmarks/stat_timing.py")
 
 
 @pytest.mark.parametrize("measured_attention", [True, False])
