@@ -62,7 +62,21 @@ def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
     return Workspace.open(config, experiment_of(config, directory))
 
 
+def start_memory_probe(config: dict[str, Any], directory: str) -> None:
+    """Start the fork server of the model-memory probe before the data and the model load, when the experiment's
+    evaluation uses it: its imports take seconds on a busy machine, and run beside this process's work instead of
+    being waited for at the measurement."""
+    from slimbench.config import Experiment, evaluation_settings, measures_model_memory
+    from slimbench.metrics import model_memory
+
+    study = Experiment.from_directory(directory).study
+    if study in config["studies"] and measures_model_memory(evaluation_settings(config, study)):
+        model_memory.fork_server()
+
+
 def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    if args.command == "evaluate":
+        start_memory_probe(config, args.experiment)
     from slimbench import pipeline
 
     ws = experiment_workspace(config, args.experiment)

@@ -195,6 +195,12 @@ def evaluation_settings(config: dict[str, Any], study: str) -> dict[str, Any]:
     return merge(copy.deepcopy(config["evaluation"]), copy.deepcopy(config["studies"][study].get("evaluation", {})))
 
 
+def measures_model_memory(settings: dict[str, Any]) -> bool:
+    """Whether an evaluation with these settings measures the model's own memory: when asked for, or when a device
+    budget is set (the budget is judged on it)."""
+    return bool(settings["model_memory"] or settings.get("budget"))
+
+
 def check_names(config: dict[str, Any]) -> None:
     """Names become folders below results/ (and catalog names are not covered by the schema): each must be safe.
     Model specs may not ask for code from a model folder."""

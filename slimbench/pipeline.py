@@ -24,7 +24,7 @@ from torch import nn
 
 from slimbench import checkpoint, devices
 from slimbench.atomic import folder_lock, remove_temporaries
-from slimbench.config import Experiment, evaluation_settings, study_settings
+from slimbench.config import Experiment, evaluation_settings, measures_model_memory, study_settings
 from slimbench.data import Splits, data_root, load_dataset
 from slimbench.errors import ConfigError
 from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
@@ -155,12 +155,11 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
 
 
 def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.ModelMemoryProbe | None:
-    """Start the fork server of the fresh CPU-only processes that measure the model's own memory (when asked
-    for, or when a device budget is set: the budget is judged on it), so its imports overlap the task
-    evaluation. The child imports the modules of the stages the saved model went through (its reload replays
-    them) and the module of the model's family (a plugin may register one), no others."""
-    settings = ws.evaluation
-    if not (settings["model_memory"] or settings.get("budget")):
+    """The probe of the model's own memory (``measures_model_memory``), on this process's fork server: started
+    here unless the command line started it earlier, so its imports overlap this process's work. The child
+    imports the modules of the stages the saved model went through (its reload replays them) and the module of
+    the model's family (a plugin may register one), no others."""
+    if not measures_model_memory(ws.evaluation):
         return None
     applied = [STAGES.get(s["name"]) for s in stages]
     modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}

@@ -171,3 +171,24 @@ def test_runs_of_a_study_cut_short_name_what_is_missing(tmp_path: Path) -> None:
         write_metrics(config, exp, 0.8)
     cli.cmd_runs(argparse.Namespace(study="order", allow_missing=True), config)
     assert not (folder / "missing.csv").exists()
+
+
+@pytest.mark.parametrize("study, expected", [("order", ["fork server", "workspace"]),  # default.yaml's budget
+                                             ("crossbench", ["workspace"])])           # budget: null there
+def test_evaluate_starts_the_memory_probe_before_the_data_and_model_load(tmp_path: Path, monkeypatch, study: str,
+                                                                          expected: list[str]) -> None:
+    from slimbench.metrics import model_memory
+
+    config, order = config_in(tmp_path), []
+    monkeypatch.setattr(model_memory, "fork_server", lambda: order.append("fork server"))
+
+    def open_workspace(*_: Any) -> None:
+        order.append("workspace")
+        raise InterruptedError  # the load itself is not under test
+
+    monkeypatch.setattr(cli, "experiment_workspace", open_workspace)
+    exp = next(experiments(config, study))
+    args = argparse.Namespace(command="evaluate", experiment=str(exp.directory(config["results_dir"])))
+    with pytest.raises(InterruptedError):
+        cli.cmd_step(args, config)
+    assert order == expected

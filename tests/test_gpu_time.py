@@ -39,3 +39,26 @@ def test_job_spans_from_a_snakemake_log(tmp_path):
     log = tmp_path / "snakemake.log"
     log.write_text(LOG)
     assert sorted(gpu_time.job_spans(log)) == [("base", 0, 43), ("compress", 0, 61), ("derive", 121, 126), ("evaluate", 61, 121)]
+
+
+def test_an_unfinished_run_is_a_lower_bound(tmp_path):
+    config = {"name": "c", "studies": {"a": {}, "b": {}, "c": {}}}
+    after = [{"studies": "a", "workflow_s": "1000", "jobs_per_gpu": "8", "gpu": "H100", "finished": "yes", "source": "x"},
+             {"studies": "b", "workflow_s": "900", "jobs_per_gpu": "8", "gpu": "H100", "finished": "no", "source": "y"}]
+    text = gpu_time.table(config, tmp_path, after)
+    assert "| a | - | no reference | 1,000 | alone |" in text
+    assert "| b | - | no reference | 900 or more (unfinished) | alone |" in text
+    assert "not measured: c." in text
+    assert "**not met**: the measured studies alone take at least 31.7 GPU-minutes" in text  # 1,900 s / 60
+
+
+def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_path):
+    study = tmp_path / "s"
+    study.mkdir()
+    for log in ("snakemake.log", "snakemake.2.log"):  # each call's jobs: 43 + 61 + 60 + 5 = 169 job-seconds
+        (study / log).write_text(LOG)
+    (study / "gpu.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB]\nt, 0, 0 %, 1\nt, 0, 50 %, 1\n")
+    (study / "gpu.2.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB]\nt, 0, 100 %, 1\nt, 0, 0 %, 1\n")
+    (study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n3,9,2\n")
+    row = gpu_time.breakdown(study, 200.0)
+    assert row[:7] == ["s", "2", "1.7", "50% (mean 38%)", "2.0", "4.5", "2.0"]  # 338 / 200 jobs at once; 2 of 4 busy
