@@ -8,17 +8,18 @@
 * **after**: workflow wall time on one GPU (``scripts/gpu_workflow.sh``, several jobs per GPU), from
   ``after.csv``: one row per measurement, the studies it ran together in ``studies`` (space-separated), the
   seconds from the ``workflow wall time`` line of its ``snakemake.log`` (summed over calls where a run was
-  resumed), whether it ``finished`` (``no``: stopped at the device's time limit, so its seconds are a lower bound),
+  resumed), whether it ``finished`` (``no``: stopped at the call's time budget, so its seconds are a lower bound),
   and where the log is. A study never run alone shares its group's row.
 
 Writes ``gpu_time.md`` beside ``after.csv``, the table per study and the total against the 30 GPU-minutes target;
 studies without an ``after`` row are listed as not measured, and the verdict is ``not met`` as soon as the
-measured part alone is over the target. Where a study ran alone and its folder beside ``after.csv`` holds the
-call's ``snakemake.log``, ``gpu.csv`` (nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one
-``snakemake*.log`` and ``gpu*.csv`` per call), a second table says
-where its time went: jobs running at once on average (summed job durations over the wall time), the share of
-samples with the GPU busy, and per experiment the median stage, evaluation (``wall_time_s - stage_time_s``)
-and memory-probe times, and the median Snakemake job duration per rule (in-process time plus start-up).
+measured part alone is over the target, ``inconclusive`` while a study is not measured or a run unfinished.
+Where a study ran alone and its folder beside ``after.csv`` holds the call's ``snakemake.log``, ``gpu.csv``
+(nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu*.csv`` per
+call), a second table says where its time went: jobs running at once on average (summed durations of the
+finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with the
+GPU busy, and per experiment the median stage, evaluation (``wall_time_s - stage_time_s``) and memory-probe
+times, and the median Snakemake job duration per rule (in-process time plus start-up).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
     at_least = "at least " if not all(map(finished, after)) else ""
     if measured > TARGET_S:
         verdict = f"**not met**: the measured studies alone take {at_least}{measured / 60:.1f} GPU-minutes"
-    elif missing:
-        verdict = "**inconclusive**: not every study measured"
+    elif missing or at_least:
+        verdict = "**inconclusive**: not every study measured" if missing else "**inconclusive**: a run unfinished"
     else:
         verdict = "**met**"
     lines += ["", f"Before: {known:,.0f} job-seconds ({known / 3600:.1f} h) over the studies with a reference. "
@@ -113,8 +114,8 @@ def breakdown(folder: Path, wall: float) -> list[str]:
     durations = defaultdict(list)
     for rule, start, end in spans:
         durations[rule].append(end - start)
-    per_rule = ", ".join(f"{rule} {statistics.median(v):.0f} s ({len(v)})" for rule, v in durations.items()
-                         if rule in ("base", "compress", "evaluate"))
+    per_rule = ", ".join(f"{rule} {statistics.median(durations[rule]):.0f} s ({len(durations[rule])})"
+                         for rule in ("base", "compress", "evaluate") if durations[rule])
     return [folder.name, str(len(runs)), f"{sum(e - s for _, s, e in spans) / wall:.1f}",
             f"{sum(b > 0 for b in busy) / len(busy):.0%} (mean {statistics.mean(busy):.0f}%)",
             f"{runs['stage_time_s'].median():.1f}", f"{(runs['wall_time_s'] - runs['stage_time_s']).median():.1f}",

@@ -55,31 +55,31 @@ def experiment_of(config: dict[str, Any], directory: str) -> Any:
     return exp
 
 
-def experiment_workspace(config: dict[str, Any], directory: str) -> Any:
-    """The workspace (data, task, device) of a checked experiment folder."""
+def experiment_workspace(config: dict[str, Any], exp: Any) -> Any:
+    """The workspace (data, task, device) of a checked experiment."""
     from slimbench.pipeline import Workspace
 
-    return Workspace.open(config, experiment_of(config, directory))
+    return Workspace.open(config, exp)
 
 
-def start_memory_probe(config: dict[str, Any], directory: str) -> None:
-    """Start the fork server of the model-memory probe before the data and the model load, when the experiment's
+def start_memory_probe(config: dict[str, Any], study: str) -> None:
+    """Start the fork server of the model-memory probe before the data and the model load, when the study's
     evaluation uses it: its imports take seconds on a busy machine, and run beside this process's work instead of
     being waited for at the measurement."""
-    from slimbench.config import Experiment, evaluation_settings, measures_model_memory
+    from slimbench.config import evaluation_settings, measures_model_memory
     from slimbench.metrics import model_memory
 
-    study = Experiment.from_directory(directory).study
-    if study in config["studies"] and measures_model_memory(evaluation_settings(config, study)):
+    if measures_model_memory(evaluation_settings(config, study)):
         model_memory.fork_server()
 
 
 def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    exp = experiment_of(config, args.experiment)
     if args.command == "evaluate":
-        start_memory_probe(config, args.experiment)
+        start_memory_probe(config, exp.study)
     from slimbench import pipeline
 
-    ws = experiment_workspace(config, args.experiment)
+    ws = experiment_workspace(config, exp)
     if args.command == "base":
         if ws.exp.prefix is not None:
             raise SlimbenchError(f"'base' trains the uncompressed model; '{ws.exp.chain}' is a compressed chain.")
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     if not args.force and all(has_metrics(e.directory(config["results_dir"])) for e in evaluated):
         log.info("done already: %s", args.experiment)
         return
-    ws = experiment_workspace(config, args.experiment)
+    ws = experiment_workspace(config, target)
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
         if not checkpoint.is_saved(ws.directory() / pipeline.MODEL_DIR):

@@ -192,3 +192,16 @@ def test_evaluate_starts_the_memory_probe_before_the_data_and_model_load(tmp_pat
     with pytest.raises(InterruptedError):
         cli.cmd_step(args, config)
     assert order == expected
+
+
+def test_evaluate_of_a_folder_the_config_lacks_fails_before_the_memory_probe_starts(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    from slimbench.metrics import model_memory
+
+    config, started = config_in(tmp_path), []
+    monkeypatch.setattr(model_memory, "fork_server", lambda: started.append("fork server"))
+    exp = next(experiments(config, "order"))
+    folder = exp.directory(config["results_dir"]).parent.parent / "seed7" / exp.chain  # order's seeds are 0 and 1
+    with pytest.raises(SlimbenchError, match="seed 7 is not a seed"):
+        cli.cmd_step(argparse.Namespace(command="evaluate", experiment=str(folder)), config)
+    assert started == []

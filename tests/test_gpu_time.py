@@ -62,3 +62,12 @@ def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_pat
     (study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n3,9,2\n")
     row = gpu_time.breakdown(study, 200.0)
     assert row[:7] == ["s", "2", "1.7", "50% (mean 38%)", "2.0", "4.5", "2.0"]  # 338 / 200 jobs at once; 2 of 4 busy
+
+
+def test_every_study_measured_under_the_target_is_inconclusive_while_a_run_is_unfinished(tmp_path):
+    config = {"name": "c", "studies": {"a": {}, "b": {}}}
+    after = [{"studies": "a", "workflow_s": "100", "jobs_per_gpu": "8", "gpu": "H100", "finished": "yes", "source": "x"},
+             {"studies": "b", "workflow_s": "100", "jobs_per_gpu": "8", "gpu": "H100", "finished": "no", "source": "y"}]
+    assert "**inconclusive**: a run unfinished" in gpu_time.table(config, tmp_path, after)
+    after[1]["finished"] = "yes"
+    assert "Target: the whole config in at most 30 GPU-minutes: **met**." in gpu_time.table(config, tmp_path, after)

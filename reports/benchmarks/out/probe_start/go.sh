@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Session 6, CPU: `slimbench evaluate` of one smoke experiment with the memory probe on, old tree (its fork server
 # started after the data and model load) against new (started before), interleaved, same machine.
-#   bash reports/benchmarks/out/probe_start/go.sh OLD_TREE NEW_TREE ROUNDS   (trees: checkouts of the two commits)
-# The experiment must exist (built once by `slimbench run` with the same --set).
+#   bash reports/benchmarks/out/probe_start/go.sh OLD_TREE NEW_TREE ROUNDS RESULTS
+# (trees: checkouts of the two commits; RESULTS: an absolute scratch folder, the experiment is built there first
+# by the new tree's `slimbench run` if it is missing; $SLIMBENCH_DATA_ROOT: the data root)
 set -u
-old=$1 new=$2 rounds=$3
-out=$(dirname "$0")
-set_json='{"evaluation":{"model_memory":true},"results_dir":"/tmp/probe_bench"}'
-experiment=/tmp/probe_bench/smoke/skeleton/mnist_smoke/vit_micro/seed0/base+mlp_magnitude-0.5
+old=$1 new=$2 rounds=$3 results=$4
+out=$(cd "$(dirname "$0")" && pwd)
+set_json="{\"evaluation\":{\"model_memory\":true},\"results_dir\":\"$results\"}"
+experiment=$results/smoke/skeleton/mnist_smoke/vit_micro/seed0/base+mlp_magnitude-0.5
+[ -f "$experiment/metrics.json" ] || (cd "$new" && PYTHONPATH=$new python -m slimbench.cli run --config config/smoke.yaml \
+  --set "$set_json" "$experiment" > /dev/null) || { echo "building the experiment failed"; exit 1; }
 { lscpu | grep -E "^Model name|^CPU\(s\)"; python -c "import torch; print('torch', torch.__version__)"
   echo "old: $(git -C "$old" rev-parse --short HEAD), $(git -C "$old" status --short | wc -l) changed files"
   echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short | wc -l) changed files"
