@@ -2,7 +2,8 @@
 
 The evaluating process is no place to measure a model's memory: its resident set holds the dataset, the
 CUDA context (2-4 GiB) and everything earlier steps left behind, and it grows with run order. Here the model
-runs in a child forked from a small *fork server*: a Python process started once per evaluating process with
+runs in a child forked from a small *fork server*: a Python process started once per evaluating process (by
+``slimbench evaluate`` before it loads the data, so that the two import at once) with
 no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader, this module and the
 libraries a model load may import (``LOAD_LIBRARIES``), never
 runs a tensor operation, and forks one child per job. So each child starts as a fresh process right after its
