@@ -68,11 +68,14 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
     measured = sum(float(row["workflow_s"]) for row in after)
     known = sum(ref[1] for ref in refs.values() if ref)
     missing = [s for s in config["studies"] if s not in groups]
-    at_least = "at least " if not all(map(finished, after)) else ""
+    unfinished = not all(map(finished, after))
+    at_least = "at least " if unfinished else ""
     if measured > TARGET_S:
         verdict = f"**not met**: the measured studies alone take {at_least}{measured / 60:.1f} GPU-minutes"
-    elif missing or at_least:
-        verdict = "**inconclusive**: not every study measured" if missing else "**inconclusive**: a run unfinished"
+    elif missing:
+        verdict = "**inconclusive**: not every study measured"
+    elif unfinished:
+        verdict = "**inconclusive**: a run unfinished"
     else:
         verdict = "**met**"
     lines += ["", f"Before: {known:,.0f} job-seconds ({known / 3600:.1f} h) over the studies with a reference. "

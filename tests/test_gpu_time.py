@@ -1,6 +1,7 @@
 """benchmarks/gpu_time.py reads job durations from a Snakemake log: checked on a log written by hand in
 Snakemake 9's format (two jobs started at once, finished 43 s and 61 s later; a third 1 min after, then a
-checkpoint)."""
+checkpoint), also over several calls of a resumed run; and its verdict against the 30 minutes, with runs that
+did not finish counted as lower bounds."""
 
 from conftest import load_file_module
 
@@ -41,10 +42,15 @@ def test_job_spans_from_a_snakemake_log(tmp_path):
     assert sorted(gpu_time.job_spans(log)) == [("base", 0, 43), ("compress", 0, 61), ("derive", 121, 126), ("evaluate", 61, 121)]
 
 
+def measured(study: str, seconds: str, finished: str) -> dict[str, str]:
+    """One row of after.csv."""
+    return {"studies": study, "workflow_s": seconds, "jobs_per_gpu": "8", "gpu": "H100", "finished": finished,
+            "source": "x"}
+
+
 def test_an_unfinished_run_is_a_lower_bound(tmp_path):
     config = {"name": "c", "studies": {"a": {}, "b": {}, "c": {}}}
-    after = [{"studies": "a", "workflow_s": "1000", "jobs_per_gpu": "8", "gpu": "H100", "finished": "yes", "source": "x"},
-             {"studies": "b", "workflow_s": "900", "jobs_per_gpu": "8", "gpu": "H100", "finished": "no", "source": "y"}]
+    after = [measured("a", "1000", "yes"), measured("b", "900", "no")]
     text = gpu_time.table(config, tmp_path, after)
     assert "| a | - | no reference | 1,000 | alone |" in text
     assert "| b | - | no reference | 900 or more (unfinished) | alone |" in text
@@ -57,8 +63,9 @@ def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_pat
     study.mkdir()
     for log in ("snakemake.log", "snakemake.2.log"):  # each call's jobs: 43 + 61 + 60 + 5 = 169 job-seconds
         (study / log).write_text(LOG)
-    (study / "gpu.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB]\nt, 0, 0 %, 1\nt, 0, 50 %, 1\n")
-    (study / "gpu.2.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB]\nt, 0, 100 %, 1\nt, 0, 0 %, 1\n")
+    header = "timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
+    (study / "gpu.csv").write_text(header + "t, 0, 0 %, 1\nt, 0, 50 %, 1\n")
+    (study / "gpu.2.csv").write_text(header + "t, 0, 100 %, 1\nt, 0, 0 %, 1\n")
     (study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n3,9,2\n")
     row = gpu_time.breakdown(study, 200.0)
     assert row[:7] == ["s", "2", "1.7", "50% (mean 38%)", "2.0", "4.5", "2.0"]  # 338 / 200 jobs at once; 2 of 4 busy
@@ -66,8 +73,7 @@ def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_pat
 
 def test_every_study_measured_under_the_target_is_inconclusive_while_a_run_is_unfinished(tmp_path):
     config = {"name": "c", "studies": {"a": {}, "b": {}}}
-    after = [{"studies": "a", "workflow_s": "100", "jobs_per_gpu": "8", "gpu": "H100", "finished": "yes", "source": "x"},
-             {"studies": "b", "workflow_s": "100", "jobs_per_gpu": "8", "gpu": "H100", "finished": "no", "source": "y"}]
+    after = [measured("a", "100", "yes"), measured("b", "100", "no")]
     assert "**inconclusive**: a run unfinished" in gpu_time.table(config, tmp_path, after)
     after[1]["finished"] = "yes"
     assert "Target: the whole config in at most 30 GPU-minutes: **met**." in gpu_time.table(config, tmp_path, after)
