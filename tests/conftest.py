@@ -21,7 +21,6 @@ TEXT_INFO = DatasetInfo("tiny", "text_classification", "accuracy", 2)
 LM_INFO = DatasetInfo("tiny", "language_modeling", "perplexity")
 
 
-
 def load_file_module(relative: str) -> ModuleType:
     """A script or benchmark of the repository (not a package), imported from its file."""
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
