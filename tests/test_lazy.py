@@ -1,5 +1,6 @@
 """Start-up cost (issue 17): reading and validating a config, which loads every method and baseline, leaves
-pandas and networkx unimported; they load on first use, and then behave as the real modules."""
+pandas and networkx unimported, and what a training job imports leaves scikit-learn unimported; they load on
+first use, and then behave as the real modules."""
 
 import os
 import subprocess
@@ -14,6 +15,15 @@ def test_validating_the_default_config_imports_neither_pandas_nor_networkx():
              "print(sorted(m for m in ('pandas.core.frame', 'networkx.classes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[-2] == "[]", out.stdout + out.stderr
+
+
+def test_a_training_job_imports_no_sklearn_until_a_metric_is_computed():
+    probe = ("import sys; import slimbench.cli, slimbench.pipeline, slimbench.stages; "
+             "print('sklearn' in sys.modules); from slimbench.metrics.task import classification_metrics; "
+             "print(classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], 'f1'), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["False", "{'f1': 0.6666666666666666, 'accuracy': 0.75} True"], (
+        out.stdout + out.stderr)
 
 
 def test_a_lazy_module_runs_its_code_on_first_use_and_is_the_real_module(tmp_path):

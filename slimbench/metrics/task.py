@@ -1,5 +1,8 @@
 """Task metrics: GLUE's definitions computed with scikit-learn (``evaluate.load`` needs the hub), perplexity,
-and segmentation's mean IoU and pixel accuracy from a confusion matrix."""
+and segmentation's mean IoU and pixel accuracy from a confusion matrix.
+
+scikit-learn is imported on first use: its 1.5 s of imports (CPU) would otherwise start every training job,
+which never computes these metrics (issue 17: start-up per job)."""
 
 from __future__ import annotations
 
@@ -7,14 +10,25 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from slimbench.registry import Registry
 
-CLASSIFICATION_METRICS: Registry[Callable[[Sequence[int], Sequence[int]], float]] = Registry("metric")
-CLASSIFICATION_METRICS.add("accuracy", lambda y, p: float(accuracy_score(y, p)))
-CLASSIFICATION_METRICS.add("mcc", lambda y, p: float(matthews_corrcoef(y, p)))
-CLASSIFICATION_METRICS.add("f1", lambda y, p: float(f1_score(y, p)))
+Metric = Callable[[Sequence[int], Sequence[int]], float]
+
+
+def sklearn_metric(name: str) -> Metric:
+    """``sklearn.metrics.<name>`` as a float, imported when first computed."""
+    def compute(labels: Sequence[int], predictions: Sequence[int]) -> float:
+        from sklearn import metrics
+
+        return float(getattr(metrics, name)(labels, predictions))
+    return compute
+
+
+CLASSIFICATION_METRICS: Registry[Metric] = Registry("metric")
+CLASSIFICATION_METRICS.add("accuracy", sklearn_metric("accuracy_score"))
+CLASSIFICATION_METRICS.add("mcc", sklearn_metric("matthews_corrcoef"))
+CLASSIFICATION_METRICS.add("f1", sklearn_metric("f1_score"))
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int], primary: str) -> dict[str, float]:
