@@ -12,14 +12,14 @@ experiment=$results/smoke/skeleton/mnist_smoke/vit_micro/seed0/base+mlp_magnitud
 [ -f "$experiment/metrics.json" ] || (cd "$new" && PYTHONPATH=$new python -m slimbench.cli run --config config/smoke.yaml \
   --set "$set_json" "$experiment" > /dev/null 2>&1) || { echo "building the experiment failed"; exit 1; }
 { lscpu | grep -E "^Model name|^CPU\(s\)"; python -c "import torch, sklearn; print('torch', torch.__version__, 'scikit-learn', sklearn.__version__)"
-  echo "old: $(git -C "$old" rev-parse --short HEAD), $(git -C "$old" status --short | wc -l) changed files"
-  echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short | wc -l) changed files"
+  echo "old: $(git -C "$old" rev-parse --short HEAD), $(git -C "$old" status --short --untracked-files=no | wc -l) changed tracked files"
+  echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short --untracked-files=no | wc -l) changed tracked files"
 } > "$out/hardware.txt"
 for tree in old new; do  # once each, untimed (a warm-up too): does the job import scikit-learn?
   dir=$old; [ "$tree" = new ] && dir=$new
   (cd "$dir" && PYTHONPATH=$dir python -X importtime -m slimbench.cli compress --config config/smoke.yaml \
     --set "$set_json" "$experiment" > /dev/null 2> "$results/importtime_$tree.txt") || { echo "$tree failed"; exit 1; }
-  echo "$tree imports sklearn: $(grep -c '| sklearn$' "$results/importtime_$tree.txt")" >> "$out/hardware.txt"
+  echo "$tree imports sklearn: $(grep -c '| *sklearn$' "$results/importtime_$tree.txt")" >> "$out/hardware.txt"
 done
 echo "round,tree,process_s" > "$out/lazy_sklearn.csv"
 for round in $(seq "$rounds"); do
