@@ -56,6 +56,17 @@ def test_classification_metrics_match_definitions():
     assert classification_metrics(labels, preds, "f1")["f1"] == pytest.approx(2 / 3)
 
 
+def test_accuracy_is_sklearns_to_the_bit():
+    from sklearn.metrics import accuracy_score
+
+    generator = torch.Generator().manual_seed(0)
+    for size in (1, 7, 10_000, 12_345):
+        labels, preds = (torch.randint(0, 3, (size,), generator=generator).tolist() for _ in range(2))
+        assert classification_metrics(labels, preds, "accuracy")["accuracy"] == accuracy_score(labels, preds)
+    with pytest.raises(ValueError, match="as many predictions as labels"):
+        classification_metrics([0, 1], [0], "accuracy")
+
+
 def test_perplexity_is_exp_of_mean_nll():
     assert perplexity(math.log(7) * 10, 10)["perplexity"] == pytest.approx(7)
 
