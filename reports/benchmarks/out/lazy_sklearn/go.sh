@@ -18,8 +18,8 @@ job() {  # tree step [python options]: one job of the tree, its output discarded
     "$experiment" > /dev/null)
 }
 { lscpu | grep -E "^Model name|^CPU\(s\)"; python -c "import torch, sklearn; print('torch', torch.__version__, 'scikit-learn', sklearn.__version__)"
-  echo "old: $(git -C "$old" rev-parse --short HEAD), $(git -C "$old" status --short --untracked-files=no | wc -l) changed tracked files"
-  echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short --untracked-files=no | wc -l) changed tracked files"
+  echo "old: $(git -C "$old" rev-parse --short HEAD), $(git -C "$old" status --short --untracked-files=no -- . ":!reports/benchmarks/out" | wc -l) changed tracked files outside reports/benchmarks/out"
+  echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short --untracked-files=no -- . ":!reports/benchmarks/out" | wc -l) changed tracked files outside reports/benchmarks/out"
   for tree in old new; do  # once each, untimed (a warm-up too): does the job import scikit-learn?
     for step in compress evaluate; do
       job "$tree" "$step" -X importtime 2> "$results/importtime.txt" || { echo "$tree $step failed"; exit 1; }
