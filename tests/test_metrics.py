@@ -63,8 +63,9 @@ def test_accuracy_is_sklearns_to_the_bit():
     for size in (1, 7, 10_000, 12_345):
         labels, preds = (torch.randint(0, 3, (size,), generator=generator).tolist() for _ in range(2))
         assert classification_metrics(labels, preds, "accuracy")["accuracy"] == accuracy_score(labels, preds)
-    with pytest.raises(ValueError, match="as many predictions as labels"):
-        classification_metrics([0, 1], [0], "accuracy")
+    for labels, preds in (([0, 1], [0]), ([], [])):
+        with pytest.raises(ValueError, match="as many predictions as labels, at least one"):
+            classification_metrics(labels, preds, "accuracy")
 
 
 def test_perplexity_is_exp_of_mean_nll():

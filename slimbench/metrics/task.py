@@ -1,9 +1,9 @@
-"""Task metrics: GLUE's definitions computed with scikit-learn (``evaluate.load`` needs the hub), perplexity,
-and segmentation's mean IoU and pixel accuracy from a confusion matrix.
+"""Task metrics: GLUE's accuracy, MCC and F1 (``evaluate.load`` needs the hub), perplexity, and segmentation's
+mean IoU and pixel accuracy from a confusion matrix.
 
-Accuracy is the mean of ``label == prediction``, the same float as scikit-learn's ``accuracy_score``, so
-that training jobs and image evaluations never pay scikit-learn's 1.5 s of imports (CPU; issue 17, start-up per
-job); MCC and F1 import it when first computed."""
+Accuracy is the mean of ``label == prediction``, the same float as scikit-learn's ``accuracy_score``, so that
+training jobs and the evaluations scored by accuracy never pay scikit-learn's 1.5-2 s of imports (CPU; issue 17,
+start-up per job); MCC and F1 are scikit-learn's, imported when first computed."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def sklearn_metric(name: str) -> Metric:
 
 def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
     """The fraction of predictions equal to their label."""
-    if len(labels) != len(predictions) or not labels:
+    if len(labels) != len(predictions) or len(labels) == 0:
         raise ValueError(f"accuracy needs as many predictions as labels, at least one: got {len(predictions)} "
                          f"predictions for {len(labels)} labels.")
     return sum(label == guess for label, guess in zip(labels, predictions)) / len(labels)

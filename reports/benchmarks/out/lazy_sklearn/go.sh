@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 7, CPU: the process time of one `slimbench compress` job and one `slimbench evaluate` job (a smoke
+# Session 7, CPU: the wall time of one `slimbench compress` job and one `slimbench evaluate` job (a smoke
 # experiment), old tree (scikit-learn imported by every job) against new (accuracy computed without it, MCC and F1
 # import it when first computed), interleaved, same machine.
 #   bash reports/benchmarks/out/lazy_sklearn/go.sh OLD_TREE NEW_TREE ROUNDS RESULTS
@@ -22,7 +22,8 @@ job() {  # tree step [python options]: one job of the tree, its output discarded
   echo "new: $(git -C "$new" rev-parse --short HEAD), $(git -C "$new" status --short --untracked-files=no -- . ":!reports/benchmarks/out" | wc -l) changed tracked files outside reports/benchmarks/out"
   for tree in old new; do  # once each, untimed (a warm-up too): does the job import scikit-learn?
     for step in compress evaluate; do
-      job "$tree" "$step" -X importtime 2> "$results/importtime.txt" || { echo "$tree $step failed"; exit 1; }
+      job "$tree" "$step" -X importtime 2> "$results/importtime.txt" \
+        || { echo "$tree $step failed: $results/importtime.txt" >&2; exit 1; }
       echo "$tree $step imports sklearn: $(grep -c '| *sklearn$' "$results/importtime.txt")"
     done
   done
@@ -32,7 +33,8 @@ for round in $(seq "$rounds"); do
   for tree in old new; do
     for step in compress evaluate; do
       start=$(date +%s.%N)
-      job "$tree" "$step" 2> /dev/null || { echo "$tree $step failed"; exit 1; }
+      job "$tree" "$step" 2> "$results/stderr.txt" \
+        || { echo "$tree $step failed: $results/stderr.txt" >&2; exit 1; }
       echo "$round,$tree,$step,$(python -c "print(round($(date +%s.%N) - $start, 2))")" >> "$out/lazy_sklearn.csv"
     done
   done
