@@ -24,8 +24,8 @@ def test_sklearn_is_imported_by_neither_a_training_job_nor_accuracy_but_by_f1():
              "print(metrics([0, 1, 1, 0], [0, 1, 0, 0], 'accuracy'), 'sklearn' in sys.modules); "
              "print(metrics([0, 1, 1, 0], [0, 1, 0, 0], 'f1'), 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["{'accuracy': 0.75} False", "{'f1': 0.6666666666666666, 'accuracy': 0.75} True"], (
-        out.stdout + out.stderr)
+    assert out.stdout.splitlines() == ["{'accuracy': 0.75} False",
+                                       "{'f1': 0.6666666666666666, 'accuracy': 0.75} True"], out.stdout + out.stderr
 
 
 def test_a_lazy_module_runs_its_code_on_first_use_and_is_the_real_module(tmp_path):
