@@ -18,8 +18,10 @@ Where a study ran alone and its folder beside ``after.csv`` holds the call's ``s
 (nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu*.csv`` per
 call), a second table says where its time went: jobs running at once on average (summed durations of the
 finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with the
-GPU busy, and per experiment the median stage, evaluation (``wall_time_s - stage_time_s``) and memory-probe
-times, and the median Snakemake job duration per rule (in-process time plus start-up).
+GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
+(``wall_time_s - stage_time_s``) and memory-probe times, and the median Snakemake job duration per rule (in-process
+time plus start-up). The kernel seconds add up to a floor for running those studies together: without MPS the GPU
+time-slices between processes and never runs two processes' kernels at once.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def breakdown(folder: Path, wall: float) -> list[str]:
                          for rule in ("base", "compress", "evaluate") if durations[rule])
     return [folder.name, str(len(runs)), f"{sum(e - s for _, s, e in spans) / wall:.1f}",
             f"{sum(b > 0 for b in busy) / len(busy):.0%} (mean {statistics.mean(busy):.0f}%)",
+            f"{statistics.mean(busy) / 100 * wall:.0f}",
             f"{runs['stage_time_s'].median():.1f}", f"{(runs['wall_time_s'] - runs['stage_time_s']).median():.1f}",
             f"{runs['probe_time_s'].median():.1f}", per_rule]
 
@@ -130,9 +133,13 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
             if (root / row["studies"] / "snakemake.log").exists()]
     if not rows:
         return ""
-    lines = ["", "| study (alone) | experiments | jobs at once | GPU busy (5 s samples) | stage s | evaluation s | "
-             "memory probe s | median job duration (jobs) |", "|---|---|---|---|---|---|---|---|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+    lines = ["", "| study (alone) | experiments | jobs at once | GPU busy (5 s samples) | kernel s | stage s | "
+             "evaluation s | memory probe s | median job duration (jobs) |", "|---|---|---|---|---|---|---|---|---|"]
+    kernel = sum(float(row[4]) for row in rows)
+    floor = (f"Kernel s: the mean utilisation times the wall time, an estimate of the seconds with a kernel running. "
+             f"Without MPS the GPU runs one process's kernels at a time, so these studies run together would need "
+             f"about {kernel:,.0f} s ({kernel / 60:.1f} min) or more in eager mode, however well packed.")
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows] + ["", floor]) + "\n"
 
 
 def main() -> None:

@@ -167,15 +167,27 @@ def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.Mo
     return model_memory.ModelMemoryProbe(sorted(modules))
 
 
+def base_model(ws: Workspace, model: nn.Module, device: torch.device) -> nn.Module:
+    """The study's base model (the chain prefix ``base``, built first) on ``device``, to pair latencies with;
+    the base itself is paired with itself (an A/A check: its interval shows the noise floor)."""
+    return model if ws.exp.prefix is None else checkpoint.load_model(ws.directory(ws.exp.base) / MODEL_DIR, device)[0]
+
+
 def paired_against_base(ws: Workspace, model: nn.Module, forward: Any) -> dict[str, Any]:
-    """CPU latency interleaved call by call with the study's base model (the chain prefix ``base``, built
-    first), at the latency batch and threads; the base itself is paired with itself (an A/A check: its
-    interval shows the noise floor)."""
+    """CPU latency interleaved call by call with the base, at the latency batch and threads."""
     latency = ws.evaluation["latency"]
     cpu = torch.device("cpu")
-    base = model if ws.exp.prefix is None else checkpoint.load_model(ws.directory(ws.exp.base) / MODEL_DIR, cpu)[0]
-    return cost.paired_latency(forward, example_forward(ws, base, latency["batch_size"], cpu), latency["threads"],
-                               latency["paired"], latency["warmup"], latency["batch_size"])
+    return cost.paired_latency(forward, example_forward(ws, base_model(ws, model, cpu), latency["batch_size"], cpu),
+                               latency["threads"], latency["paired"], latency["warmup"], latency["batch_size"])
+
+
+def paired_cuda_against_base(ws: Workspace, model: nn.Module) -> dict[str, Any]:
+    """GPU latency interleaved call by call with the base at the evaluation batch, where structured pruning's
+    speed-up is set against its FLOPs (the ``gpu_speedup`` table)."""
+    latency, batch = ws.evaluation["latency"], ws.evaluation["batch_size"]
+    forward, base = (example_forward(ws, m, batch, ws.device) for m in (model, base_model(ws, model, ws.device)))
+    return {**cost.paired_cuda_latency(forward, base, ws.device, latency["paired"], latency["warmup"]),
+            "latency_cuda_vs_base_batch": batch}
 
 
 def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]],
@@ -219,6 +231,8 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[
         gpu_model = model.to(ws.device)
         gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
         out["peak_cuda_mib"] = cost.peak_memory(gpu, ws.device)["peak_cuda_mib"]
+        if latency["paired"]:
+            out.update(paired_cuda_against_base(ws, gpu_model))
     return out
 
 

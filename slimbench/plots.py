@@ -122,7 +122,10 @@ def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Measured GPU speed-up beside the FLOPs ratio: per chain, the same seed's uncompressed model's FLOPs and
     CUDA latency divided by the chain's, at batch 1 and at the large evaluation batch, and ``large_over_flops`` =
     large-batch speed-up / FLOPs ratio (1 = as fast as the FLOPs promise); mean and std over seeds. Runs
-    evaluated without a GPU have no CUDA latency: their speed-ups are empty, the FLOPs ratio stays."""
+    evaluated without a GPU have no CUDA latency: their speed-ups are empty, the FLOPs ratio stays. Where the runs
+    paired their GPU calls with the base (``latency_cuda_vs_base_ratio``), ``speedup_paired`` = 1 / that ratio and
+    ``paired_over_flops`` follow: the speed-up to read when several jobs shared the GPU, since the two
+    single-model medians were then timed minutes apart under different neighbours."""
     needed = ["flops", "latency_cuda_ms", "latency_cuda_large_ms"]
     frame = frame.assign(**{c: float("nan") for c in needed if c not in frame})
     keys = ["dataset", "model", "seed"]
@@ -134,9 +137,14 @@ def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         "speedup_batch1": rows["latency_cuda_ms_base"] / rows["latency_cuda_ms"],
         "speedup_large": rows["latency_cuda_large_ms_base"] / rows["latency_cuda_large_ms"]})
     ratios["large_over_flops"] = ratios["speedup_large"] / ratios["flops_ratio"]
+    spread = ["speedup_large", "large_over_flops"]
+    if "latency_cuda_vs_base_ratio" in frame:
+        ratios["speedup_paired"] = 1 / rows["latency_cuda_vs_base_ratio"]
+        ratios["paired_over_flops"] = ratios["speedup_paired"] / ratios["flops_ratio"]
+        spread += ["speedup_paired", "paired_over_flops"]
     grouped = ratios.groupby(IDENTITY, sort=False)
     summary = grouped.mean()
-    for column in ("speedup_large", "large_over_flops"):
+    for column in spread:
         summary.insert(list(summary.columns).index(column) + 1, f"{column}_std", grouped[column].std())
     summary.insert(0, "seeds", grouped.size())
     if "latency_cuda_large_batch" in frame:

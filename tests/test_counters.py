@@ -175,6 +175,40 @@ def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
     assert out["latency_vs_base_ci_low"] <= 1.025 <= out["latency_vs_base_ci_high"]
 
 
+def test_paired_cuda_latency_times_each_call_by_its_events_and_waits_for_it(monkeypatch) -> None:
+    """CUDA events faked on a clock that the two models' calls advance: A takes 4 ms, B 2 ms, and a neighbour's
+    load doubles both calls of the 2nd pair; each call's end is waited for before the next call starts."""
+    now, log = [0.0], []
+    durations = {"A": iter([4, 4, 8, 4]), "B": iter([2, 2, 4, 2])}  # warm-up pair first, then A B, B A, A B
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+
+        def record(self) -> None:
+            self.at = now[0]
+            log.append("record")
+
+        def elapsed_time(self, end: "Event") -> float:
+            return end.at - self.at
+
+    def timed(name: str):
+        def call() -> None:
+            log.append(name)
+            now[0] += next(durations[name])
+        return call
+
+    monkeypatch.setattr(cost.torch.cuda, "Event", Event)
+    monkeypatch.setattr(cost.torch.cuda, "synchronize", lambda device: log.append("sync"))
+    out = cost.paired_cuda_latency(timed("A"), timed("B"), torch.device("cuda"), pairs=3, warmup=1, resamples=100)
+    timed_call = ["record", "{}", "record", "sync"]
+    assert log == ["A", "B"] + [step.format(name) for name in "ABBAAB" for step in timed_call]
+    assert out["latency_cuda_vs_base_ratio"] == pytest.approx(2.0)  # 4/2, 8/4, 4/2
+    assert out["latency_cuda_vs_base_ci_low"] == out["latency_cuda_vs_base_ci_high"] == pytest.approx(2.0)
+    assert out["latency_cuda_vs_base_pairs"] == 3
+    assert (out["latency_cuda_paired_ms"], out["latency_cuda_paired_base_ms"]) == (4.0, 2.0)
+
+
 def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency_with_the_base(tmp_path) -> None:
     """A tiny minimal transformer (a model family a plugin registers, so the probe must import it) fits 256 MiB;
     the evaluating process (torch, data, ~900 MiB RSS) would not."""

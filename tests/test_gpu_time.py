@@ -1,7 +1,7 @@
 """benchmarks/gpu_time.py reads job durations from a Snakemake log: checked on a log written by hand in
 Snakemake 9's format (two jobs started at once, finished 43 s and 61 s later; a third 1 min after, then a
-checkpoint), also over several calls of a resumed run; and its verdict against the 30 minutes, with runs that
-did not finish counted as lower bounds."""
+checkpoint), also over several calls of a resumed run; the kernel seconds from utilisation samples, worked out
+by hand; and its verdict against the 30 minutes, with runs that did not finish counted as lower bounds."""
 
 from conftest import load_file_module
 
@@ -68,7 +68,19 @@ def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_pat
     (study / "gpu.2.csv").write_text(header + "t, 0, 100 %, 1\nt, 0, 0 %, 1\n")
     (study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n3,9,2\n")
     row = gpu_time.breakdown(study, 200.0)
-    assert row[:7] == ["s", "2", "1.7", "50% (mean 38%)", "2.0", "4.5", "2.0"]  # 338 / 200 jobs at once; 2 of 4 busy
+    # 338 / 200 jobs at once; 2 of 4 samples busy, mean 37.5 %, so 0.375 x 200 s = 75 kernel seconds
+    assert row[:8] == ["s", "2", "1.7", "50% (mean 38%)", "75", "2.0", "4.5", "2.0"]
+
+
+def test_kernel_seconds_add_up_over_the_studies_as_a_floor_for_running_them_together(tmp_path):
+    header = "timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
+    for study, samples in (("a", "20 %"), ("b", "60 %")):
+        (tmp_path / study).mkdir()
+        (tmp_path / study / "snakemake.log").write_text(LOG)
+        (tmp_path / study / "gpu.csv").write_text(header + f"t, 0, {samples}, 1\n")
+        (tmp_path / study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n")
+    text = gpu_time.breakdowns(tmp_path, [measured("a", "300", "yes"), measured("b", "150", "yes")])
+    assert "about 150 s (2.5 min)" in text  # 0.2 x 300 s + 0.6 x 150 s
 
 
 def test_every_study_measured_under_the_target_is_inconclusive_while_a_run_is_unfinished(tmp_path):

@@ -50,6 +50,25 @@ def test_gpu_speedup_divides_the_same_seeds_base_by_hand() -> None:
     cpu = TABLES.get("gpu_speedup").make(frame.drop(columns=["latency_cuda_ms", "latency_cuda_large_ms"]),
                                          "accuracy").iloc[0]  # evaluated without a GPU: no speed-up, FLOPs kept
     assert cpu["flops_ratio"] == pytest.approx(2.0) and pd.isna(cpu["speedup_large"])
+    assert "speedup_paired" not in cpu  # runs that did not pair their GPU calls: no empty columns
+
+
+def test_gpu_speedup_reads_the_paired_ratio_where_the_runs_have_one() -> None:
+    from slimbench.plots import TABLES
+
+    def run(chain: str, seed: int, flops: float, large: float, paired: float) -> dict:
+        return {"dataset": "d", "model": "m", "chain": chain, "seed": seed, "accuracy": 0.9, "flops": flops,
+                "latency_cuda_ms": 1.0, "latency_cuda_large_ms": large, "latency_cuda_vs_base_ratio": paired}
+
+    # the pruned model's single-run medians timed under a neighbour's load: 100 -> 300 ms, a "speed-up" of 1/3;
+    # paired call by call with its base, it takes 0.6 and 0.5 of the base's time
+    frame = pd.DataFrame([run("base", 0, 100.0, 100.0, 1.0), run("base+p-0.5", 0, 50.0, 300.0, 0.6),
+                          run("base", 1, 100.0, 100.0, 1.0), run("base+p-0.5", 1, 50.0, 100.0, 0.5)])
+    row = TABLES.get("gpu_speedup").make(frame, "accuracy").iloc[0]
+    assert row["speedup_large"] == pytest.approx((1 / 3 + 1.0) / 2)
+    assert row["speedup_paired"] == pytest.approx((1 / 0.6 + 2.0) / 2)  # 1.6667 and 2
+    assert row["paired_over_flops"] == pytest.approx((1 / 0.6 / 2 + 1.0) / 2)
+    assert row["paired_over_flops_std"] == pytest.approx(abs(1 / 1.2 - 1.0) / 2 ** 0.5)
 
 
 def test_metric_vs_flops_plots_each_panels_own_metric() -> None:

@@ -8,9 +8,9 @@ Latency and memory are measurements, so they belong in benchmarks and reports, n
 latency goes through ``torch.utils.benchmark.Timer`` (it sets the thread count for the measurement and
 returns median and interquartile range); GPU latency through CUDA events around each call, which time the
 GPU's own timeline without a host synchronization inside the measurement. A difference between two models
-is read from :func:`paired_latency` (calls interleaved with the base, ratio with an interval), not from two
-medians taken minutes apart. This process's RSS (:func:`peak_memory`) is a whole-process figure; a model's
-own memory comes from a fresh process (``slimbench/metrics/model_memory.py``).
+is read from :func:`paired_latency` and :func:`paired_cuda_latency` (calls interleaved with the base, ratio with
+an interval), not from two medians taken minutes apart. This process's RSS (:func:`peak_memory`) is a
+whole-process figure; a model's own memory comes from a fresh process (``slimbench/metrics/model_memory.py``).
 """
 
 from __future__ import annotations
@@ -141,35 +141,74 @@ def latency_record(forward_at: Callable[[int, torch.device], Forward], device: t
     return out
 
 
+def interleave(forward: Forward, base_forward: Forward, pairs: int, warmup: int,
+               time_call: Callable[[Forward], float]) -> tuple[list[float], list[float]]:
+    """The milliseconds of ``pairs`` calls of each model, interleaved A B, B A, A B, ... after ``warmup`` untimed
+    pairs; ``time_call(call)`` runs one call and returns its milliseconds. The order alternates because the second
+    call of a pair runs on warmer caches (a model paired with itself came out 8% slower first on the CPU)."""
+    if pairs < 1:
+        raise ValueError(f"paired latency needs at least one pair, got {pairs}")
+    own: list[float] = []
+    base: list[float] = []
+    for _ in range(warmup):
+        forward(), base_forward()
+    for pair in range(pairs):
+        order = ((forward, own), (base_forward, base))
+        for call, times in order[::-1] if pair % 2 else order:
+            times.append(time_call(call))
+    return own, base
+
+
+def ratio_summary(prefix: str, own: list[float], base: list[float], resamples: int) -> dict[str, float]:
+    """The median of the pairs' ratios own/base with a 95% percentile-bootstrap interval of that median
+    (``resamples`` resamples of the pairs, seed 0), and both models' median milliseconds."""
+    ratios = np.array(own) / np.array(base)
+    medians = np.median(np.random.default_rng(0).choice(ratios, (resamples, len(ratios))), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return {f"{prefix}_ratio": float(np.median(ratios)), f"{prefix}_ci_low": float(low),
+            f"{prefix}_ci_high": float(high), f"{prefix}_pairs": len(ratios)}
+
+
 def paired_latency(forward: Forward, base_forward: Forward, num_threads: int, pairs: int, warmup: int = 3,
                    batch_size: int = 1, resamples: int = 2000, clock: Callable[[], float] = time.perf_counter
                    ) -> dict[str, float]:
-    """CPU latency of a model against its base, interleaved call by call (A B, B A, A B, ...): each pair's
+    """CPU latency of a model against its base, interleaved call by call (:func:`interleave`): each pair's
     ratio A/B sees the same machine state, so load and frequency drift cancel, where one median per model (the
-    single-run ``latency_cpu_ms``) does not; the order alternates because the second call of a pair runs on
-    warmer caches (a model paired with itself came out 8% slower first). Reports the median ratio with a 95% percentile-bootstrap interval
-    of that median (``resamples`` resamples of the pairs, seed 0), both medians and frames per second
-    (``batch_size`` x 1000 / median ms). ``clock`` is for tests."""
-    if pairs < 1:
-        raise ValueError(f"paired latency needs at least one pair, got {pairs}")
-    own, base = [], []
+    single-run ``latency_cpu_ms``) does not. Reports the median ratio with its interval (:func:`ratio_summary`),
+    both medians and frames per second (``batch_size`` x 1000 / median ms). ``clock`` is for tests."""
+
+    def time_call(call: Forward) -> float:
+        start = clock()
+        call()
+        return (clock() - start) * 1e3
+
     with threads(num_threads), torch.no_grad():
-        for _ in range(warmup):
-            forward(), base_forward()
-        for pair in range(pairs):
-            order = ((forward, own), (base_forward, base))
-            for call, times in order[::-1] if pair % 2 else order:
-                start = clock()
-                call()
-                times.append((clock() - start) * 1e3)
-    ratios = np.array(own) / np.array(base)
-    medians = np.median(np.random.default_rng(0).choice(ratios, (resamples, pairs)), axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
+        own, base = interleave(forward, base_forward, pairs, warmup, time_call)
     own_ms = statistics.median(own)
-    return {"latency_vs_base_ratio": float(np.median(ratios)), "latency_vs_base_ci_low": float(low),
-            "latency_vs_base_ci_high": float(high), "latency_vs_base_pairs": pairs,
-            "latency_paired_ms": own_ms, "latency_paired_base_ms": statistics.median(base),
-            "fps_cpu": batch_size * 1e3 / own_ms}
+    return {**ratio_summary("latency_vs_base", own, base, resamples), "latency_paired_ms": own_ms,
+            "latency_paired_base_ms": statistics.median(base), "fps_cpu": batch_size * 1e3 / own_ms}
+
+
+@torch.no_grad()
+def paired_cuda_latency(forward: Forward, base_forward: Forward, device: torch.device, pairs: int, warmup: int = 3,
+                        resamples: int = 2000) -> dict[str, float]:
+    """GPU latency of a model against its base, interleaved call by call as :func:`paired_latency` does on the
+    CPU; each call is timed by CUDA events and waited for, so the two calls of a pair never overlap. Jobs packed
+    on one GPU take turns on it, so a single model's median (:func:`latency_record`) depends on what the other
+    jobs were doing at that moment, and its base was timed by another process, earlier; a pair's two calls see
+    the same neighbours. Reports ``latency_cuda_vs_base_*`` (:func:`ratio_summary`) and both medians."""
+
+    def time_call(call: Forward) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end)
+
+    own, base = interleave(forward, base_forward, pairs, warmup, time_call)
+    return {**ratio_summary("latency_cuda_vs_base", own, base, resamples),
+            "latency_cuda_paired_ms": statistics.median(own), "latency_cuda_paired_base_ms": statistics.median(base)}
 
 
 class RssSampler:
