@@ -20,8 +20,8 @@ call), a second table says where its time went: jobs running at once on average 
 finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with the
 GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
 (``wall_time_s - stage_time_s``) and memory-probe times, and the median Snakemake job duration per rule (in-process
-time plus start-up). The kernel seconds add up to a floor for running those studies together: without MPS the GPU
-time-slices between processes and never runs two processes' kernels at once.
+time plus start-up). The kernel seconds add up to an estimated floor for running those studies together: without
+MPS the GPU time-slices between processes and never runs two processes' kernels at once.
 """
 
 from __future__ import annotations
@@ -109,12 +109,23 @@ def job_spans(log: Path) -> list[tuple[str, float, float]]:
     return spans
 
 
-def breakdown(folder: Path, wall: float) -> list[str]:
-    spans = [span for log in sorted(folder.glob("snakemake*.log")) for span in job_spans(log)]
+def utilisation(folder: Path) -> list[float]:
+    """The ``utilization.gpu`` percentages of every nvidia-smi sample in the study's ``gpu*.csv`` files."""
     busy = []
     for samples in sorted(folder.glob("gpu*.csv")):
         with samples.open() as handle:
             busy += [float(row[2].strip().rstrip(" %")) for row in list(csv.reader(handle))[1:]]
+    return busy
+
+
+def kernel_seconds(folder: Path, wall: float) -> float:
+    """Seconds with a kernel running, estimated as the mean utilisation times the wall time."""
+    return statistics.mean(utilisation(folder)) / 100 * wall
+
+
+def breakdown(folder: Path, wall: float) -> list[str]:
+    spans = [span for log in sorted(folder.glob("snakemake*.log")) for span in job_spans(log)]
+    busy = utilisation(folder)
     runs = read_runs(folder / RUNS_FILE)
     durations = defaultdict(list)
     for rule, start, end in spans:
@@ -123,22 +134,24 @@ def breakdown(folder: Path, wall: float) -> list[str]:
                          for rule in ("base", "compress", "evaluate") if durations[rule])
     return [folder.name, str(len(runs)), f"{sum(e - s for _, s, e in spans) / wall:.1f}",
             f"{sum(b > 0 for b in busy) / len(busy):.0%} (mean {statistics.mean(busy):.0f}%)",
-            f"{statistics.mean(busy) / 100 * wall:.0f}",
+            f"{kernel_seconds(folder, wall):.0f}",
             f"{runs['stage_time_s'].median():.1f}", f"{(runs['wall_time_s'] - runs['stage_time_s']).median():.1f}",
             f"{runs['probe_time_s'].median():.1f}", per_rule]
 
 
 def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
-    rows = [breakdown(root / row["studies"], float(row["workflow_s"])) for row in after
-            if (root / row["studies"] / "snakemake.log").exists()]
-    if not rows:
+    alone = [(root / row["studies"], float(row["workflow_s"])) for row in after
+             if (root / row["studies"] / "snakemake.log").exists()]
+    if not alone:
         return ""
     lines = ["", "| study (alone) | experiments | jobs at once | GPU busy (5 s samples) | kernel s | stage s | "
              "evaluation s | memory probe s | median job duration (jobs) |", "|---|---|---|---|---|---|---|---|---|"]
-    kernel = sum(float(row[4]) for row in rows)
-    floor = (f"Kernel s: the mean utilisation times the wall time, an estimate of the seconds with a kernel running. "
-             f"Without MPS the GPU runs one process's kernels at a time, so these studies run together would need "
-             f"about {kernel:,.0f} s ({kernel / 60:.1f} min) or more in eager mode, however well packed.")
+    rows = [breakdown(folder, wall) for folder, wall in alone]
+    kernel = sum(kernel_seconds(folder, wall) for folder, wall in alone)
+    floor = (f"Kernel s: the mean utilisation times the wall time, an estimate of the seconds with a kernel running "
+             f"(each sample covers a fraction of a second of its 5 s). Without MPS the GPU runs one process's kernels "
+             f"at a time, so these studies run together would need about {kernel:,.0f} s ({kernel / 60:.1f} min) or "
+             f"more in eager mode, however well packed: an estimated floor.")
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows] + ["", floor]) + "\n"
 
 

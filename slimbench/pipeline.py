@@ -185,8 +185,9 @@ def paired_cuda_against_base(ws: Workspace, model: nn.Module) -> dict[str, Any]:
     """GPU latency interleaved call by call with the base at the evaluation batch, where structured pruning's
     speed-up is set against its FLOPs (the ``gpu_speedup`` table)."""
     latency, batch = ws.evaluation["latency"], ws.evaluation["batch_size"]
-    forward, base = (example_forward(ws, m, batch, ws.device) for m in (model, base_model(ws, model, ws.device)))
-    return {**cost.paired_cuda_latency(forward, base, ws.device, latency["paired"], latency["warmup"]),
+    forward = example_forward(ws, model, batch, ws.device)
+    base_forward = example_forward(ws, base_model(ws, model, ws.device), batch, ws.device)
+    return {**cost.paired_cuda_latency(forward, base_forward, ws.device, latency["paired_cuda"], latency["warmup"]),
             "latency_cuda_vs_base_batch": batch}
 
 
@@ -231,7 +232,7 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[
         gpu_model = model.to(ws.device)
         gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
         out["peak_cuda_mib"] = cost.peak_memory(gpu, ws.device)["peak_cuda_mib"]
-        if latency["paired"]:
+        if latency.get("paired_cuda"):
             out.update(paired_cuda_against_base(ws, gpu_model))
     return out
 

@@ -177,7 +177,7 @@ def test_paired_latency_interval_is_the_bootstrap_of_the_median_ratio() -> None:
 
 def test_paired_cuda_latency_times_each_call_by_its_events_and_waits_for_it(monkeypatch) -> None:
     """CUDA events faked on a clock that the two models' calls advance: A takes 4 ms, B 2 ms, and a neighbour's
-    load doubles both calls of the 2nd pair; each call's end is waited for before the next call starts."""
+    load doubles both calls of the 2nd pair; the warm-up and each timed call are waited for before the next call."""
     now, log = [0.0], []
     durations = {"A": iter([4, 4, 8, 4]), "B": iter([2, 2, 4, 2])}  # warm-up pair first, then A B, B A, A B
 
@@ -202,11 +202,49 @@ def test_paired_cuda_latency_times_each_call_by_its_events_and_waits_for_it(monk
     monkeypatch.setattr(cost.torch.cuda, "synchronize", lambda device: log.append("sync"))
     out = cost.paired_cuda_latency(timed("A"), timed("B"), torch.device("cuda"), pairs=3, warmup=1, resamples=100)
     timed_call = ["record", "{}", "record", "sync"]
-    assert log == ["A", "B"] + [step.format(name) for name in "ABBAAB" for step in timed_call]
+    assert log == ["A", "B", "sync"] + [step.format(name) for name in "ABBAAB" for step in timed_call]
     assert out["latency_cuda_vs_base_ratio"] == pytest.approx(2.0)  # 4/2, 8/4, 4/2
     assert out["latency_cuda_vs_base_ci_low"] == out["latency_cuda_vs_base_ci_high"] == pytest.approx(2.0)
     assert out["latency_cuda_vs_base_pairs"] == 3
     assert (out["latency_cuda_paired_ms"], out["latency_cuda_paired_base_ms"]) == (4.0, 2.0)
+
+
+def test_gpu_pairing_loads_the_base_from_its_folder_onto_the_gpu_and_times_at_the_evaluation_batch(monkeypatch):
+    """The wiring of ``pipeline.paired_cuda_against_base``, on stand-ins (no GPU here): the compressed model is
+    paired with the base loaded from the base's own folder onto the evaluation device, both called on a batch of
+    the evaluation's size, with latency.paired_cuda pairs and latency.warmup warm-up pairs."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from slimbench import pipeline
+
+    loaded, calls, timed = [], [], {}
+    compressed, base = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    def load_model(path, device):
+        loaded.append((path, device))
+        return base, {}
+
+    def paired_cuda_latency(forward, base_forward, device, pairs, warmup):
+        forward(), base_forward()
+        timed.update(device=device, pairs=pairs, warmup=warmup)
+        return {"latency_cuda_vs_base_ratio": 0.5}
+
+    task = SimpleNamespace(loader=lambda split, size: iter([f"{split} batch of {size}"]),
+                           to_device=lambda batch, device: (batch, device),
+                           logits=lambda model, batch: calls.append((model, batch)))
+    ws = SimpleNamespace(evaluation={"batch_size": 256, "latency": {"paired_cuda": 7, "warmup": 2}},
+                         device=torch.device("cuda"), task=task, splits=SimpleNamespace(eval="eval"),
+                         exp=SimpleNamespace(prefix="base", base="the base"),
+                         directory=lambda name: Path("results") / name)
+    monkeypatch.setattr(pipeline.checkpoint, "load_model", load_model)
+    monkeypatch.setattr(pipeline.cost, "paired_cuda_latency", paired_cuda_latency)
+    out = pipeline.paired_cuda_against_base(ws, compressed)
+    assert loaded == [(Path("results") / "the base" / "model", torch.device("cuda"))]
+    batch = ("eval batch of 256", torch.device("cuda"))
+    assert calls == [(compressed, batch), (base, batch)]
+    assert timed == {"device": torch.device("cuda"), "pairs": 7, "warmup": 2}
+    assert out == {"latency_cuda_vs_base_ratio": 0.5, "latency_cuda_vs_base_batch": 256}
 
 
 def test_evaluation_judges_the_budget_on_the_models_own_memory_and_pairs_latency_with_the_base(tmp_path) -> None:

@@ -161,7 +161,7 @@ def interleave(forward: Forward, base_forward: Forward, pairs: int, warmup: int,
 
 def ratio_summary(prefix: str, own: list[float], base: list[float], resamples: int) -> dict[str, float]:
     """The median of the pairs' ratios own/base with a 95% percentile-bootstrap interval of that median
-    (``resamples`` resamples of the pairs, seed 0), and both models' median milliseconds."""
+    (``resamples`` resamples of the pairs, seed 0), and the number of pairs."""
     ratios = np.array(own) / np.array(base)
     medians = np.median(np.random.default_rng(0).choice(ratios, (resamples, len(ratios))), axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
@@ -193,10 +193,12 @@ def paired_latency(forward: Forward, base_forward: Forward, num_threads: int, pa
 def paired_cuda_latency(forward: Forward, base_forward: Forward, device: torch.device, pairs: int, warmup: int = 3,
                         resamples: int = 2000) -> dict[str, float]:
     """GPU latency of a model against its base, interleaved call by call as :func:`paired_latency` does on the
-    CPU; each call is timed by CUDA events and waited for, so the two calls of a pair never overlap. Jobs packed
-    on one GPU take turns on it, so a single model's median (:func:`latency_record`) depends on what the other
-    jobs were doing at that moment, and its base was timed by another process, earlier; a pair's two calls see
-    the same neighbours. Reports ``latency_cuda_vs_base_*`` (:func:`ratio_summary`) and both medians."""
+    CPU. On a GPU shared by several jobs, a single model's median (:func:`latency_record`) depends on what the
+    others were doing at that moment, and its base was timed by another process, earlier; a pair's two calls see
+    the same neighbours. Each call is timed by CUDA events and waited for (the warm-up too), so every call starts
+    on an idle GPU and its time includes the host's launch gaps: ``latency_cuda_paired_ms`` is not
+    comparable with the back-to-back ``latency_cuda_large_ms``. Reports ``latency_cuda_vs_base_*``
+    (:func:`ratio_summary`) and both medians."""
 
     def time_call(call: Forward) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -206,7 +208,10 @@ def paired_cuda_latency(forward: Forward, base_forward: Forward, device: torch.d
         torch.cuda.synchronize(device)
         return start.elapsed_time(end)
 
-    own, base = interleave(forward, base_forward, pairs, warmup, time_call)
+    for _ in range(warmup):
+        forward(), base_forward()
+    torch.cuda.synchronize(device)
+    own, base = interleave(forward, base_forward, pairs, 0, time_call)
     return {**ratio_summary("latency_cuda_vs_base", own, base, resamples),
             "latency_cuda_paired_ms": statistics.median(own), "latency_cuda_paired_base_ms": statistics.median(base)}
 
