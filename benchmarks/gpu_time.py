@@ -118,9 +118,9 @@ def utilisation(folder: Path) -> list[float]:
     return busy
 
 
-def kernel_seconds(folder: Path, wall: float) -> float:
-    """Seconds with a kernel running, estimated as the mean utilisation times the wall time."""
-    return statistics.mean(utilisation(folder)) / 100 * wall
+def kernel_seconds(busy: list[float], wall: float) -> float:
+    """Seconds with a kernel running, estimated as the mean utilisation of the samples ``busy`` times the wall time."""
+    return statistics.mean(busy) / 100 * wall
 
 
 def breakdown(folder: Path, wall: float) -> list[str]:
@@ -134,7 +134,7 @@ def breakdown(folder: Path, wall: float) -> list[str]:
                          for rule in ("base", "compress", "evaluate") if durations[rule])
     return [folder.name, str(len(runs)), f"{sum(e - s for _, s, e in spans) / wall:.1f}",
             f"{sum(b > 0 for b in busy) / len(busy):.0%} (mean {statistics.mean(busy):.0f}%)",
-            f"{kernel_seconds(folder, wall):.0f}",
+            f"{kernel_seconds(busy, wall):.0f}",
             f"{runs['stage_time_s'].median():.1f}", f"{(runs['wall_time_s'] - runs['stage_time_s']).median():.1f}",
             f"{runs['probe_time_s'].median():.1f}", per_rule]
 
@@ -147,7 +147,7 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
     lines = ["", "| study (alone) | experiments | jobs at once | GPU busy (5 s samples) | kernel s | stage s | "
              "evaluation s | memory probe s | median job duration (jobs) |", "|---|---|---|---|---|---|---|---|---|"]
     rows = [breakdown(folder, wall) for folder, wall in alone]
-    kernel = sum(kernel_seconds(folder, wall) for folder, wall in alone)
+    kernel = sum(kernel_seconds(utilisation(folder), wall) for folder, wall in alone)
     floor = (f"Kernel s: the mean utilisation times the wall time, an estimate of the seconds with a kernel running "
              f"(each sample covers a fraction of a second of its 5 s). Without MPS the GPU runs one process's kernels "
              f"at a time, so these studies run together would need about {kernel:,.0f} s ({kernel / 60:.1f} min) or "

@@ -64,6 +64,8 @@ def test_a_study_changes_only_the_evaluation_keys_it_names():
     lean = next(e for e in experiments(validated, "lean") if e.chain != "base")
     tracked = json.loads(tracked_settings(validated, lean, "evaluate"))["evaluation"]  # what decides reruns
     assert tracked["budget"] is None and tracked["latency"]["paired"] == 0
+    # paired_cuda has no default: a study that does not ask for it keeps the settings it was evaluated with
+    assert "paired_cuda" not in tracked["latency"]
 
 
 def test_every_shipped_config_validates():

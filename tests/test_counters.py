@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from slimbench import pipeline
 from slimbench.metrics import bitops, cost
 
 timm = pytest.importorskip("timm")
@@ -201,23 +204,19 @@ def test_paired_cuda_latency_times_each_call_by_its_events_and_waits_for_it(monk
     monkeypatch.setattr(cost.torch.cuda, "Event", Event)
     monkeypatch.setattr(cost.torch.cuda, "synchronize", lambda device: log.append("sync"))
     out = cost.paired_cuda_latency(timed("A"), timed("B"), torch.device("cuda"), pairs=3, warmup=1, resamples=100)
-    timed_call = ["record", "{}", "record", "sync"]
-    assert log == ["A", "B", "sync"] + [step.format(name) for name in "ABBAAB" for step in timed_call]
+    timed_call = ["sync", "record", "{}", "record", "sync"]
+    assert log == ["A", "B"] + [step.format(name) for name in "ABBAAB" for step in timed_call]
     assert out["latency_cuda_vs_base_ratio"] == pytest.approx(2.0)  # 4/2, 8/4, 4/2
     assert out["latency_cuda_vs_base_ci_low"] == out["latency_cuda_vs_base_ci_high"] == pytest.approx(2.0)
     assert out["latency_cuda_vs_base_pairs"] == 3
     assert (out["latency_cuda_paired_ms"], out["latency_cuda_paired_base_ms"]) == (4.0, 2.0)
 
 
-def test_gpu_pairing_loads_the_base_from_its_folder_onto_the_gpu_and_times_at_the_evaluation_batch(monkeypatch):
+def test_gpu_pairing_loads_the_base_from_its_folder_onto_the_gpu_and_times_at_the_evaluation_batch(
+        monkeypatch) -> None:
     """The wiring of ``pipeline.paired_cuda_against_base``, on stand-ins (no GPU here): the compressed model is
     paired with the base loaded from the base's own folder onto the evaluation device, both called on a batch of
     the evaluation's size, with latency.paired_cuda pairs and latency.warmup warm-up pairs."""
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from slimbench import pipeline
-
     loaded, calls, timed = [], [], {}
     compressed, base = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
 

@@ -195,23 +195,21 @@ def paired_cuda_latency(forward: Forward, base_forward: Forward, device: torch.d
     """GPU latency of a model against its base, interleaved call by call as :func:`paired_latency` does on the
     CPU. On a GPU shared by several jobs, a single model's median (:func:`latency_record`) depends on what the
     others were doing at that moment, and its base was timed by another process, earlier; a pair's two calls see
-    the same neighbours. Each call is timed by CUDA events and waited for (the warm-up too), so every call starts
-    on an idle GPU and its time includes the host's launch gaps: ``latency_cuda_paired_ms`` is not
-    comparable with the back-to-back ``latency_cuda_large_ms``. Reports ``latency_cuda_vs_base_*``
-    (:func:`ratio_summary`) and both medians."""
+    the same neighbours. Each call is timed by CUDA events with none of this process's work still queued (the
+    warm-up's included): its time includes the host's launch gaps and any time the GPU spends on other processes'
+    kernels, so ``latency_cuda_paired_ms`` is not comparable with the back-to-back ``latency_cuda_large_ms``.
+    Reports ``latency_cuda_vs_base_*`` (:func:`ratio_summary`) and both medians."""
 
     def time_call(call: Forward) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
         start.record()
         call()
         end.record()
         torch.cuda.synchronize(device)
         return start.elapsed_time(end)
 
-    for _ in range(warmup):
-        forward(), base_forward()
-    torch.cuda.synchronize(device)
-    own, base = interleave(forward, base_forward, pairs, 0, time_call)
+    own, base = interleave(forward, base_forward, pairs, warmup, time_call)
     return {**ratio_summary("latency_cuda_vs_base", own, base, resamples),
             "latency_cuda_paired_ms": statistics.median(own), "latency_cuda_paired_base_ms": statistics.median(base)}
 
