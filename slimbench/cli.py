@@ -375,20 +375,24 @@ def write_reports(config: dict[str, Any], study: str) -> list[Path]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """A run's report folder against a reference's: compare.md/csv, and exit status 2 when a result moved."""
-    from slimbench.compare import compare_runs, summary, write_comparison
+    from slimbench.compare import compare_runs, summary, tolerance_for, write_comparison
 
-    settings = {}
+    settings, title = {}, f"{args.run} against {args.reference}"
     if args.config:
         from slimbench.config import load_config
+        from slimbench.provenance import cpu_kernels
 
-        settings = load_config(args.config, overrides(args))["compare"]
-        settings = {k: v for k, v in settings.items() if k not in ("reference", "references")}
+        kernels = cpu_kernels()
+        settings, other = tolerance_for(load_config(args.config, overrides(args))["compare"], kernels)
+        if other:
+            title += f" (CPU family {kernels} has no reference of its own: the other_family tolerance)"
+        settings = {k: v for k, v in settings.items() if k not in ("reference", "references", "other_family")}
     run, reference = Path(args.run), Path(args.reference)
     try:
         table = compare_runs(run, reference, settings)
     except FileNotFoundError as error:
         raise SlimbenchError(str(error)) from None
-    for path in write_comparison(table, Path(args.out) if args.out else run, f"{run} against {reference}"):
+    for path in write_comparison(table, Path(args.out) if args.out else run, title):
         print(path)
     moved = table[table["verdict"] != "ok"]
     if len(moved):

@@ -30,6 +30,17 @@ def reference_for(settings: dict[str, Any], default: str, kernels: str) -> str |
     """The reference folder a run on a CPU of kernel family ``kernels`` (:func:`slimbench.provenance.cpu_kernels`)
     is compared with: its own in ``settings["references"]``, else ``settings["reference"]`` (else ``default``)."""
     return settings.get("references", {}).get(kernels, settings.get("reference", default))
+
+
+def tolerance_for(settings: dict[str, Any], kernels: str) -> tuple[dict[str, Any], bool]:
+    """The tolerance settings for a run on a CPU of kernel family ``kernels``, and whether they are
+    ``other_family``'s: a family without a reference of its own in ``settings["references"]`` is compared with
+    another family's runs, which it cannot equal exactly, so ``other_family`` (if set) replaces the top level's
+    sigmas and floor. The structural columns (``exact``) stay exact on every family."""
+    other = settings.get("other_family")
+    if other is None or kernels in settings.get("references", {}):
+        return settings, False
+    return {**settings, **other}, True
 DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimbench.compare import compare_runs, reference_for
+from slimbench.compare import compare_runs, reference_for, tolerance_for
 
 
 def write_runs(folder: Path, accuracies: dict[int, float], params: int = 1000) -> None:
@@ -54,3 +54,20 @@ def test_each_cpu_kernel_family_is_compared_with_its_own_reference() -> None:
     assert reference_for(settings, "reports/smoke", "AuthenticAMD-AVX2") == "reports/smoke-AuthenticAMD-AVX2"
     assert reference_for(settings, "reports/smoke", "GenuineIntel-AVX512") == "reports/smoke"
     assert reference_for({**settings, "reference": None}, "reports/smoke", "GenuineIntel-AVX512") is None
+
+
+def test_a_family_without_its_own_reference_gets_the_other_family_tolerance(tmp_path: Path) -> None:
+    """Exact for a listed family; another family is held to other_family's floor, and params stay exact."""
+    settings = {"sigmas": 0, "floor": {}, "references": {"AuthenticAMD-AVX2": "reports/smoke-AuthenticAMD-AVX2"},
+                "other_family": {"floor": {"accuracy": 0.18}}}
+    assert tolerance_for(settings, "AuthenticAMD-AVX2") == (settings, False)
+    other, used = tolerance_for(settings, "GenuineIntel-AMX")
+    assert used and other["floor"] == {"accuracy": 0.18} and other["sigmas"] == 0
+    assert tolerance_for({**settings, "other_family": None}, "GenuineIntel-AMX") == ({**settings, "other_family": None},
+                                                                                     False)
+    write_runs(tmp_path / "ref", {0: 0.84})
+    write_runs(tmp_path / "run", {0: 0.70})  # -0.14: outside 0 (same family), inside 0.18 (another)
+    assert compare_runs(tmp_path / "run", tmp_path / "ref", settings)["verdict"].tolist() == ["changed", "ok", "ok"]
+    assert compare_runs(tmp_path / "run", tmp_path / "ref", other)["verdict"].tolist() == ["ok", "ok", "ok"]
+    write_runs(tmp_path / "run", {0: 0.65}, params=999)  # -0.19 and one parameter fewer: both caught
+    assert compare_runs(tmp_path / "run", tmp_path / "ref", other)["verdict"].tolist() == ["changed", "changed", "ok"]

@@ -122,3 +122,21 @@ def test_unknown_label_values_name_the_fix(adopted: Path, tmp_path: Path) -> Non
     spec = {**yaml.safe_load(adopted.read_text())["datasets"]["reviews"], "labels": None}
     with pytest.raises(ConfigError, match="labels"):
         load_dataset(spec, tmp_path / "data", False, tmp_path / "cache")
+
+
+def test_local_files_are_read_without_a_network_request(adopted: Path, tmp_path: Path, monkeypatch) -> None:
+    """`datasets` sends a HEAD to S3 on each packaged-builder load to count downloads (and swallows any error of
+    it); a local read must not: every lookup is recorded and refused."""
+    import socket
+
+    lookups = []
+
+    def refuse(host, *args, **kwargs):
+        lookups.append(host)
+        raise OSError(f"no network in this test ({host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    datasets = yaml.safe_load(adopted.read_text())["datasets"]
+    assert len(load_dataset(datasets["reviews"], tmp_path / "data", False, tmp_path / "cache").train) == 24
+    assert len(load_dataset(datasets["daynight"], tmp_path / "data", False, tmp_path / "cache").train) == 24
+    assert lookups == []

@@ -39,11 +39,19 @@ def hub_dataset(hub: str, config: Optional[str], cache: Path) -> Any:
     return datasets.load_dataset(hub, config, cache_dir=str(cache / "hf"))
 
 
+def local_tables(builder: str, data_files: Mapping[str, str], cache: Path, **options: Any) -> Any:
+    """``datasets.load_dataset`` of a packaged builder (csv, json, parquet, imagefolder) over local files, without
+    the request it otherwise makes on every call to count the builder's downloads (a HEAD to S3: datasets 5.2,
+    load.py ``increase_load_count``): reading local files touches no network."""
+    import datasets
+
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    return datasets.load_dataset(builder, data_files=dict(data_files), cache_dir=str(cache / "hf"), **options)
+
+
 def read_table_files(files: Mapping[str, Path], cache: Path, column_names: Optional[Sequence[str]]) -> Any:
     """Local files of one format as a ``DatasetDict`` of memory-mapped Arrow tables. TSV is read without quote
     handling (GLUE's files contain bare quotes); ``column_names`` names the columns of headerless files."""
-    import datasets
-
     suffixes = {path.suffix for path in files.values()}
     if len(suffixes) != 1 or next(iter(suffixes)) not in FORMATS:
         raise ConfigError(f"text_classification: files {sorted(map(str, files.values()))} must share one of the "
@@ -56,8 +64,7 @@ def read_table_files(files: Mapping[str, Path], cache: Path, column_names: Optio
             options["quoting"] = 3  # csv.QUOTE_NONE
         if column_names:
             options.update(column_names=list(column_names), header=None)
-    return datasets.load_dataset(FORMATS[suffix], data_files={k: str(v) for k, v in files.items()},
-                                 cache_dir=str(cache / "hf"), **options)
+    return local_tables(FORMATS[suffix], {k: str(v) for k, v in files.items()}, cache, **options)
 
 
 def label_index(labels: Labels, names: Optional[Sequence[str]]) -> Optional[dict[str, int]]:
@@ -191,15 +198,13 @@ def unpacked(archive: Path, cache: Path) -> Path:
 def image_tables(folder: Path, splits: Mapping[str, str], cache: Path) -> Any:
     """``datasets``' imagefolder over ``folder/<split>/<class>/*``: labels from the class folders (shared by all
     splits), images kept as file paths in the Arrow table."""
-    import datasets
-
     data_files = {}
     for key, split in splits.items():
         if not (folder / split).is_dir():
             raise DataNotFoundError(f"image folder '{folder}' has no '{split}/' folder (split '{key}'). Fix: use the "
                                     f"ImageFolder layout <split>/<class>/<image>, or set 'splits'.")
         data_files[key] = str(folder / split / "**")
-    return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=str(cache / "hf"))
+    return local_tables("imagefolder", data_files, cache)
 
 
 @DATASETS.register("image_folder")
