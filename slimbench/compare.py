@@ -24,6 +24,7 @@ from slimbench.results import RUNS_FILE, read_runs, study_metric
 pd = lazy_module("pandas")
 
 KEYS = ["dataset", "model", "chain"]
+DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 
 def reference_for(settings: dict[str, Any], default: str, kernels: str) -> str | None:
@@ -41,7 +42,6 @@ def tolerance_for(settings: dict[str, Any], kernels: str) -> tuple[dict[str, Any
     if other is None or kernels in settings.get("references", {}):
         return settings, False
     return {**settings, **other}, True
-DEFAULTS = {"sigmas": 2.0, "floor": {}, "exact": ["params", "flops"]}
 
 
 def compare_study(run: pd.DataFrame, reference: pd.DataFrame, study: str, settings: dict[str, Any]) -> pd.DataFrame:

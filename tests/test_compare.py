@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from conftest import REPO
+from slimbench import cli, provenance
 from slimbench.compare import compare_runs, reference_for, tolerance_for
 
 
@@ -59,15 +61,31 @@ def test_each_cpu_kernel_family_is_compared_with_its_own_reference() -> None:
 def test_a_family_without_its_own_reference_gets_the_other_family_tolerance(tmp_path: Path) -> None:
     """Exact for a listed family; another family is held to other_family's floor, and params stay exact."""
     settings = {"sigmas": 0, "floor": {}, "references": {"AuthenticAMD-AVX2": "reports/smoke-AuthenticAMD-AVX2"},
-                "other_family": {"floor": {"accuracy": 0.18}}}
+                "other_family": {"floor": {"accuracy": 0.17}}}
     assert tolerance_for(settings, "AuthenticAMD-AVX2") == (settings, False)
     other, used = tolerance_for(settings, "GenuineIntel-AMX")
-    assert used and other["floor"] == {"accuracy": 0.18} and other["sigmas"] == 0
-    assert tolerance_for({**settings, "other_family": None}, "GenuineIntel-AMX") == ({**settings, "other_family": None},
-                                                                                     False)
+    assert used and other["floor"] == {"accuracy": 0.17} and other["sigmas"] == 0
+    unset = {**settings, "other_family": None}
+    assert tolerance_for(unset, "GenuineIntel-AMX") == (unset, False)
     write_runs(tmp_path / "ref", {0: 0.84})
-    write_runs(tmp_path / "run", {0: 0.70})  # -0.14: outside 0 (same family), inside 0.18 (another)
+    write_runs(tmp_path / "run", {0: 0.70})  # -0.14: outside 0 (same family), inside 0.17 (another)
     assert compare_runs(tmp_path / "run", tmp_path / "ref", settings)["verdict"].tolist() == ["changed", "ok", "ok"]
     assert compare_runs(tmp_path / "run", tmp_path / "ref", other)["verdict"].tolist() == ["ok", "ok", "ok"]
-    write_runs(tmp_path / "run", {0: 0.65}, params=999)  # -0.19 and one parameter fewer: both caught
+    write_runs(tmp_path / "run", {0: 0.66}, params=999)  # -0.18 and one parameter fewer: both caught
     assert compare_runs(tmp_path / "run", tmp_path / "ref", other)["verdict"].tolist() == ["changed", "changed", "ok"]
+
+
+def test_the_compare_command_takes_the_tolerance_of_the_machines_family(tmp_path: Path, monkeypatch) -> None:
+    """`slimbench compare --config config/smoke.yaml`: exact on a family smoke.yaml lists, its other_family floor
+    (0.17) on any other, and compare.md's title says which."""
+    write_runs(tmp_path / "ref", {0: 0.84})
+    write_runs(tmp_path / "run", {0: 0.70})
+    command = ["compare", "--config", str(REPO / "config" / "smoke.yaml"), str(tmp_path / "run"), str(tmp_path / "ref")]
+    monkeypatch.setattr(provenance, "cpu_kernels", lambda: "AuthenticAMD-AVX2")
+    assert cli.main(command) != 0
+    assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0, 0, 0]
+    monkeypatch.setattr(provenance, "cpu_kernels", lambda: "GenuineIntel-AMX")
+    assert cli.main(command) == 0
+    assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0.17, 0, 0]
+    title = (tmp_path / "run" / "compare.md").read_text().splitlines()[0]
+    assert "CPU family GenuineIntel-AMX has no reference of its own" in title

@@ -126,8 +126,10 @@ def test_unknown_label_values_name_the_fix(adopted: Path, tmp_path: Path) -> Non
 
 def test_local_files_are_read_without_a_network_request(adopted: Path, tmp_path: Path, monkeypatch) -> None:
     """`datasets` sends a HEAD to S3 on each packaged-builder load to count downloads (and swallows any error of
-    it); a local read must not: every lookup is recorded and refused."""
+    it); a local read must not: every lookup is recorded and refused, with counting on before each load."""
     import socket
+
+    import datasets as hf_datasets
 
     lookups = []
 
@@ -136,7 +138,8 @@ def test_local_files_are_read_without_a_network_request(adopted: Path, tmp_path:
         raise OSError(f"no network in this test ({host})")
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    datasets = yaml.safe_load(adopted.read_text())["datasets"]
-    assert len(load_dataset(datasets["reviews"], tmp_path / "data", False, tmp_path / "cache").train) == 24
-    assert len(load_dataset(datasets["daynight"], tmp_path / "data", False, tmp_path / "cache").train) == 24
-    assert lookups == []
+    specs = yaml.safe_load(adopted.read_text())["datasets"]
+    for name in ("reviews", "daynight"):
+        monkeypatch.setattr(hf_datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", True)
+        assert len(load_dataset(specs[name], tmp_path / "data", False, tmp_path / "cache").train) == 24
+        assert lookups == [] and hf_datasets.config.HF_UPDATE_DOWNLOAD_COUNTS, name  # and the setting restored

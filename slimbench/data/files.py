@@ -42,11 +42,14 @@ def hub_dataset(hub: str, config: Optional[str], cache: Path) -> Any:
 def local_tables(builder: str, data_files: Mapping[str, str], cache: Path, **options: Any) -> Any:
     """``datasets.load_dataset`` of a packaged builder (csv, json, parquet, imagefolder) over local files, without
     the request it otherwise makes on every call to count the builder's downloads (a HEAD to S3: datasets 5.2,
-    load.py ``increase_load_count``): reading local files touches no network."""
+    load.py ``increase_load_count``): reading local files touches no network. Hub loads keep the setting."""
     import datasets
 
-    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
-    return datasets.load_dataset(builder, data_files=dict(data_files), cache_dir=str(cache / "hf"), **options)
+    counting, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS, False
+    try:
+        return datasets.load_dataset(builder, data_files=dict(data_files), cache_dir=str(cache / "hf"), **options)
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counting
 
 
 def read_table_files(files: Mapping[str, Path], cache: Path, column_names: Optional[Sequence[str]]) -> Any:
