@@ -143,7 +143,7 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
             history["losses"] += torch.stack(losses).float().cpu().tolist()
             history["epoch_losses"].append(sum(history["losses"][-len(losses):]) / len(losses))
             bar.set_postfix(loss=f"{history['losses'][-1]:.4f}", epoch=epoch)
-        if resume is not None:
+        if resume is not None and epoch + 1 < epochs and history["steps"] < total:  # the last: saved by the caller
             with atomic_target(resume) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,

@@ -63,6 +63,16 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert all(torch.allclose(p, q) for p, q in zip(expected.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_a_resume_file_is_written_after_each_epoch_but_the_last(tmp_path, monkeypatch):
+    """After the last epoch the caller saves the model at once: a resume file (weights and AdamW's two moments,
+    3x the model) would only be written and deleted. RECIPE has 2 epochs: one save, after the first."""
+    saved = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path: (saved.append(obj["epoch"]), real_save(obj, path)))
+    train(tmp_path / "resume.pt")
+    assert saved == [1] and not (tmp_path / "resume.pt").exists()
+
+
 def test_epoch_losses_are_the_means_of_each_epochs_steps():
     _, history = train()
     steps = history["losses"]
