@@ -1,10 +1,11 @@
 """The one training loop: base training, fine-tuning and every recovery/distillation stage use it.
 
 AdamW (or SGD) with a one-cycle/cosine schedule, bf16 autocast on CUDA, gradient clipping, a tqdm bar,
-and per-epoch resume files so a killed run continues where it stopped. A step does no host work and reads
-nothing back from the device (batches: :mod:`slimbench.batching`; losses are read once per epoch), so the
-host queues work ahead of the GPU. ``compile`` in the recipe runs the model's forward and backward through
-``torch.compile`` (opt-in; ``benchmarks/throughput.py`` measures both modes on the same batches).
+and a resume file after every epoch but the last (the model is saved next) so a killed run continues from its
+last finished epoch. A step does no host work and reads nothing back from the device (batches:
+:mod:`slimbench.batching`; losses are read once per epoch), so the host queues work ahead of the GPU.
+``compile`` in the recipe runs the model's forward and backward through ``torch.compile`` (opt-in;
+``benchmarks/throughput.py`` measures both modes on the same batches).
 """
 
 from __future__ import annotations
