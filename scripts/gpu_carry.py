@@ -2,31 +2,35 @@
 
     python scripts/gpu_carry.py --config config/default.yaml --out .carry/next --also .whl dgmr edge_vit
 
-The device tool carries at most 64 MiB per call (wheels included), and a call that lacks a file loses its
-machine time. So each dataset of the studies' grids is loaded here once, as a job loads it (a temporary cache,
-no downloads), and every file its loader found (``slimbench.data.base.files_found``) is copied to ``--out`` at
-the place a loader looks for it first: Fashion-MNIST from Debian's folder lands in ``fashion-mnist/``. A zip
-is stored packed by scripts/carry_zip.py where that is smaller (scripts/gpu_workflow.sh unpacks it). Prints
-each file's size and the total with the ``--also`` paths and the repository's tracked files (the working tree
-travels in the same 64 MiB), and exits 1 above ``--limit-mib``.
+The device tool carries at most 64 MiB per call (wheels and working tree included), and a call that lacks a file
+loses its machine time. So each dataset of the studies' grids is loaded here once, as a job loads it (a temporary
+cache, no downloads), and every file its loader found (``slimbench.data.base.files_found``) is copied to
+``--out`` at the place a loader looks for it first: Fashion-MNIST from Debian's folder lands in
+``fashion-mnist/``. A zip is stored packed by scripts/carry_zip.py where that is smaller; scripts/gpu_workflow.sh
+unpacks it on the GPU machine when ``$SLIMBENCH_DATA_ROOT`` (``DATA`` of scripts/gpu_studies.sh) is the carry.
+Prints each file's size and the total with the ``--also`` paths and the working tree (git's tracked and
+unignored files), and exits 1 above ``--limit-mib``.
 
-Models are not looked for: MiniLM comes from its wheel or ``<data root>/models/`` (scripts/minilm_fp16.py);
-add that folder with ``--also`` where a study needs it.
+Models are not looked for: MiniLM comes from its wheel or ``<data root>/models/`` (scripts/minilm_fp16.py).
+``--also`` only counts a path: copy such a folder into ``--out`` yourself where a study needs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from carry_zip import pack
 from slimbench.config import experiments, load_config
 from slimbench.data import data_root, load_dataset
 from slimbench.data.base import files_found
+from slimbench.errors import SlimbenchError
 
 MIB = 2**20
 REPO = Path(__file__).resolve().parents[1]
@@ -36,10 +40,24 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def tracked_bytes(repo: Path = REPO) -> int:
-    """The size of the repository's tracked files, which travel with every call."""
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout.split(b"\0")
-    return sum((repo / name.decode()).stat().st_size for name in names if name and (repo / name.decode()).is_file())
+def tree_bytes(repo: Path = REPO) -> int:
+    """The size of the files that travel with every call: tracked, and untracked but not ignored."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    paths = {repo / name.decode() for name in listed if name}
+    return sum(path.stat().st_size for path in paths if path.is_file())
+
+
+def root_relative(root: Path, candidates: Sequence[str], path: Path) -> str:
+    """Where below a data root a loader would find ``path``: its own place if it is below ``root``, else the
+    relative candidate of the same name (e.g. Fashion-MNIST in Debian's folder -> ``fashion-mnist/<file>``)."""
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    same_name = [c for c in candidates if not os.path.isabs(c) and Path(c).name == path.name]
+    if not same_name:
+        raise SlimbenchError(f"'{path}' was found outside the data root, and no candidate below it has its name "
+                             f"({', '.join(candidates)}): a carry cannot hold it where the loader looks.")
+    return same_name[0]
 
 
 def needed_files(config: dict, studies: list[str], root: Path) -> dict[str, dict[str, Path]]:
@@ -50,7 +68,7 @@ def needed_files(config: dict, studies: list[str], root: Path) -> dict[str, dict
         for name in names:
             with files_found() as found:
                 load_dataset(config["datasets"][name], root, False, Path(cache))
-            needed[name] = dict(found)
+            needed[name] = {root_relative(*record): record[2] for record in found}
     return needed
 
 
@@ -91,20 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     missing = [s for s in args.studies if s not in config["studies"]]
     if missing:
         parser.error(f"no study {missing} in {args.config}; its studies: {', '.join(config['studies'])}")
-    needed = needed_files(config, args.studies, data_root(config["data_root"]))
+    try:
+        needed = needed_files(config, args.studies, data_root(config["data_root"]))
+    except SlimbenchError as error:
+        print(f"gpu_carry: {error}", file=sys.stderr)
+        return 2
     written = copy_into({k: v for files in needed.values() for k, v in files.items()}, args.out)
     for dataset, files in needed.items():
         print(f"{dataset}: {', '.join(sorted(files))}")
-    tree = tracked_bytes()
-    total = sum(written.values()) + sum(size_of(path) for path in args.also) + tree
-    for name, size in written.items():
-        print(f"{size / MIB:8.1f} MiB  {args.out / name}")
-    for path in args.also:
-        print(f"{size_of(path) / MIB:8.1f} MiB  {path}")
-    print(f"{tree / MIB:8.1f} MiB  the working tree's tracked files")
-    print(f"{total / MIB:8.1f} MiB in all, limit {args.limit_mib:g} MiB")
+    sizes = {**{str(args.out / name): size for name, size in written.items()},
+             **{str(path): size_of(path) for path in args.also}, "the working tree": tree_bytes()}
+    for name, size in sizes.items():
+        print(f"{size / MIB:8.1f} MiB  {name}")
+    total = sum(sizes.values())
+    print(f"{total / MIB:8.1f} MiB in all ({total} bytes), limit {args.limit_mib:g} MiB")
     if total > args.limit_mib * MIB:
-        print("over the limit: split the studies over several calls, or carry fewer files", file=sys.stderr)
+        print(f"over the limit: delete {args.out} and split the studies over several calls, or carry fewer files",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -156,28 +156,19 @@ def seeded_subset(dataset: ArrayDataset, size: Optional[int], seed: int) -> Arra
     return dataset.subset(sorted(order.tolist()))
 
 
-_recorders: list[dict[str, Path]] = []
+_recorders: list[list[tuple[Path, tuple[str, ...], Path]]] = []
 
 
 @contextmanager
-def files_found() -> Iterator[dict[str, Path]]:
-    """Every file or folder :func:`find_file` returns meanwhile, keyed by the path below the data root where a
-    copy would be found (scripts/gpu_carry.py builds a smaller data root from it)."""
-    found: dict[str, Path] = {}
+def files_found() -> Iterator[list[tuple[Path, tuple[str, ...], Path]]]:
+    """Every file or folder :func:`find_file` returns meanwhile in this process, as (root, candidates, found):
+    what a loader read, for scripts/gpu_carry.py (single-threaded use)."""
+    found: list[tuple[Path, tuple[str, ...], Path]] = []
     _recorders.append(found)
     try:
         yield found
     finally:
         _recorders.remove(found)
-
-
-def root_relative(root: Path, candidates: Sequence[str], path: Path) -> str:
-    """Where below the data root ``path`` would be found: its own place if it is there, else the first relative
-    candidate of the same name (e.g. Fashion-MNIST found in Debian's folder -> ``fashion-mnist/<file>``)."""
-    if path.is_relative_to(root):
-        return path.relative_to(root).as_posix()
-    relative = [c for c in candidates if not os.path.isabs(c)]
-    return next((c for c in relative if Path(c).name == path.name), relative[0] if relative else path.name)
 
 
 def find_file(root: Path, candidates: Sequence[str], dataset: str, how_to_get: str) -> Path:
@@ -186,7 +177,7 @@ def find_file(root: Path, candidates: Sequence[str], dataset: str, how_to_get: s
         path = Path(candidate) if os.path.isabs(candidate) else root / candidate
         if path.exists():
             for found in _recorders:
-                found[root_relative(root, candidates, path)] = path
+                found.append((root, tuple(candidates), path))
             return path
     expected = "\n  ".join(str(Path(c) if os.path.isabs(c) else root / c) for c in candidates)
     raise DataNotFoundError(
