@@ -20,32 +20,23 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from carry_zip import pack
+from worktree import REPO, tree_files
 from slimbench.config import experiments, load_config
 from slimbench.data import data_root, load_dataset
 from slimbench.data.base import files_found
 from slimbench.errors import SlimbenchError
 
 MIB = 2**20
-REPO = Path(__file__).resolve().parents[1]
 
 
 def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def tree_bytes(repo: Path = REPO) -> int:
-    """The size of the files that travel with every call: tracked, and untracked but not ignored."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                            capture_output=True, check=True).stdout.split(b"\0")
-    paths = {repo / name.decode() for name in listed if name}
-    return sum(path.stat().st_size for path in paths if path.is_file())
 
 
 def root_relative(root: Path, candidates: Sequence[str], path: Path) -> str:
@@ -117,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     written = copy_into({k: v for files in needed.values() for k, v in files.items()}, args.out)
     for dataset, files in needed.items():
         print(f"{dataset}: {', '.join(sorted(files))}")
+    tree = sum(size_of(REPO / name) for name in tree_files())
     sizes = {**{str(args.out / name): size for name, size in written.items()},
-             **{str(path): size_of(path) for path in args.also}, "the working tree": tree_bytes()}
+             **{str(path): size_of(path) for path in args.also}, "the working tree": tree}
     for name, size in sizes.items():
         print(f"{size / MIB:8.1f} MiB  {name}")
     total = sum(sizes.values())

@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from worktree import tree_files
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -91,13 +93,9 @@ MUTATIONS: list[Mutation] = [
 
 def copy_tree(target: Path) -> None:
     """The working tree's files that git tracks or would track, copied under ``target`` (nothing else)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():  # tracked files deleted in the tree are skipped
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+    for name in tree_files(REPO):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target / name)
 
 
 def run_tests(folder: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess:
