@@ -14,6 +14,9 @@
 Writes ``gpu_time.md`` beside ``after.csv``, the table per study and the total against the 30 GPU-minutes target;
 studies without an ``after`` row are listed as not measured, and the verdict is ``not met`` as soon as the
 measured part alone is over the target, ``inconclusive`` while a study is not measured or a run unfinished.
+For a study not measured, ``earlier.csv`` beside ``after.csv`` (same columns, plus ``route``) may give the device
+calls that made its reference: other code, other settings, so they are shown beside the measurement, never in it,
+and summed separately as a rough size of what is missing.
 Where a study ran alone and its folder beside ``after.csv`` holds the call's ``snakemake.log``, ``gpu.csv``
 (nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu*.csv`` per
 call), a second table says where its time went: jobs running at once on average (summed durations of the
@@ -48,8 +51,9 @@ def before(reports: Path, study: str) -> tuple[int, float] | None:
     return len(runs), float(runs["wall_time_s"].sum())
 
 
-def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
+def table(config: dict, reports: Path, after: list[dict[str, str]], earlier: list[dict[str, str]] = ()) -> str:
     groups = {study: row for row in after for study in row["studies"].split()}
+    references = {study: row for row in earlier for study in row["studies"].split() if study not in groups}
     refs = {study: before(reports, study) for study in config["studies"]}
     lines = [f"# GPU time of {config['name']}.yaml per study (issue 17), written by benchmarks/gpu_time.py", "",
              "Before: job-seconds of the committed reference. After: workflow wall time on one GPU, several jobs "
@@ -57,13 +61,13 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
              "| study | experiments | before: job-seconds of the reference | after: workflow seconds on one GPU | "
              "run with | GPU, jobs per GPU | source |", "|---|---|---|---|---|---|---|"]
     for study in config["studies"]:
-        ref, row = refs[study], groups.get(study)
+        ref, row = refs[study], groups.get(study) or references.get(study)
         cells = [study, str(ref[0]) if ref else "-", f"{ref[1]:,.0f}" if ref else "no reference"]
         if row:
             others = [s for s in row["studies"].split() if s != study]
-            cells += [f"{float(row['workflow_s']):,.0f}" + ("" if finished(row) else " or more (unfinished)"),
-                      " + ".join(others) or "alone",
-                      f"{row['gpu']}, {row['jobs_per_gpu']}", row["source"]]
+            cells += [seconds(row) if study in groups else
+                      f"not measured (its reference's calls, {row['route']}: {seconds(row)})",
+                      " + ".join(others) or "alone", f"{row['gpu']}, {row['jobs_per_gpu']}", row["source"]]
         else:
             cells += ["not measured", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -84,7 +88,17 @@ def table(config: dict, reports: Path, after: list[dict[str, str]]) -> str:
               f"After: {at_least}{measured:,.0f} s ({measured / 60:.1f} min) of workflow time for the studies measured; "
               f"not measured: {', '.join(missing) or 'none'}. Target: the whole config in at most 30 GPU-minutes: "
               f"{verdict}."]
+    if used := {id(row): row for row in references.values()}.values():
+        rough = sum(float(row["workflow_s"]) for row in used)
+        lines += ["", f"The calls that made the references of {len(references)} of the studies not measured took "
+                  f"{'at least ' if not all(map(finished, used)) else ''}{rough:,.0f} s ({rough / 60:.1f} min), with "
+                  f"other code and settings: a rough size of what is not measured, not a measurement, so not in the "
+                  f"total above."]
     return "\n".join(lines) + "\n"
+
+
+def seconds(row: dict[str, str]) -> str:
+    return f"{float(row['workflow_s']):,.0f}" + ("" if finished(row) else " or more (unfinished)")
 
 
 def finished(row: dict[str, str]) -> bool:
@@ -155,16 +169,23 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows] + ["", floor]) + "\n"
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/default.yaml")
     parser.add_argument("--after", type=Path, default=Path("reports/benchmarks/gpu_time/after.csv"))
     args = parser.parse_args()
     config = load_config(args.config)
-    with args.after.open() as handle:
-        after = list(csv.DictReader(handle))
+    after, earlier = read_rows(args.after), read_rows(args.after.with_name("earlier.csv"))
     out = args.after.with_name("gpu_time.md")
-    out.write_text(table(config, Path("reports") / config["name"], after) + breakdowns(args.after.parent, after))
+    out.write_text(table(config, Path("reports") / config["name"], after, earlier)
+                   + breakdowns(args.after.parent, after))
     print(out.read_text())
 
 

@@ -89,3 +89,16 @@ def test_every_study_measured_under_the_target_is_inconclusive_while_a_run_is_un
     assert "**inconclusive**: a run unfinished" in gpu_time.table(config, tmp_path, after)
     after[1]["finished"] = "yes"
     assert "Target: the whole config in at most 30 GPU-minutes: **met**." in gpu_time.table(config, tmp_path, after)
+
+
+def test_the_calls_behind_a_reference_are_shown_for_a_study_not_measured_but_never_added_to_the_total(tmp_path):
+    config = {"name": "c", "studies": {"a": {}, "b": {}, "c": {}, "d": {}}}
+    after = [measured("a", "600", "yes")]
+    earlier = [{**measured("b c", "1000", "no"), "route": "old route"}, {**measured("a", "50", "yes"), "route": "x"}]
+    text = gpu_time.table(config, tmp_path, after, earlier)
+    assert "| a | - | no reference | 600 | alone |" in text  # measured: its earlier calls are not shown
+    assert "| b | - | no reference | not measured (its reference's calls, old route: 1,000 or more (unfinished)) | c |" in text
+    assert "| d | - | no reference | not measured |  |  |  |" in text
+    assert "After: 600 s (10.0 min)" in text and "not measured: b, c, d." in text and "**inconclusive**" in text
+    # b and c share one row of calls: counted once, 1,000 s
+    assert "references of 2 of the studies not measured took at least 1,000 s (16.7 min)" in text
