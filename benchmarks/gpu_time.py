@@ -18,7 +18,7 @@ For a study not measured, ``earlier.csv`` beside ``after.csv`` (same columns, pl
 calls that made its reference: other code, other settings, so they are shown beside the measurement, never in it,
 and summed separately as a rough size of what is missing.
 Where a study ran alone and its folder beside ``after.csv`` holds the call's ``snakemake.log``, ``gpu.csv``
-(nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu*.csv`` per
+(nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu.N.csv`` per
 call), a second table says where its time went: jobs running at once on average (summed durations of the
 finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with the
 GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
@@ -124,9 +124,9 @@ def job_spans(log: Path) -> list[tuple[str, float, float]]:
 
 
 def utilisation(folder: Path) -> list[float]:
-    """The ``utilization.gpu`` percentages of every nvidia-smi sample in the study's ``gpu*.csv`` files."""
+    """The ``utilization.gpu`` percentages of every nvidia-smi sample in the study's ``gpu.csv``, ``gpu.2.csv``..."""
     busy = []
-    for samples in sorted(folder.glob("gpu*.csv")):
+    for samples in sorted(p for p in folder.glob("gpu*.csv") if re.fullmatch(r"gpu(\.\d+)?\.csv", p.name)):
         with samples.open() as handle:
             busy += [float(row[2].strip().rstrip(" %")) for row in list(csv.reader(handle))[1:]]
     return busy

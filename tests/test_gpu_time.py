@@ -66,6 +66,7 @@ def test_a_resumed_run_is_read_from_one_log_and_one_sample_file_per_call(tmp_pat
     header = "timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
     (study / "gpu.csv").write_text(header + "t, 0, 0 %, 1\nt, 0, 50 %, 1\n")
     (study / "gpu.2.csv").write_text(header + "t, 0, 100 %, 1\nt, 0, 0 %, 1\n")
+    (study / "gpu_speedup.csv").write_text("dataset,model,chain\nd,m,base+stat-0.3\n")  # a table of the run, not samples
     (study / "runs.csv").write_text("stage_time_s,wall_time_s,probe_time_s\n1,4,2\n3,9,2\n")
     row = gpu_time.breakdown(study, 200.0)
     # 338 / 200 jobs at once; 2 of 4 samples busy, mean 37.5 %, so 0.375 x 200 s = 75 kernel seconds
