@@ -14,9 +14,10 @@
 Writes ``gpu_time.md`` beside ``after.csv``, the table per study and the total against the 30 GPU-minutes target;
 studies without an ``after`` row are listed as not measured, and the verdict is ``not met`` as soon as the
 measured part alone is over the target, ``inconclusive`` while a study is not measured or a run unfinished.
-For a study not measured, ``earlier.csv`` beside ``after.csv`` (same columns, plus ``route``) may give the device
-calls that made its reference: other code, other settings, so they are shown beside the measurement, never in it,
-and summed separately as a rough size of what is missing.
+For a study not measured, ``earlier.csv`` beside ``after.csv`` (same columns, plus ``route``; ``date``: when the
+reference was committed) may give the device calls that made its reference: other code, other settings, so they
+are shown beside the measurements, never in them, and summed separately as a rough size of what is missing; a
+row that also covers a measured study is left out.
 Where a study ran alone and its folder beside ``after.csv`` holds the call's ``snakemake.log``, ``gpu.csv``
 (nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu.N.csv`` per
 call), a second table says where its time went: jobs running at once on average (summed durations of the
@@ -36,6 +37,7 @@ import statistics
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 from slimbench.config import load_config
 from slimbench.results import RUNS_FILE, read_runs
@@ -51,9 +53,9 @@ def before(reports: Path, study: str) -> tuple[int, float] | None:
     return len(runs), float(runs["wall_time_s"].sum())
 
 
-def table(config: dict, reports: Path, after: list[dict[str, str]], earlier: list[dict[str, str]] = ()) -> str:
+def table(config: dict, reports: Path, after: list[dict[str, str]], earlier: Sequence[dict[str, str]] = ()) -> str:
     groups = {study: row for row in after for study in row["studies"].split()}
-    references = {study: row for row in earlier for study in row["studies"].split() if study not in groups}
+    references = calls_behind_references(config, groups, earlier)
     refs = {study: before(reports, study) for study in config["studies"]}
     lines = [f"# GPU time of {config['name']}.yaml per study (issue 17), written by benchmarks/gpu_time.py", "",
              "Before: job-seconds of the committed reference. After: workflow wall time on one GPU, several jobs "
@@ -95,6 +97,21 @@ def table(config: dict, reports: Path, after: list[dict[str, str]], earlier: lis
                   f"other code and settings: a rough size of what is not measured, not a measurement, so not in the "
                   f"total above."]
     return "\n".join(lines) + "\n"
+
+
+def calls_behind_references(config: dict, measured: dict, earlier: Sequence[dict[str, str]]) -> dict[str, dict]:
+    """Per study not measured, its row of ``earlier.csv``; a row naming a measured study is left out, since its
+    seconds would count that study's time twice."""
+    references = {}
+    for row in earlier:
+        studies = row["studies"].split()
+        if unknown := set(studies) - set(config["studies"]):
+            raise ValueError(f"earlier.csv names {sorted(unknown)}, not studies of {config['name']}.yaml")
+        if twice := set(studies) & set(references):
+            raise ValueError(f"earlier.csv gives {sorted(twice)} more than one row")
+        if not set(studies) & set(measured):
+            references.update(dict.fromkeys(studies, row))
+    return references
 
 
 def seconds(row: dict[str, str]) -> str:
@@ -170,8 +187,6 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
     with path.open() as handle:
         return list(csv.DictReader(handle))
 
@@ -182,7 +197,8 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=Path("reports/benchmarks/gpu_time/after.csv"))
     args = parser.parse_args()
     config = load_config(args.config)
-    after, earlier = read_rows(args.after), read_rows(args.after.with_name("earlier.csv"))
+    earlier = args.after.with_name("earlier.csv")
+    after, earlier = read_rows(args.after), read_rows(earlier) if earlier.exists() else []
     out = args.after.with_name("gpu_time.md")
     out.write_text(table(config, Path("reports") / config["name"], after, earlier)
                    + breakdowns(args.after.parent, after))

@@ -3,6 +3,7 @@ Snakemake 9's format (two jobs started at once, finished 43 s and 61 s later; a 
 checkpoint), also over several calls of a resumed run; the kernel seconds from utilisation samples, worked out
 by hand; and its verdict against the 30 minutes, with runs that did not finish counted as lower bounds."""
 
+import pytest
 from conftest import load_file_module
 
 gpu_time = load_file_module("benchmarks/gpu_time.py")
@@ -95,11 +96,21 @@ def test_every_study_measured_under_the_target_is_inconclusive_while_a_run_is_un
 def test_the_calls_behind_a_reference_are_shown_for_a_study_not_measured_but_never_added_to_the_total(tmp_path):
     config = {"name": "c", "studies": {"a": {}, "b": {}, "c": {}, "d": {}}}
     after = [measured("a", "600", "yes")]
-    earlier = [{**measured("b c", "1000", "no"), "route": "old route"}, {**measured("a", "50", "yes"), "route": "x"}]
+    earlier = [{**measured("b c", "1000", "no"), "route": "old route"}, {**measured("a d", "50", "yes"), "route": "x"}]
     text = gpu_time.table(config, tmp_path, after, earlier)
     assert "| a | - | no reference | 600 | alone |" in text  # measured: its earlier calls are not shown
     assert "| b | - | no reference | not measured (its reference's calls, old route: 1,000 or more (unfinished)) | c |" in text
-    assert "| d | - | no reference | not measured |  |  |  |" in text
+    assert "| d | - | no reference | not measured |  |  |  |" in text  # its row also covers a: left out
     assert "After: 600 s (10.0 min)" in text and "not measured: b, c, d." in text and "**inconclusive**" in text
-    # b and c share one row of calls: counted once, 1,000 s
+    # b and c share one row of calls: counted once, 1,000 s; the row of a and d not at all
     assert "references of 2 of the studies not measured took at least 1,000 s (16.7 min)" in text
+    earlier[0]["finished"] = "yes"
+    assert "references of 2 of the studies not measured took 1,000 s" in gpu_time.table(config, tmp_path, after, earlier)
+
+
+def test_earlier_calls_of_an_unknown_study_or_twice_for_one_study_are_refused(tmp_path):
+    config = {"name": "c", "studies": {"a": {}, "b": {}}}
+    with pytest.raises(ValueError, match=r"names \['z'\], not studies of c.yaml"):
+        gpu_time.table(config, tmp_path, [], [{**measured("a z", "1", "yes"), "route": "x"}])
+    with pytest.raises(ValueError, match=r"gives \['b'\] more than one row"):
+        gpu_time.table(config, tmp_path, [], [{**measured(s, "1", "yes"), "route": "x"} for s in ("a b", "b")])
