@@ -101,14 +101,15 @@ def table(config: dict, reports: Path, after: list[dict[str, str]], earlier: Seq
 
 def calls_behind_references(config: dict, measured: dict, earlier: Sequence[dict[str, str]]) -> dict[str, dict]:
     """Per study not measured, its row of ``earlier.csv``; a row naming a measured study is left out, since its
-    seconds would count that study's time twice."""
-    references = {}
+    seconds would count that study's time twice. A study outside the config, or in two rows, is refused."""
+    references, named = {}, set()
     for row in earlier:
         studies = row["studies"].split()
         if unknown := set(studies) - set(config["studies"]):
             raise ValueError(f"earlier.csv names {sorted(unknown)}, not studies of {config['name']}.yaml")
-        if twice := set(studies) & set(references):
+        if twice := set(studies) & named:
             raise ValueError(f"earlier.csv gives {sorted(twice)} more than one row")
+        named.update(studies)
         if not set(studies) & set(measured):
             references.update(dict.fromkeys(studies, row))
     return references

@@ -9,9 +9,10 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``<repo>`` (no machine paths in tracked files); ``runs.csv`` (and ``missing.csv`` for an unfinished run) by
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
 since the results stay on the warm machine; and each ``--table`` by ``slimbench table``. Prints the run's
-``workflow_s`` (the calls' ``workflow wall time`` lines summed) and ``finished`` for ``after.csv``. Session 10 did
+``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``. Session 10 did
 these steps by hand; from the same calls this script made the same files, byte for byte, but for the last digit
-of two floats in a ``gpu_speedup.csv`` that the device, not this machine, had written.
+of three floats in a ``gpu_speedup.csv`` that the device, not this machine, had written. ``--out`` must be empty
+or new, every input is checked before anything is written, and the files move in only once all steps succeeded.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 WALL_TIME = re.compile(r"^workflow wall time: (\d+) s on \d+ GPU\(s\), exit (\d+)$", re.M)
-CHECKOUT = re.compile(r"(/\S+?)/(?:\.snakemake/log/|workflow/rules/|config/)")
+CHECKOUT = re.compile(r"^\s*Working directory: (/\S+)$", re.M)  # Snakemake's header names the checkout once
 
 
 def numbered(name: str, call: int) -> str:
@@ -36,17 +37,22 @@ def numbered(name: str, call: int) -> str:
     return name if call == 1 else f"{stem}.{call}.{suffix}"
 
 
-def without_checkout(log: str) -> str:
-    """The log with the device checkout's path (found where Snakemake names its log, rules or config) as ``<repo>``."""
+def without_checkout(log: str, where: Path) -> str:
+    """The log with the checkout's path, where a path of it ends (not ``/work/main2``), as ``<repo>``."""
     found = CHECKOUT.search(log)
-    return log.replace(found.group(1), "<repo>") if found else log
+    if not found:
+        raise SystemExit(f"{where}: no 'Working directory:' line, so the checkout's path is not known. Fix: import "
+                         f"the snakemake.log that scripts/gpu_workflow.sh wrote.")
+    root = found.group(1)
+    return re.sub(re.escape(root) + r"(?=[/\s'\")\],:]|$)", "<repo>", log, flags=re.M)
 
 
-def wall_time(log: str) -> tuple[int, bool]:
+def wall_time(log: str, where: Path) -> tuple[int, bool]:
     """Seconds and whether the workflow finished (exit 0), from the line scripts/gpu_workflow.sh appends."""
     found = WALL_TIME.findall(log)
     if not found:
-        raise SystemExit("no 'workflow wall time' line in a snakemake.log: was the call cut off before its end?")
+        raise SystemExit(f"{where}: no 'workflow wall time' line. Fix: was the call cut off before its end? Import "
+                         f"the calls that ran to the end of scripts/gpu_workflow.sh.")
     seconds, status = found[-1]
     return int(seconds), status == "0"
 
@@ -54,30 +60,52 @@ def wall_time(log: str) -> tuple[int, bool]:
 def slimbench(config: Path, results: Path, *args: str) -> None:
     """A slimbench command on the extracted results, never on the checkout's own results/."""
     where = json.dumps({"results_dir": str(results), "reports_dir": str(results / "reports")})
-    subprocess.run([sys.executable, "-m", "slimbench.cli", *args, "--config", str(config), "--set", where], check=True)
+    command = [sys.executable, "-m", "slimbench.cli", *args, "--config", str(config), "--set", where]
+    if status := subprocess.run(command).returncode:
+        raise SystemExit(f"'slimbench {' '.join(args)}' failed (exit {status}), see its message above; nothing was "
+                         f"written to --out.")
+
+
+def checked(calls: list[Path], out: Path) -> list[tuple[str, int, bool]]:
+    """Each call's log (path replaced), seconds and exit, once every input is there: nothing is written before."""
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: its old logs, samples or missing.csv would mix with this run's. Fix: "
+                         f"move them aside (e.g. into {out}/session<N>/) or import into a new folder.")
+    for path in [call / name for call in calls for name in ("snakemake.log", "gpu.csv")] + [calls[-1] / "results.tgz"]:
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing. Fix: pass each call's $OUT/<study> folder of scripts/gpu_studies.sh.")
+    logs = [(without_checkout((call / "snakemake.log").read_text(), call / "snakemake.log"), call) for call in calls]
+    return [(log, *wall_time(log, call / "snakemake.log")) for log, call in logs]
 
 
 def import_calls(config: Path, study: str, calls: list[Path], out: Path, tables: list[str]) -> tuple[int, bool]:
-    out.mkdir(parents=True, exist_ok=True)
-    total, finished = 0, False
-    for number, call in enumerate(calls, start=1):
-        log = without_checkout((call / "snakemake.log").read_text())
-        seconds, finished = wall_time(log)
-        total += seconds
-        (out / numbered("snakemake.log", number)).write_text(log)
-        shutil.copyfile(call / "gpu.csv", out / numbered("gpu.csv", number))
+    """Writes ``out`` (see the module docstring) and returns the run's seconds and whether its last call finished."""
+    if not hasattr(tarfile, "data_filter"):
+        raise SystemExit("this Python cannot extract an archive safely (tarfile filters: 3.10.12+, 3.11.4+). Fix: "
+                         "use a newer Python.")
+    logs = checked(calls, out)
     with tempfile.TemporaryDirectory() as tmp:
+        built = Path(tmp) / "out"
+        built.mkdir()
+        for number, (call, (log, _, _)) in enumerate(zip(calls, logs), start=1):
+            (built / numbered("snakemake.log", number)).write_text(log)
+            shutil.copyfile(call / "gpu.csv", built / numbered("gpu.csv", number))
         with tarfile.open(calls[-1] / "results.tgz") as archive:
             archive.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         slimbench(config, results, "runs", "--study", study, "--allow-missing")
         for name in tables:
             slimbench(config, results, "table", "--study", study, "--name", name)
-        report = next((results / "reports").glob(f"*/{study}"))
+        reports = list((results / "reports").glob(f"*/{study}"))
+        if len(reports) != 1:
+            raise SystemExit(f"{calls[-1] / 'results.tgz'}: {len(reports)} report folders of '{study}', not one.")
         for name in ["runs.csv", "missing.csv"] + [f"{table}.{ext}" for table in tables for ext in ("md", "csv")]:
-            if (report / name).exists():
-                shutil.copyfile(report / name, out / name)
-    return total, finished
+            if (reports[0] / name).exists():
+                shutil.copyfile(reports[0] / name, built / name)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in built.iterdir():
+            shutil.copyfile(path, out / path.name)
+    return sum(seconds for _, seconds, _ in logs), logs[-1][2]
 
 
 def main() -> None:

@@ -1,47 +1,89 @@
-"""scripts/gpu_import.py, checked on two calls written by hand: the checkout's path becomes <repo>, each call's
-log and samples get their own number, the seconds add up and the last call says whether the run finished, and
-runs.csv comes from the last call's archive (slimbench itself stands in here: its runs command has its own tests)."""
+"""scripts/gpu_import.py, checked on calls written by hand: the checkout's path becomes <repo> only where a path of
+it ends, each call's log and samples get their own number, the seconds add up, the last call alone says whether the
+run finished (exit 0), runs.csv and missing.csv come from the last call's archive, slimbench is pointed at the
+extracted results, and bad input is refused before anything is written. slimbench's own commands stand in here
+as stubs: its runs command has its own tests."""
 
 import io
+import json
 import tarfile
+from pathlib import Path
 
+import pytest
 from conftest import load_file_module
 
 gpu_import = load_file_module("scripts/gpu_import.py")
 
-LOG = """Complete log(s): /srv/ck/.snakemake/log/2026-12-07T121825.snakemake.log
-CalledProcessError in file "/srv/ck/workflow/rules/compress.smk", line 23:
+LOG = """Building DAG of jobs...
+  Working directory: /srv/ck
+Config file(s): [PosixPath('/srv/ck/config/default.yaml')] and data in /srv/ck2/data
+Complete log(s): /srv/ck/.snakemake/log/2026-12-07T121825.snakemake.log
 workflow wall time: {seconds} s on 1 GPU(s), exit {status}
 """
 
 
-def call(folder, seconds, status, samples, archive_runs):
+def call(folder: Path, seconds: int, status: int, samples: str, files: dict[str, str]) -> Path:
     folder.mkdir(parents=True)
     (folder / "snakemake.log").write_text(LOG.format(seconds=seconds, status=status))
     (folder / "gpu.csv").write_text(samples)
     with tarfile.open(folder / "results.tgz", "w:gz") as archive:
-        data = archive_runs.encode()
-        member = tarfile.TarInfo("results/reports/default/s/runs.csv")
-        member.size = len(data)
-        archive.addfile(member, io.BytesIO(data))
+        for name, text in files.items():
+            member = tarfile.TarInfo(f"results/reports/default/s/{name}")
+            member.size = len(text.encode())
+            archive.addfile(member, io.BytesIO(text.encode()))
     return folder
 
 
-def test_two_calls_of_an_unfinished_run(tmp_path, monkeypatch):
-    ran = []
-    monkeypatch.setattr(gpu_import, "slimbench", lambda config, results, *args: ran.append((results.name, args)))
-    calls = [call(tmp_path / "1", 223, 124, "a\n", "first"), call(tmp_path / "2", 265, 124, "b\n", "last")]
-    seconds, finished = gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, tmp_path / "out", [])
-    assert (seconds, finished) == (488, False)
+@pytest.fixture
+def ran(monkeypatch) -> list:
+    commands = []
+    monkeypatch.setattr(gpu_import, "slimbench", lambda config, results, *args: commands.append((results, args)))
+    return commands
+
+
+def test_two_calls_of_an_unfinished_run(tmp_path, ran):
+    calls = [call(tmp_path / "1", 223, 124, "a\n", {"runs.csv": "first"}),
+             call(tmp_path / "2", 265, 124, "b\n", {"runs.csv": "last", "missing.csv": "m"})]
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["gpu.2.csv", "gpu.csv", "runs.csv", "snakemake.2.log", "snakemake.log"]
+    assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, out, []) == (488, False)
+    assert sorted(p.name for p in out.iterdir()) == ["gpu.2.csv", "gpu.csv", "missing.csv", "runs.csv",
+                                                       "snakemake.2.log", "snakemake.log"]
     assert (out / "gpu.2.csv").read_text() == "b\n" and (out / "runs.csv").read_text() == "last"
     log = (out / "snakemake.2.log").read_text()
-    assert "/srv/ck" not in log and 'file "<repo>/workflow/rules/compress.smk"' in log
-    assert ran == [("results", ("runs", "--study", "s", "--allow-missing"))]
+    assert "PosixPath('<repo>/config/default.yaml')" in log and "Working directory: <repo>\n" in log
+    assert "/srv/ck2/data" in log  # another folder that merely starts with the checkout's path is kept
+    assert [(results.name, args) for results, args in ran] == [("results", ("runs", "--study", "s", "--allow-missing"))]
 
 
-def test_the_last_call_decides_whether_the_run_finished(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_import, "slimbench", lambda *args: None)
-    calls = [call(tmp_path / "1", 100, 124, "", "x"), call(tmp_path / "2", 365, 0, "", "y")]
-    assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, tmp_path / "out", []) == (465, True)
+@pytest.mark.parametrize("statuses, finished", [((124, 0), True), ((0, 124), False), ((0, 1), False)])
+def test_the_last_call_alone_decides_whether_the_run_finished(tmp_path, ran, statuses, finished):
+    calls = [call(tmp_path / str(n), 100, status, "", {"runs.csv": "x"}) for n, status in enumerate(statuses)]
+    assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, tmp_path / "out", []) == (200, finished)
+
+
+def test_slimbench_reads_and_writes_the_extracted_results_only(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(gpu_import.subprocess, "run", lambda command: seen.append(command) or type("R", (), {"returncode": 0}))
+    gpu_import.slimbench(Path("/c.yaml"), tmp_path / "results", "runs", "--study", "s")
+    command = seen[0]
+    assert command[-6:-2] == ["--study", "s", "--config", "/c.yaml"] and command[-2] == "--set"
+    assert json.loads(command[-1]) == {"results_dir": str(tmp_path / "results"),
+                                       "reports_dir": str(tmp_path / "results" / "reports")}
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, ran):
+    first = call(tmp_path / "1", 100, 0, "", {"runs.csv": "x"})
+    (first / "results.tgz").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"1/results.tgz is missing"):
+        gpu_import.import_calls(tmp_path / "c.yaml", "s", [first], out, [])
+    assert not out.exists() and not ran
+    out.mkdir()
+    (out / "snakemake.2.log").write_text("an earlier import")
+    with pytest.raises(SystemExit, match="is not empty"):
+        gpu_import.import_calls(tmp_path / "c.yaml", "s", [call(tmp_path / "2", 1, 0, "", {"runs.csv": "x"})], out, [])
+    cut = call(tmp_path / "3", 1, 0, "", {"runs.csv": "x"})
+    (cut / "snakemake.log").write_text(LOG.split("workflow wall time")[0])
+    with pytest.raises(SystemExit, match=r"3/snakemake.log: no 'workflow wall time' line"):
+        gpu_import.import_calls(tmp_path / "c.yaml", "s", [cut], tmp_path / "new", [])
+    assert not (tmp_path / "new").exists()

@@ -112,5 +112,7 @@ def test_earlier_calls_of_an_unknown_study_or_twice_for_one_study_are_refused(tm
     config = {"name": "c", "studies": {"a": {}, "b": {}}}
     with pytest.raises(ValueError, match=r"names \['z'\], not studies of c.yaml"):
         gpu_time.table(config, tmp_path, [], [{**measured("a z", "1", "yes"), "route": "x"}])
-    with pytest.raises(ValueError, match=r"gives \['b'\] more than one row"):
-        gpu_time.table(config, tmp_path, [], [{**measured(s, "1", "yes"), "route": "x"} for s in ("a b", "b")])
+    for order in (("a b", "b"), ("b", "a b")):  # also when the first row is left out, a being measured
+        with pytest.raises(ValueError, match=r"gives \['b'\] more than one row"):
+            gpu_time.table(config, tmp_path, [measured("a", "1", "yes")],
+                           [{**measured(s, "1", "yes"), "route": "x"} for s in order])
