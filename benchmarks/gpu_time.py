@@ -198,8 +198,8 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=Path("reports/benchmarks/gpu_time/after.csv"))
     args = parser.parse_args()
     config = load_config(args.config)
-    earlier = args.after.with_name("earlier.csv")
-    after, earlier = read_rows(args.after), read_rows(earlier) if earlier.exists() else []
+    earlier_csv = args.after.with_name("earlier.csv")  # optional: after.csv is not
+    after, earlier = read_rows(args.after), read_rows(earlier_csv) if earlier_csv.exists() else []
     out = args.after.with_name("gpu_time.md")
     out.write_text(table(config, Path("reports") / config["name"], after, earlier)
                    + breakdowns(args.after.parent, after))

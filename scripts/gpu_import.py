@@ -9,10 +9,11 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``<repo>`` (no machine paths in tracked files); ``runs.csv`` (and ``missing.csv`` for an unfinished run) by
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
 since the results stay on the warm machine; and each ``--table`` by ``slimbench table``. Prints the run's
-``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``. Session 10 did
-these steps by hand; from the same calls this script made the same files, byte for byte, but for the last digit
-of three floats in a ``gpu_speedup.csv`` that the device, not this machine, had written. ``--out`` must be empty
-or new, every input is checked before anything is written, and the files move in only once all steps succeeded.
+``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``.
+Session 10 did these steps by hand; from the same calls this script made the same files, byte for byte, but for
+the last digit of three floats in a ``gpu_speedup.csv`` that the device, not this machine, had written. ``--out``
+must be empty or new, every input is checked before anything is written, and the files move in only once all
+steps succeeded.
 """
 
 from __future__ import annotations
