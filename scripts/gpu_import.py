@@ -39,7 +39,7 @@ def numbered(name: str, call: int) -> str:
 
 
 def without_checkout(log: str, where: Path) -> str:
-    """The log with the checkout's path, where a path of it ends (not ``/work/main2``), as ``<repo>``."""
+    """The log with the checkout's path, where a path of it ends (not inside a longer name), as ``<repo>``."""
     found = CHECKOUT.search(log)
     if not found:
         raise SystemExit(f"{where}: no 'Working directory:' line, so the checkout's path is not known. Fix: import "
