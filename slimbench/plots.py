@@ -125,7 +125,9 @@ def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     evaluated without a GPU have no CUDA latency: their speed-ups are empty, the FLOPs ratio stays. Where the runs
     paired their GPU calls with the base (``latency_cuda_vs_base_ratio``), ``speedup_paired`` = 1 / that ratio and
     ``paired_over_flops`` follow: the speed-up to read when several jobs shared the GPU, since the two
-    single-model medians were then timed minutes apart under different neighbours."""
+    single-model medians were then timed minutes apart under different neighbours. Even paired, a shared GPU can
+    overstate a small model's speed-up beyond its interval; ``benchmarks/idle_speedup.py`` times the saved models
+    alone."""
     needed = ["flops", "latency_cuda_ms", "latency_cuda_large_ms"]
     frame = frame.assign(**{c: float("nan") for c in needed if c not in frame})
     keys = ["dataset", "model", "seed"]
