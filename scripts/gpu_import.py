@@ -8,7 +8,8 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``snakemake.2.log``, ... and ``gpu.csv``, ``gpu.2.csv``, ..., with the device checkout's path in the logs replaced by
 ``<repo>`` (no machine paths in tracked files); ``runs.csv`` (and ``missing.csv`` for an unfinished run) by
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
-since the results stay on the warm machine; and each ``--table`` by ``slimbench table``. Prints the run's
+since the results stay on the warm machine; each ``--table`` by ``slimbench table``; and the last call's
+``idle_speedup.csv`` and ``.jsonl`` where gpu_studies.sh's ``IDLE_PAIRS`` made them. Prints the run's
 ``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``.
 Session 10 did these steps by hand; from the same calls this script made the same files, byte for byte, but for
 the last digit of three floats in a ``gpu_speedup.csv`` that the device, not this machine, had written. ``--out``
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 WALL_TIME = re.compile(r"^workflow wall time: (\d+) s on \d+ GPU\(s\), exit (\d+)$", re.M)
+IDLE = ("idle_speedup.csv", "idle_speedup.jsonl")  # benchmarks/idle_speedup.py's table and lines, if it ran
 CHECKOUT = re.compile(r"^\s*Working directory: (/\S+)$", re.M)  # Snakemake's header names the checkout once
 
 
@@ -103,6 +105,9 @@ def import_calls(config: Path, study: str, calls: list[Path], out: Path, tables:
         for name in ["runs.csv", "missing.csv"] + [f"{table}.{ext}" for table in tables for ext in ("md", "csv")]:
             if (reports[0] / name).exists():
                 shutil.copyfile(reports[0] / name, built / name)
+        for name in IDLE:  # scripts/gpu_studies.sh with IDLE_PAIRS, after the study finished: its last call
+            if (calls[-1] / name).is_file():
+                shutil.copyfile(calls[-1] / name, built / name)
         out.mkdir(parents=True, exist_ok=True)
         for path in built.iterdir():
             shutil.copyfile(path, out / path.name)

@@ -87,3 +87,16 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, ran):
     with pytest.raises(SystemExit, match=r"3/snakemake.log: no 'workflow wall time' line"):
         gpu_import.import_calls(tmp_path / "c.yaml", "s", [cut], tmp_path / "new", [])
     assert not (tmp_path / "new").exists()
+
+
+def test_the_idle_speedup_files_come_from_the_last_call(tmp_path, ran):
+    first = call(tmp_path / "1", 100, 124, "", {"runs.csv": "x"})
+    (first / "idle_speedup.csv").write_text("stale")
+    last = call(tmp_path / "2", 50, 0, "", {"runs.csv": "y"})
+    (last / "idle_speedup.csv").write_text("idle table")
+    (last / "idle_speedup.jsonl").write_text("{}\n")
+    (last / "idle_speedup.err").write_text("warnings")
+    out = tmp_path / "out"
+    gpu_import.import_calls(tmp_path / "c.yaml", "s", [first, last], out, [])
+    assert (out / "idle_speedup.csv").read_text() == "idle table" and (out / "idle_speedup.jsonl").read_text() == "{}\n"
+    assert not (out / "idle_speedup.err").exists()
