@@ -3,7 +3,7 @@
 After a study's workflow has finished, its saved models are timed again, paired call by call with their base, and the
 speed-up is set beside the FLOPs ratio and beside the speed-up the workflow itself measured on the shared GPU.
 
-    python benchmarks/idle_speedup.py --config config/default.yaml --study STUDY [--pairs 50] [--warmup 5]
+    python benchmarks/idle_speedup.py --config config/default.yaml --study STUDY [--pairs 50] [--warmup N]
         [--out FILE.csv]
 
 Run it from the repository root (the config's ``results_dir`` is relative to it), on the GPU machine the study ran
@@ -18,8 +18,9 @@ How: per (dataset, model) the data is loaded once (``Workspace.open`` on the stu
 panel); per seed the base model (chain ``base``) is loaded onto the GPU once, then each chain with a saved model and
 a metrics file (and whose base has both) is loaded (``checkpoint.load_model``) and its calls interleaved with the
 base's (``metrics.cost.paired_cuda_latency``: CUDA events, a synchronize before each call, order alternating) on
-the evaluation batch the workflow used (``pipeline.example_forward`` at ``evaluation_settings``' batch_size),
-``--warmup`` untimed pairs then ``--pairs`` timed ones. The base is paired with itself once per seed (the A/A
+the evaluation batch the workflow used (``pipeline.example_forward`` at ``evaluation_settings``' batch_size; a text
+batch is padded to its longest example), ``--warmup`` untimed pairs (default: the config's
+``evaluation.latency.warmup``) then ``--pairs`` timed ones. The base is paired with itself once per seed (the A/A
 row, chain ``base``: its interval is the noise floor), as in the workflow. Chains lacking a saved model or metrics
 are skipped and listed as missing in the summary.
 
@@ -30,7 +31,7 @@ fast as the FLOPs promise); ``speedup_shared`` and ``shared_over_flops`` the sam
 metrics (the workflow's, on the shared GPU), with its pairs and batch; the median milliseconds of both. Prints one
 JSON line per (dataset, model, seed, chain) as measured, writes the CSV (default
 ``<results_dir>/<config>/<study>/idle_speedup.csv``) atomically at the end, then a summary line with the hardware
-(GPU, torch, CUDA, driver), counts and wall time.
+(the metrics files' hardware record, the GPU's UUID, torch, driver), counts and wall time.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Any, Iterator
 
 import torch
 
-from slimbench import checkpoint, devices
+from slimbench import checkpoint, devices, provenance
 from slimbench.atomic import write_atomically
 from slimbench.config import Experiment, evaluation_settings, experiments, load_config
 from slimbench.integrity import read_sealed_json
@@ -127,8 +128,8 @@ def hardware() -> dict[str, Any]:
                              capture_output=True, text=True, check=True, timeout=60).stdout.split()
     except (OSError, subprocess.SubprocessError):
         smi = []
-    return {"gpu": torch.cuda.get_device_name(), **devices.physical_gpu(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "driver": smi[0] if smi else None}
+    return {**provenance.hardware(), **devices.physical_gpu(), "torch": torch.__version__,
+            "driver": smi[0] if smi else None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,11 +138,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="config file; repeat to merge several in order")
     parser.add_argument("--study", required=True)
     parser.add_argument("--pairs", type=int, default=50,
-                        help="timed pairs per chain (the workflow's: evaluation.latency.paired_cuda)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed pairs before them")
+                        help="timed pairs per chain (the workflow's counterpart: evaluation.latency.paired_cuda, "
+                             "10 in config/default.yaml)")
+    parser.add_argument("--warmup", type=int, help="untimed pairs before them (default: evaluation.latency.warmup)")
     parser.add_argument("--out", type=Path, help="CSV (default: <results_dir>/<config>/<study>/idle_speedup.csv)")
     args = parser.parse_args(argv)
-    if args.pairs < 1 or args.warmup < 0:
+    if args.pairs < 1 or (args.warmup is not None and args.warmup < 0):
         parser.error(f"--pairs must be >= 1 and --warmup >= 0, got {args.pairs} and {args.warmup}")
     start = time.perf_counter()
     devices.claim_gpu()  # before CUDA starts: on a multi-GPU host, a GPU no other slimbench job holds
@@ -161,20 +163,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"idle_speedup: none of the {len(runs)} experiments of study '{args.study}' has a saved model and "
                  f"metrics file with its base's (looked in '{folder}': results_dir '{results_dir}' from "
                  f"{Path.cwd()}). Fix: run the study's workflow first, and this script from the repository root.")
-    batch = evaluation_settings(config, args.study)["batch_size"]
+    settings = evaluation_settings(config, args.study)
+    batch = settings["batch_size"]
+    warmup = settings["latency"]["warmup"] if args.warmup is None else args.warmup
     device = torch.device("cuda")
     rows: list[dict[str, Any]] = []
     for _, panel in groupby(todo, key=lambda exp: (exp.dataset, exp.model)):
         panel = list(panel)
         ws = Workspace.open(config, panel[0])
         for _, seed_runs in groupby(panel, key=lambda exp: exp.seed):
-            rows += measure_seed(ws, list(seed_runs), batch, args.pairs, args.warmup, device)
+            rows += measure_seed(ws, list(seed_runs), batch, args.pairs, warmup, device)
     out = args.out or Path(results_dir, config["name"], args.study, "idle_speedup.csv")
     write_atomically(out, lambda tmp: write_csv(tmp, rows))
     missing = [{**{k: getattr(exp, k) for k in IDENTITY}, "why": why[exp]} for exp in runs if why[exp]]
     print(json.dumps({"benchmark": "idle_speedup", "summary": True, "config": config["name"], "study": args.study,
                       "out": str(out), "measured": len(rows), "missing": len(missing), "missing_runs": missing,
-                      "batch": batch, "pairs": args.pairs, "warmup": args.warmup,
+                      "batch": batch, "pairs": args.pairs, "warmup": warmup,
                       "wall_s": round(time.perf_counter() - start, 1), **hardware()}), flush=True)
 
 

@@ -106,6 +106,8 @@ def test_loop_over_panels_and_seeds(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(idle_speedup.devices, "claim_gpu", lambda: {})
     monkeypatch.setattr(idle_speedup, "hardware", lambda: {"gpu": "stub"})
     config = in_results(monkeypatch, tmp_path)
+    config["evaluation"]["batch_size"] = 96  # the pairs run at the config's batch and warm-up, whatever they are
+    config["evaluation"]["latency"]["warmup"] = 3
     runs = list(experiments(config, "dgmr"))
     panel = [e for e in runs if (e.dataset, e.model) == (runs[0].dataset, runs[0].model)]
     chains = list(dict.fromkeys(e.chain for e in panel))
@@ -136,16 +138,16 @@ def test_loop_over_panels_and_seeds(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(idle_speedup, "example_forward", lambda ws, model, batch, device: (model, batch))
     monkeypatch.setattr(idle_speedup.cost, "paired_cuda_latency", paired_cuda_latency)
     out = tmp_path / "idle.csv"
-    idle_speedup.main(["--config", CONFIG, "--study", "dgmr", "--pairs", "7", "--warmup", "2", "--out", str(out)])
+    idle_speedup.main(["--config", CONFIG, "--study", "dgmr", "--pairs", "7", "--out", str(out)])
 
     assert opened == [panel[0]]  # panel 2 has nothing saved: its data is not loaded
     base_dirs = [exp.directory(tmp_path) / "model" for exp in panel if exp.chain == "base"]
     chain_dirs = [exp.directory(tmp_path) / "model" for exp in panel if exp.chain == chains[1]]
     assert loaded == [base_dirs[0], chain_dirs[0], base_dirs[1], chain_dirs[1]]  # the base once per seed
     assert [(f[0], b[0], p, w) for f, b, p, w in timed] == [
-        (base_dirs[0], base_dirs[0], 7, 2), (chain_dirs[0], base_dirs[0], 7, 2),
-        (base_dirs[1], base_dirs[1], 7, 2), (chain_dirs[1], base_dirs[1], 7, 2)]
-    assert all(f[1] == b[1] == 256 for f, b, _, _ in timed)  # the evaluation batch
+        (base_dirs[0], base_dirs[0], 7, 3), (chain_dirs[0], base_dirs[0], 7, 3),
+        (base_dirs[1], base_dirs[1], 7, 3), (chain_dirs[1], base_dirs[1], 7, 3)]
+    assert all(f[1] == b[1] == 96 for f, b, _, _ in timed)  # the evaluation batch
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["seed"], r["chain"], r["flops_ratio"]) for r in rows] == [
@@ -160,3 +162,13 @@ def test_loop_over_panels_and_seeds(monkeypatch, tmp_path, capsys):
     last = (runs[-1].dataset, runs[-1].model)
     other = {m["why"] for m in summary["missing_runs"] if (m["dataset"], m["model"]) == last}
     assert other == {"no saved model"}
+
+
+def test_a_chain_whose_base_is_not_saved_or_evaluated_is_missing(monkeypatch, tmp_path):
+    config = in_results(monkeypatch, tmp_path)
+    base, chain, other = [e for e in experiments(config, "dgmr") if e.seed == 0][:3]
+    save(chain, tmp_path, 250)
+    assert idle_speedup.missing_reason(chain, str(tmp_path)) == "base: no saved model"
+    save(base, tmp_path, 1000, metrics=False)
+    assert idle_speedup.missing_reason(chain, str(tmp_path)) == "base: no metrics file"
+    assert idle_speedup.missing_reason(other, str(tmp_path)) == "no saved model"
