@@ -18,10 +18,14 @@ budget=${BUDGET:?set BUDGET (seconds for the whole call)}
 data=${DATA:?set DATA (the data root)}
 idle() {  # the default results folder: idle_speedup.py then prints paths relative to the checkout, none of $OUT
   local left=$((budget - SECONDS)) csv=results/default/$1/idle_speedup.csv
-  if [ "$left" -lt 20 ]; then echo "$1: idle_speedup not started, ${left} s left" | tee -a "$root/studies.txt"; return; fi
+  if [ "$left" -lt 20 ]; then
+    echo "$1: idle_speedup not started, ${left} s left" | tee -a "$root/studies.txt"
+    return
+  fi
   rm -f "$csv"
   PYTHONPATH="$PWD/.site" SLIMBENCH_DATA_ROOT=$data timeout "$left" python3 benchmarks/idle_speedup.py \
-    --config config/default.yaml --study "$1" --pairs "$IDLE_PAIRS" > "$root/$1/idle_speedup.jsonl" 2> "$root/$1/idle_speedup.err"
+    --config config/default.yaml --study "$1" --pairs "$IDLE_PAIRS" \
+    > "$root/$1/idle_speedup.jsonl" 2> "$root/$1/idle_speedup.err"
   local status=$?
   [ -f "$csv" ] && cp "$csv" "$root/$1/"
   echo "$1: idle_speedup exit $status at ${SECONDS} s" | tee -a "$root/studies.txt"
@@ -34,6 +38,7 @@ for study in "$@"; do
   OUT=$root/$study TIME_LIMIT=$left SLIMBENCH_DATA_ROOT=$data bash scripts/gpu_workflow.sh config/default.yaml "$jobs" \
     "$study" > "$root/$study/stdout.txt" 2>&1
   status=$?
-  echo "$study: exit $status at ${SECONDS} s; $(grep 'workflow wall time' "$root/$study/snakemake.log")" | tee -a "$root/studies.txt"
+  echo "$study: exit $status at ${SECONDS} s; $(grep 'workflow wall time' "$root/$study/snakemake.log")" \
+    | tee -a "$root/studies.txt"
   if [ "${IDLE_PAIRS:-0}" -gt 0 ] && [ "$status" -eq 0 ]; then idle "$study"; fi
 done
