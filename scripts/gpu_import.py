@@ -10,7 +10,8 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
 since the results stay on the warm machine; each ``--table`` by ``slimbench table``; and the last call's
 ``idle_speedup.csv`` and ``.jsonl`` where gpu_studies.sh's ``IDLE_PAIRS`` made them. Prints the run's
-``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``.
+``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``, and,
+where an idle table came in, its ``study`` and ``table`` for ``idle_runs.csv`` (benchmarks/idle_verdict.py).
 Session 10 did these steps by hand; from the same calls this script made the same files, byte for byte, but for
 the last digit of three floats in a ``gpu_speedup.csv`` that the device, not this machine, had written. ``--out``
 must be empty or new, every input is checked before anything is written, and the files move in only once all
@@ -124,6 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     seconds, finished = import_calls(args.config.resolve(), args.study, args.calls, args.out, args.table)
     print(f"after.csv: workflow_s={seconds}, calls={len(args.calls)}, finished={'yes' if finished else 'no'}")
+    if (args.out / IDLE[0]).is_file():
+        print(f"idle_runs.csv: study={args.study}, table={args.out / IDLE[0]} (written relative to idle_runs.csv)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +26,7 @@ def load_file_module(relative: str) -> ModuleType:
     """A script or benchmark of the repository (not a package), imported from its file."""
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
