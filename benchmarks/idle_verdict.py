@@ -5,46 +5,73 @@
 The rule (reports/benchmarks/README.md, "Item 5's rule for the idle runs", commit 6188ac3), as code:
 
 * **Chains judged:** every chain of a study with a stage that prunes MLP neurons or attention heads (the stage's
-  ``applies_to`` names ``mlp_neurons`` or ``attention_heads``) and no ``int8`` or ``fp16`` stage, in every seed.
-  The chain's judged stages, joined by ``+``, name its method.
+  ``applies_to`` names ``mlp_neurons`` or ``attention_heads``; and, by session 12's addendum, edge_vit's
+  ``structured_prune`` and ``iterative_prune`` with ``target`` heads or rows) and no ``int8`` or ``fp16`` stage,
+  in every seed. The chain's judged stages (with the target where it has one), joined by ``+``, name its method.
 * **A chain in one seed**, one row of a ``benchmarks/idle_speedup.py`` table: passes when ``idle_over_flops`` >= 0.8;
   clearly fails when even the top of its interval, ``speedup_idle_ci_high / flops_ratio``, is below 0.8; else
   undecided. A row is judged only when timed as the rule says (at least 50 pairs, at the study's evaluation batch)
-  and with a FLOPs ratio; any other row, and a chain with no row, counts as not timed.
+  and with a FLOPs ratio and speed-up (finite numbers); any other row, and a chain with no row, counts as not
+  timed.
 * **A method in a study** is met when every chain and seed passes, not met when any clearly fails, inconclusive
   otherwise (a chain not timed leaves it inconclusive at best).
 * **Item 5** is met when every method of every study timed is met, not met when any is not met, inconclusive
   otherwise or when no study was timed; the studies with judged chains but no run are named beside it.
 
 ``idle_runs.csv`` lists the runs the rule judges, one row each, added when a run is imported
-(``scripts/gpu_import.py``): ``study``, ``table`` (its ``idle_speedup.csv``, relative to ``idle_runs.csv``),
-``gpu``, ``date``, ``source`` (the calls). A chain timed in several runs is judged in each: no row is dropped, so
-a repeat can turn a pass into a failure but never hide one. Writes ``idle_verdict.md`` beside ``idle_runs.csv``.
+(``scripts/gpu_import.py`` prints its ``study`` and ``table``): ``study``, ``table`` (its ``idle_speedup.csv``,
+relative to ``idle_runs.csv``; each listed once), ``gpu``, ``date``, ``source`` (the calls). A chain timed in several
+runs is judged in each: no row is dropped, so a repeat can turn a pass into a failure but never hide one. Writes
+``idle_verdict.md`` beside ``idle_runs.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimbench.config import evaluation_settings, experiments, load_config
-from slimbench.stages import STAGES, parse_chain
+from slimbench.config import evaluation_settings, experiments, load_config, study_settings
+from slimbench.stages import resolve_chain
 
 TARGET = 0.8
 PAIRS = 50
 PRUNED_STRUCTURES = {"mlp_neurons", "attention_heads"}
+PRUNED_TARGETS = {"heads", "rows"}  # edge_vit's structured_prune/iterative_prune: attention heads, MLP rows
 EXCLUDING = {"int8", "fp16"}
 KEY = ("dataset", "model", "seed", "chain")
 
 
-def method(chain: str) -> str | None:
-    """The chain's MLP or head pruning stages joined by ``+``; None when it has none or an int8 or fp16 stage."""
-    names = [call.name for call in parse_chain(chain)]
-    pruning = [name for name in names if STAGES.get(name).applies_to.needs & PRUNED_STRUCTURES]
-    return "+".join(pruning) if pruning and not EXCLUDING & set(names) else None
+def method(chain: str, settings: dict | None = None) -> str | None:
+    """The chain's MLP or head pruning stages joined by ``+``; None when it has none or an int8 or fp16 stage.
+    ``settings``: the experiment's stage settings, where a stage's ``target`` may be set instead of in the chain."""
+    names, pruning = set(), []
+    for stage, params in resolve_chain(chain, settings or {}):
+        names.add(stage.name)
+        if stage.applies_to.needs & PRUNED_STRUCTURES:
+            pruning.append(stage.name)
+        elif params.get("target") in PRUNED_TARGETS:
+            pruning.append(f"{stage.name}-{params['target']}")
+    return "+".join(pruning) if pruning and not EXCLUDING & names else None
+
+
+def judged_methods(config: dict, study: str) -> dict[tuple[str, ...], str]:
+    """The study's judged experiments, (dataset, model, seed, chain) as written in a table, with their method."""
+    found = {tuple(str(getattr(exp, k)) for k in KEY): method(exp.chain, study_settings(config, exp)[1])
+             for exp in experiments(config, study)}
+    return {key: name for key, name in found.items() if name}
+
+
+def number(text: str) -> float | None:
+    """A finite number from a table cell, else None (blank, NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def status(row: dict[str, str]) -> str:
@@ -86,21 +113,22 @@ class Judged:
 
 def judge_study(config: dict, study: str, tables: list[tuple[str, list[dict[str, str]]]]) -> list[Judged]:
     """Every judged chain and seed of ``study`` against its runs' rows (``tables``: (name, rows) per run)."""
-    expected = {tuple(str(getattr(exp, k)) for k in KEY): method(exp.chain) for exp in experiments(config, study)}
-    expected = {key: name for key, name in expected.items() if name}
+    every = {tuple(str(getattr(exp, k)) for k in KEY) for exp in experiments(config, study)}
+    expected = judged_methods(config, study)
     batch = str(evaluation_settings(config, study)["batch_size"])
     judged, off_rule = [], {}
     for run, rows in tables:
         for row in rows:
             key = tuple(row[k] for k in KEY)
             if key not in expected:
-                if row["chain"] == "base" or method(row["chain"]) is None:
+                if key in every or row["chain"] == "base":
                     continue  # the A/A row, or a chain the rule does not judge
                 raise ValueError(f"{run}: {dict(zip(KEY, key))} is not an experiment of study '{study}' in "
                                  f"{config['name']}.yaml. Fix: list the table under the study it was timed for.")
-            if not row["flops_ratio"]:
-                off_rule[key] = f"{run}: no FLOPs ratio"
-            elif int(row["pairs_idle"]) >= PAIRS and row["batch"] == batch:
+            values = [number(row[name]) for name in ("flops_ratio", "idle_over_flops", "speedup_idle_ci_high")]
+            if None in values:
+                off_rule[key] = f"{run}: no FLOPs ratio or speed-up"
+            elif (number(row["pairs_idle"]) or 0) >= PAIRS and row["batch"] == batch:
                 judged.append(Judged(study, expected[key], key, row, run))
             else:
                 off_rule[key] = f"{run}: {row['pairs_idle']} pairs at batch {row['batch']}, not >= {PAIRS} at {batch}"
@@ -118,15 +146,20 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def judge(config: dict, runs_file: Path) -> tuple[list[Judged], list[str]]:
     """Every judged row of the runs listed, and the studies with judged chains that no run timed."""
-    runs = defaultdict(list)
-    for run in read_rows(runs_file):
+    runs, listed = defaultdict(list), read_rows(runs_file)
+    for run in listed:
+        table = runs_file.parent / run["table"]
         if run["study"] not in config["studies"]:
             raise ValueError(f"{runs_file}: '{run['study']}' is not a study of {config['name']}.yaml. Known: "
                              f"{', '.join(config['studies'])}.")
-        runs[run["study"]].append((run["table"], read_rows(runs_file.parent / run["table"])))
+        if not table.is_file():
+            raise ValueError(f"{runs_file}: table '{run['table']}' not found at {table}. Fix: give its path "
+                             f"relative to the folder of {runs_file.name}.")
+        if [other["table"] for other in listed].count(run["table"]) > 1:
+            raise ValueError(f"{runs_file}: table '{run['table']}' is listed more than once; list each run once.")
+        runs[run["study"]].append((run["table"], read_rows(table)))
     judged = [j for study, tables in runs.items() for j in judge_study(config, study, tables)]
-    not_timed = [study for study in config["studies"] if study not in runs
-                 and any(method(exp.chain) for exp in experiments(config, study))]
+    not_timed = [study for study in config["studies"] if study not in runs and judged_methods(config, study)]
     return judged, not_timed
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -115,6 +116,11 @@ def import_calls(config: Path, study: str, calls: list[Path], out: Path, tables:
     return sum(seconds for _, seconds, _ in logs), logs[-1][2]
 
 
+def idle_runs_entry(study: str, out: Path, runs: Path = Path("reports/benchmarks/gpu_time/idle_runs.csv")) -> str:
+    """The ``study`` and ``table`` of the run's row in ``idle_runs.csv``: the table's path relative to that file."""
+    return f"idle_runs.csv: study={study}, table={os.path.relpath(out.resolve() / IDLE[0], runs.resolve().parent)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -126,7 +132,7 @@ def main() -> None:
     seconds, finished = import_calls(args.config.resolve(), args.study, args.calls, args.out, args.table)
     print(f"after.csv: workflow_s={seconds}, calls={len(args.calls)}, finished={'yes' if finished else 'no'}")
     if (args.out / IDLE[0]).is_file():
-        print(f"idle_runs.csv: study={args.study}, table={args.out / IDLE[0]} (written relative to idle_runs.csv)")
+        print(idle_runs_entry(args.study, args.out))
 
 
 if __name__ == "__main__":

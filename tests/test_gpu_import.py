@@ -100,3 +100,10 @@ def test_the_idle_speedup_files_come_from_the_last_call(tmp_path, ran):
     gpu_import.import_calls(tmp_path / "c.yaml", "s", [first, last], out, [])
     assert (out / "idle_speedup.csv").read_text() == "idle table" and (out / "idle_speedup.jsonl").read_text() == "{}\n"
     assert not (out / "idle_speedup.err").exists()
+
+
+def test_the_idle_runs_entry_is_relative_to_idle_runs_csv(tmp_path):
+    runs = tmp_path / "reports" / "benchmarks" / "gpu_time" / "idle_runs.csv"
+    out = tmp_path / "reports" / "benchmarks" / "gpu_time" / "stat" / "session12"
+    assert gpu_import.idle_runs_entry("stat", out, runs) == \
+        "idle_runs.csv: study=stat, table=stat/session12/idle_speedup.csv"

@@ -1,6 +1,7 @@
 """benchmarks/idle_verdict.py applies item 5's rule for the idle runs (reports/benchmarks/README.md) as written: the
-chains it judges against the README's list of stages, each row's status and each verdict against outcomes worked
-out by hand, and rows timed otherwise than the rule says counted as not timed."""
+chains it judges against the README's list of stages (and session 12's addendum: edge_vit's heads and rows
+targets), each row's status and each verdict against outcomes worked out by hand, and rows timed otherwise than the
+rule says counted as not timed."""
 
 import csv
 
@@ -29,11 +30,19 @@ def test_the_stages_judged_are_the_readmes():
     ("base+stat-0.4+finetune", "stat"),
     ("base+dgmr-0.7+int8", None),
     ("base+fp16+heads_magnitude-0.3", None),
-    ("base+structured_prune-0.5", None),
+    ("base+feature_kd-mobilevit_xs+structured_prune-heads", "structured_prune-heads"),
+    ("base+structured_prune-rows+iterative_prune-heads", "structured_prune-rows+iterative_prune-heads"),
+    ("base+structured_prune-filters", None),
+    ("base+structured_prune", None),  # its default target: filters
     ("base+kd", None),
 ])
 def test_method_of_a_chain(chain, expected):
     assert idle_verdict.method(chain) == expected
+
+
+def test_a_target_set_in_the_settings_counts():
+    assert idle_verdict.method("base+structured_prune", {"structured_prune": {"target": "rows"}}) == \
+        "structured_prune-rows"
 
 
 def row(ratio: float, speedup: float, high: float) -> dict[str, str]:
@@ -44,6 +53,7 @@ def row(ratio: float, speedup: float, high: float) -> dict[str, str]:
     (2.0, 1.6, 1.7, "pass"),        # 1.6 / 2 = 0.8, at the target
     (2.0, 1.58, 1.61, "undecided"),  # 0.79, but the top of its interval 1.61 / 2 = 0.805 reaches it
     (2.0, 1.58, 1.599, "fail"),      # 0.79, and 1.599 / 2 = 0.7995 is below
+    (2.0, 1.58, 1.6, "undecided"),   # 0.79, the top exactly at 1.6 / 2 = 0.8
     (1.5, 1.5, 1.6, "pass"),
     (2.5, 1.46, 1.5, "fail"),        # session 11's stat_nocorrect-0.6, rounded: 0.584, top 0.6
 ])
@@ -93,6 +103,7 @@ def test_a_study_judged_from_its_tables(tmp_path):
     nocorrect += [timed("base+stat_nocorrect-0.6", 0, 0.79), timed("base+stat_nocorrect-0.6", 1, 0.5)]
     kwon = [timed(f"base+kwon-{v}", seed, 0.81) for seed in (0, 1) for v in ("0.3", "0.4", "0.5", "0.6")]
     kwon[-1] = timed("base+kwon-0.6", 1, 0.81, pairs=10)  # not timed as the rule says
+    kwon[-2] = {**timed("base+kwon-0.5", 1, 0.81), "flops_ratio": "", "idle_over_flops": ""}  # no FLOPs
     search = [timed(f"base+kwon_search-{v}", seed, 0.95) for seed in (0, 1) for v in ("0.4", "0.6")]
     search[0] = timed("base+kwon_search-0.4", 0, 0.95, batch=64)  # at another batch
     write_table(tmp_path / "first.csv", [timed("base", 0, 1.0), *stat, *nocorrect[:2]])
@@ -100,18 +111,19 @@ def test_a_study_judged_from_its_tables(tmp_path):
     runs = tmp_path / "idle_runs.csv"
     runs.write_text("study,table,gpu,date,source\nstat,first.csv,H100,d,c\nstat,second.csv,H100,d,c\n")
     judged, not_timed = idle_verdict.judge(CONFIG, runs)
-    assert not_timed == ["skeleton", "dgmr", "stat_llama", "crossbench"]
+    assert not_timed == ["skeleton", "dgmr", "stat_llama", "edge_vit_cifar", "crossbench"]
     text = idle_verdict.report(CONFIG, judged, not_timed)
     # stat: 8 pass in the first run; the second run's stat-0.3 seed 1 reads 0.7, top 0.72: clearly fails.
     assert "| stat | stat | 8 | 9 | 8 | 0 | 1 | 0.700 (base+stat-0.3, 1) | **not met** |" in text
     # stat_nocorrect: 0.9, 0.9, 0.79 (top 0.81: undecided), 0.5 (top 0.52: fails).
     assert "| stat | stat_nocorrect | 4 | 4 | 2 | 1 | 1 | 0.500 (base+stat_nocorrect-0.6, 1) | **not met** |" in text
     assert "| stat | heads_magnitude | 8 | 0 | 0 | 0 | 0 | - | **inconclusive** |" in text
-    assert "| stat | kwon | 8 | 7 | 7 | 0 | 0 | 0.810 (base+kwon-0.3, 0) | **inconclusive** |" in text
+    assert "| stat | kwon | 8 | 6 | 6 | 0 | 0 | 0.810 (base+kwon-0.3, 0) | **inconclusive** |" in text
     assert "| stat | kwon_search | 4 | 3 | 3 | 0 | 0 | 0.950 (base+kwon_search-0.6, 0) | **inconclusive** |" in text
     assert "**Item 5: not met.** Studies timed: stat." in text
     assert "| base+kwon-0.6 |  |  |  |  | not timed | second.csv: 10 pairs at batch 256, not >= 50 at 256 |" in text
     assert "not timed | second.csv: 50 pairs at batch 64, not >= 50 at 256 |" in text
+    assert "| base+kwon-0.5 |  |  |  |  | not timed | second.csv: no FLOPs ratio or speed-up |" in text
     assert "| base |" not in text  # the A/A row is not judged
 
 
@@ -135,6 +147,12 @@ def test_a_table_under_the_wrong_study_is_refused(tmp_path):
     runs.write_text("study,table,gpu,date,source\nstats,t.csv,H100,d,c\n")
     with pytest.raises(ValueError, match="'stats' is not a study of default.yaml"):
         idle_verdict.judge(CONFIG, runs)
+    runs.write_text("study,table,gpu,date,source\nstat,stat/t.csv,H100,d,c\n")
+    with pytest.raises(ValueError, match="table 'stat/t.csv' not found"):
+        idle_verdict.judge(CONFIG, runs)
+    runs.write_text("study,table,gpu,date,source\nstat,t.csv,H100,d,c\nstat,t.csv,H100,d,c\n")
+    with pytest.raises(ValueError, match="listed more than once"):
+        idle_verdict.judge(CONFIG, runs)
 
 
 def test_no_run_yet(tmp_path):
@@ -142,4 +160,4 @@ def test_no_run_yet(tmp_path):
     runs.write_text("study,table,gpu,date,source\n")
     text = idle_verdict.report(CONFIG, *idle_verdict.judge(CONFIG, runs))
     assert "**Item 5: inconclusive.** Studies timed: none." in text
-    assert "not timed: skeleton, dgmr, stat, stat_llama, crossbench." in text
+    assert "not timed: skeleton, dgmr, stat, stat_llama, edge_vit_cifar, crossbench." in text
