@@ -138,20 +138,17 @@ def test_all_passing_is_met(tmp_path):
     assert text.count("**met**") == 5 and "**Item 5: met.**" in text
 
 
-def test_a_table_under_the_wrong_study_is_refused(tmp_path):
-    write_table(tmp_path / "t.csv", [timed("base+dgmr-0.7", 0, 0.9)])
+@pytest.mark.parametrize("listed, message", [
+    ("stat,t.csv", "not an experiment of study 'stat'"),
+    ("stats,t.csv", "'stats' is not a study of default.yaml"),
+    ("stat,stat/t.csv", "table 'stat/t.csv' not found"),
+    ("stat,t.csv\nstat,t.csv", "listed more than once"),
+])
+def test_bad_lists_are_refused(tmp_path, listed, message):
+    write_table(tmp_path / "t.csv", [timed("base+dgmr-0.7", 0, 0.9)])  # a dgmr chain: not of stat
     runs = tmp_path / "idle_runs.csv"
-    runs.write_text("study,table,gpu,date,source\nstat,t.csv,H100,d,c\n")
-    with pytest.raises(ValueError, match="not an experiment of study 'stat'"):
-        idle_verdict.judge(CONFIG, runs)
-    runs.write_text("study,table,gpu,date,source\nstats,t.csv,H100,d,c\n")
-    with pytest.raises(ValueError, match="'stats' is not a study of default.yaml"):
-        idle_verdict.judge(CONFIG, runs)
-    runs.write_text("study,table,gpu,date,source\nstat,stat/t.csv,H100,d,c\n")
-    with pytest.raises(ValueError, match="table 'stat/t.csv' not found"):
-        idle_verdict.judge(CONFIG, runs)
-    runs.write_text("study,table,gpu,date,source\nstat,t.csv,H100,d,c\nstat,t.csv,H100,d,c\n")
-    with pytest.raises(ValueError, match="listed more than once"):
+    runs.write_text("study,table,gpu,date,source\n" + "".join(f"{line},H100,d,c\n" for line in listed.split("\n")))
+    with pytest.raises(ValueError, match=message):
         idle_verdict.judge(CONFIG, runs)
 
 
