@@ -22,7 +22,8 @@ The rule (reports/benchmarks/README.md, "Item 5's rule for the idle runs", commi
 (``scripts/gpu_import.py`` prints its ``study`` and ``table``): ``study``, ``table`` (its ``idle_speedup.csv``,
 relative to ``idle_runs.csv``; each listed once), ``gpu``, ``date``, ``source`` (the calls). A chain timed in several
 runs is judged in each: no row is dropped, so a repeat can turn a pass into a failure but never hide one. Writes
-``idle_verdict.md`` beside ``idle_runs.csv``.
+``idle_verdict.md`` beside ``idle_runs.csv``. Beside each verdict, not deciding it, the share of the base's time
+that did not shrink (:func:`unshrunk_share`) says why a chain falls short.
 """
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ def fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
+def unshrunk_share(speedup: float, flops_ratio: float) -> float | None:
+    """The share of the base's time that did not shrink, if the rest shrank as the FLOPs did (Amdahl's law:
+    ``1 / speedup = f + (1 - f) / flops_ratio``): why a speed-up falls short of its FLOPs ratio. None without a
+    FLOPs reduction to solve it against."""
+    if flops_ratio <= 1:
+        return None
+    return (1 / speedup - 1 / flops_ratio) / (1 - 1 / flops_ratio)
+
+
 def report(config: dict, judged: list[Judged], not_timed: list[str]) -> str:
     by_method = defaultdict(list)
     for j in judged:
@@ -195,16 +205,18 @@ def report(config: dict, judged: list[Judged], not_timed: list[str]) -> str:
         return "\n".join(lines[:-2] + ["No run is listed in idle_runs.csv yet.", "", summary]) + "\n"
     lines += ["", summary, "", "## Every chain and seed", "",
               "| study | dataset | model | seed | chain | FLOPs ratio | idle speed-up [95% interval] | idle / FLOPs | "
-              "top of interval / FLOPs | status | table |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "top of interval / FLOPs | time not shrunk | status | table |", "|" + "---|" * 12]
     for j in judged:
         cells = [j.study, *j.key]
         if j.row:
             ratio = float(j.row["flops_ratio"])
+            share = unshrunk_share(float(j.row["speedup_idle"]), ratio)
             cells += [fmt(ratio), f"{fmt(float(j.row['speedup_idle']))} [{fmt(float(j.row['speedup_idle_ci_low']))}, "
                       f"{fmt(float(j.row['speedup_idle_ci_high']))}]", fmt(float(j.row["idle_over_flops"])),
-                      fmt(float(j.row["speedup_idle_ci_high"]) / ratio), j.status, j.run]
+                      fmt(float(j.row["speedup_idle_ci_high"]) / ratio), "" if share is None else fmt(share),
+                      j.status, j.run]
         else:
-            cells += ["", "", "", "", j.status, j.why_untimed]
+            cells += ["", "", "", "", "", j.status, j.why_untimed]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -80,6 +80,17 @@ def test_item_5(verdicts, expected):
     assert idle_verdict.overall(verdicts) == expected
 
 
+@pytest.mark.parametrize("speedup, ratio, expected", [
+    (2.0, 2.0, 0.0),  # shrank as the FLOPs did
+    (1.0, 2.0, 1.0),  # nothing shrank
+    (1.25, 2.0, 0.6),  # 1/1.25 = 0.8 = 0.6 + 0.4 / 2
+    (1.5, 3.0, 0.5),  # 1/1.5 = 0.667 = 0.5 + 0.5 / 3
+    (1.0, 1.0, None),  # no FLOPs reduction to solve against
+])
+def test_time_not_shrunk(speedup, ratio, expected):
+    assert idle_verdict.unshrunk_share(speedup, ratio) == (None if expected is None else pytest.approx(expected))
+
+
 def write_table(path, rows):
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
@@ -121,10 +132,12 @@ def test_a_study_judged_from_its_tables(tmp_path):
     assert "| stat | kwon | 8 | 6 | 6 | 0 | 0 | 0.810 (base+kwon-0.3, 0) | **inconclusive** |" in text
     assert "| stat | kwon_search | 4 | 3 | 3 | 0 | 0 | 0.950 (base+kwon_search-0.6, 0) | **inconclusive** |" in text
     assert "**Item 5: not met.** Studies timed: stat." in text
-    assert "| base+kwon-0.6 |  |  |  |  | not timed | second.csv: 10 pairs at batch 256, not >= 50 at 256 |" in text
+    assert "| base+kwon-0.6 |  |  |  |  |  | not timed | second.csv: 10 pairs at batch 256, not >= 50 at 256 |" in text
     assert "not timed | second.csv: 50 pairs at batch 64, not >= 50 at 256 |" in text
-    assert "| base+kwon-0.5 |  |  |  |  | not timed | second.csv: no FLOPs ratio or speed-up |" in text
+    assert "| base+kwon-0.5 |  |  |  |  |  | not timed | second.csv: no FLOPs ratio or speed-up |" in text
     assert "| base |" not in text  # the A/A row is not judged
+    # stat-0.3 seed 1: speed-up 1.4 at FLOPs ratio 2: 1/1.4 = 0.5 + 0.5 * f gives f = 0.429 of the time not shrunk.
+    assert "| base+stat-0.3 | 2.000 | 1.400 [1.380, 1.440] | 0.700 | 0.720 | 0.429 | fail | second.csv |" in text
 
 
 def test_all_passing_is_met(tmp_path):
