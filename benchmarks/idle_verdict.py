@@ -22,8 +22,8 @@ The rule (reports/benchmarks/README.md, "Item 5's rule for the idle runs", commi
 (``scripts/gpu_import.py`` prints its ``study`` and ``table``): ``study``, ``table`` (its ``idle_speedup.csv``,
 relative to ``idle_runs.csv``; each listed once), ``gpu``, ``date``, ``source`` (the calls). A chain timed in several
 runs is judged in each: no row is dropped, so a repeat can turn a pass into a failure but never hide one. Writes
-``idle_verdict.md`` beside ``idle_runs.csv``. Beside each verdict, not deciding it, the share of the base's time
-that did not shrink (:func:`unshrunk_share`) says why a chain falls short.
+``idle_verdict.md`` beside ``idle_runs.csv``. Beside each chain, not deciding anything, the share of the base's
+time that did not shrink (:func:`unshrunk_share`) restates its shortfall.
 """
 
 from __future__ import annotations
@@ -169,9 +169,9 @@ def fmt(value: float) -> str:
 
 
 def unshrunk_share(speedup: float, flops_ratio: float) -> float | None:
-    """The share of the base's time that did not shrink, if the rest shrank as the FLOPs did (Amdahl's law:
-    ``1 / speedup = f + (1 - f) / flops_ratio``): why a speed-up falls short of its FLOPs ratio. None without a
-    FLOPs reduction to solve it against."""
+    """The shortfall restated as a share of the base's time: the ``f`` that would not shrink if the rest shrank as
+    the FLOPs did (Amdahl's law: ``1 / speedup = f + (1 - f) / flops_ratio``). Not a profile: it says how much, not
+    which kernels. Negative when the speed-up beats the FLOPs ratio; None without a FLOPs reduction to solve against."""
     if flops_ratio <= 1:
         return None
     return (1 / speedup - 1 / flops_ratio) / (1 - 1 / flops_ratio)
@@ -204,6 +204,9 @@ def report(config: dict, judged: list[Judged], not_timed: list[str]) -> str:
     if not judged:
         return "\n".join(lines[:-2] + ["No run is listed in idle_runs.csv yet.", "", summary]) + "\n"
     lines += ["", summary, "", "## Every chain and seed", "",
+              "Time not shrunk, not part of the rule: the share f of the base's time that would not shrink if the "
+              "rest shrank as the FLOPs did, 1 / speed-up = f + (1 - f) / FLOPs ratio (negative: faster than the "
+              "FLOPs ratio).", "",
               "| study | dataset | model | seed | chain | FLOPs ratio | idle speed-up [95% interval] | idle / FLOPs | "
               "top of interval / FLOPs | time not shrunk | status | table |", "|" + "---|" * 12]
     for j in judged:
