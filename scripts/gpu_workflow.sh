@@ -9,8 +9,10 @@
 # Expects the wheels from scripts/gpu_wheels.sh in .whl/ (installed offline into .site/) and the data under
 # $SLIMBENCH_DATA_ROOT. Runs `snakemake --cores all --resources gpu=JOBS_PER_GPU*GPUs` on the targets (study names
 # are targets), so several small jobs share each GPU; the greedy scheduler needs no ILP solver. Samples
-# nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and
-# log of the run), $OUT/snakemake.log and $OUT/gpu.csv.
+# nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes
+# $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and log of the run),
+# $OUT/snakemake.log and $OUT/gpu.csv (uuid last, after the columns older samples have: it maps the gpu_uuid a
+# job records to an index).
 set -euo pipefail
 read -r -a configs <<< "$1"
 per_gpu=$2
@@ -28,7 +30,7 @@ if [ -d "${SLIMBENCH_DATA_ROOT:-}" ]; then  # zips packed for the carry by scrip
 fi
 gpus=$(nvidia-smi --list-gpus | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 5 > "$out/gpu.csv" &
+nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,uuid --format=csv -l 5 > "$out/gpu.csv" &
 sampler=$!
 name=$(python3 -c "import yaml,sys; print([n for n in (yaml.safe_load(open(f)).get('name') for f in sys.argv[1:]) if n][-1])" "${configs[@]}")
 start=$(date +%s)
