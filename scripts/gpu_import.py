@@ -9,7 +9,8 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``<repo>`` (no machine paths in tracked files); ``runs.csv`` (and ``missing.csv`` for an unfinished run) by
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
 since the results stay on the warm machine; each ``--table`` by ``slimbench table``; and the last call's
-``idle_speedup.csv`` and ``.jsonl`` where gpu_studies.sh's ``IDLE_PAIRS`` made them. Prints the run's
+``idle_speedup.csv`` and ``.jsonl`` where gpu_studies.sh's ``IDLE_PAIRS`` made them; and ``jobs.csv``, where and
+when each job of the study in that archive ran (benchmarks/multi_gpu.py). Prints the run's
 ``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``, and,
 where an idle table came in, its ``study`` and ``table`` for ``idle_runs.csv`` (benchmarks/idle_verdict.py).
 Session 10 did these steps by hand; from the same calls this script made the same files, byte for byte, but for
@@ -21,6 +22,7 @@ steps succeeded.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -30,10 +32,18 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from slimbench.config import Experiment
+from slimbench.pipeline import MODEL_DIR, STAGE_LOG
+from slimbench.results import METRICS_FILE
 
 WALL_TIME = re.compile(r"^workflow wall time: (\d+) s on \d+ GPU\(s\), exit (\d+)$", re.M)
 IDLE = ("idle_speedup.csv", "idle_speedup.jsonl")  # benchmarks/idle_speedup.py's table and lines, if it ran
 CHECKOUT = re.compile(r"^\s*Working directory: (/\S+)$", re.M)  # Snakemake's header names the checkout once
+JOBS = "jobs.csv"
+JOB_COLUMNS = ("kind", "dataset", "model", "chain", "seed", "gpu_uuid", "cuda_visible_devices", "source",
+               "started_at", "finished_at")
 
 
 def numbered(name: str, call: int) -> str:
@@ -83,6 +93,29 @@ def checked(calls: list[Path], out: Path) -> list[tuple[str, int, bool]]:
     return [(log, *wall_time(log, call / "snakemake.log")) for log, call in logs]
 
 
+def job_row(path: Path, experiment: Path) -> dict[str, Any]:
+    """One job's row of ``jobs.csv`` from its stage log or metrics; a file written before they recorded the device
+    and the wall-clock span (issue 21) leaves those cells blank."""
+    exp, record = Experiment.from_directory(experiment), json.loads(path.read_text())
+    kind = "evaluate" if path.name == METRICS_FILE else "base" if exp.prefix is None else "compress"
+    device = record.get("device") or {}
+    return {"kind": kind, "dataset": exp.dataset, "model": exp.model, "chain": exp.chain, "seed": exp.seed,
+            **{key: device.get(key, "") for key in ("gpu_uuid", "cuda_visible_devices", "source")},
+            **{key: record.get(key, "") for key in ("started_at", "finished_at")}}
+
+
+def write_jobs(results: Path, study: str, out: Path) -> None:
+    """``jobs.csv``: a row per base or compress step (its model's stage log) and per evaluation (its metrics) of
+    ``study`` in the extracted results, in path order, so a multi-GPU run shows which GPU ran what, and when."""
+    experiments = f"*/{study}/*/*/seed*/*"
+    found = [(path, path.parent.parent) for path in results.glob(f"{experiments}/{MODEL_DIR}/{STAGE_LOG}")]
+    found += [(path, path.parent) for path in results.glob(f"{experiments}/{METRICS_FILE}")]
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, JOB_COLUMNS)
+        writer.writeheader()
+        writer.writerows(job_row(path, experiment) for path, experiment in sorted(found))
+
+
 def import_calls(config: Path, study: str, calls: list[Path], out: Path, tables: list[str]) -> tuple[int, bool]:
     """Writes ``out`` (see the module docstring) and returns the run's seconds and whether its last call finished."""
     if not hasattr(tarfile, "data_filter"):
@@ -99,6 +132,7 @@ def import_calls(config: Path, study: str, calls: list[Path], out: Path, tables:
             archive.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         slimbench(config, results, "runs", "--study", study, "--allow-missing")
+        write_jobs(results, study, built / JOBS)
         for name in tables:
             slimbench(config, results, "table", "--study", study, "--name", name)
         reports = list((results / "reports").glob(f"*/{study}"))

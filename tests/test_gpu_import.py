@@ -22,13 +22,17 @@ workflow wall time: {seconds} s on 1 GPU(s), exit {status}
 """
 
 
-def call(folder: Path, seconds: int, status: int, samples: str, files: dict[str, str]) -> Path:
+def call(folder: Path, seconds: int, status: int, samples: str, files: dict[str, str],
+         results: dict[str, str] | None = None) -> Path:
+    """A call's folder; ``files`` go into the archive's report folder of study s, ``results`` under results/."""
     folder.mkdir(parents=True)
     (folder / "snakemake.log").write_text(LOG.format(seconds=seconds, status=status))
     (folder / "gpu.csv").write_text(samples)
+    members = {f"results/reports/default/s/{name}": text for name, text in files.items()}
+    members.update({f"results/{path}": text for path, text in (results or {}).items()})
     with tarfile.open(folder / "results.tgz", "w:gz") as archive:
-        for name, text in files.items():
-            member = tarfile.TarInfo(f"results/reports/default/s/{name}")
+        for name, text in members.items():
+            member = tarfile.TarInfo(name)
             member.size = len(text.encode())
             archive.addfile(member, io.BytesIO(text.encode()))
     return folder
@@ -46,7 +50,7 @@ def test_two_calls_of_an_unfinished_run(tmp_path, ran):
              call(tmp_path / "2", 265, 124, "b\n", {"runs.csv": "last", "missing.csv": "m"})]
     out = tmp_path / "out"
     assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, out, []) == (488, False)
-    assert sorted(p.name for p in out.iterdir()) == ["gpu.2.csv", "gpu.csv", "missing.csv", "runs.csv",
+    assert sorted(p.name for p in out.iterdir()) == ["gpu.2.csv", "gpu.csv", "jobs.csv", "missing.csv", "runs.csv",
                                                        "snakemake.2.log", "snakemake.log"]
     assert (out / "gpu.2.csv").read_text() == "b\n" and (out / "runs.csv").read_text() == "last"
     log = (out / "snakemake.2.log").read_text()
@@ -107,3 +111,31 @@ def test_the_idle_runs_entry_is_relative_to_idle_runs_csv(tmp_path):
     out = tmp_path / "reports" / "benchmarks" / "gpu_time" / "stat" / "session12"
     assert gpu_import.idle_runs_entry("stat", out, runs) == \
         "idle_runs.csv: study=stat, table=stat/session12/idle_speedup.csv"
+
+
+def test_jobs_csv_says_where_and_when_each_job_of_the_study_ran(tmp_path, ran):
+    seed = "default/s/mnist/vit/seed0"
+    on_gpu = {"device": "cuda", "source": "lock-file pool", "pool": "0,1", "gpu_uuid": "aa-11",
+              "cuda_visible_devices": "1"}
+    results = {  # a base and a compress step and an evaluation of s, files from before issue 21, and another study
+        f"{seed}/base/model/stage.json": json.dumps({"stage": "base", "device": on_gpu,
+                                                     "started_at": "2026-12-08T10:00:00.000+00:00",
+                                                     "finished_at": "2026-12-08T10:01:00.500+00:00"}),
+        f"{seed}/base/metrics.json": json.dumps({"chain": "base", "device": {**on_gpu, "gpu_uuid": "bb-22"},
+                                                 "started_at": "2026-12-08T10:01:01.000+00:00",
+                                                 "finished_at": "2026-12-08T10:01:30.000+00:00"}),
+        f"{seed}/base+int8/model/stage.json": json.dumps({"stage": "int8"}),
+        "default/s/mnist/vit/seed1/base/metrics.json": json.dumps({"chain": "base", "device": {"device": "cpu",
+                                                                                              "source": "config"}}),
+        "default/other/mnist/vit/seed0/base/metrics.json": json.dumps({"chain": "base"}),
+    }
+    out = tmp_path / "out"
+    gpu_import.import_calls(tmp_path / "c.yaml", "s", [call(tmp_path / "1", 9, 0, "", {"runs.csv": "x"}, results)],
+                            out, [])
+    assert (out / "jobs.csv").read_text().splitlines() == [  # path order: seed0's base (metrics, model), base+int8
+        "kind,dataset,model,chain,seed,gpu_uuid,cuda_visible_devices,source,started_at,finished_at",
+        "evaluate,mnist,vit,base,0,bb-22,1,lock-file pool,2026-12-08T10:01:01.000+00:00,2026-12-08T10:01:30.000+00:00",
+        "base,mnist,vit,base,0,aa-11,1,lock-file pool,2026-12-08T10:00:00.000+00:00,2026-12-08T10:01:00.500+00:00",
+        "compress,mnist,vit,base+int8,0,,,,,",
+        "evaluate,mnist,vit,base,1,,,config,,",
+    ]
