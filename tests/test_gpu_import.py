@@ -10,9 +10,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import load_file_module
+from conftest import REPO, load_file_module
 
 gpu_import = load_file_module("scripts/gpu_import.py")
+DEFAULT = [REPO / "config" / "default.yaml"]
+ONE_GPU = DEFAULT + [REPO / "config" / "overlays" / "one_gpu.yaml"]  # its name: default_one_gpu
 
 LOG = """Building DAG of jobs...
   Working directory: /srv/ck
@@ -23,12 +25,13 @@ workflow wall time: {seconds} s on 1 GPU(s), exit {status}
 
 
 def call(folder: Path, seconds: int, status: int, samples: str, files: dict[str, str],
-         results: dict[str, str] | None = None) -> Path:
-    """A call's folder; ``files`` go into the archive's report folder of study s, ``results`` under results/."""
+         results: dict[str, str] | None = None, config: str = "default") -> Path:
+    """A call's folder; ``files`` go into the archive's report folder of study s under config ``config``,
+    ``results`` under results/."""
     folder.mkdir(parents=True)
     (folder / "snakemake.log").write_text(LOG.format(seconds=seconds, status=status))
     (folder / "gpu.csv").write_text(samples)
-    members = {f"results/reports/default/s/{name}": text for name, text in files.items()}
+    members = {f"results/reports/{config}/s/{name}": text for name, text in files.items()}
     members.update({f"results/{path}": text for path, text in (results or {}).items()})
     with tarfile.open(folder / "results.tgz", "w:gz") as archive:
         for name, text in members.items():
@@ -49,7 +52,7 @@ def test_two_calls_of_an_unfinished_run(tmp_path, ran):
     calls = [call(tmp_path / "1", 223, 124, "a\n", {"runs.csv": "first"}),
              call(tmp_path / "2", 265, 124, "b\n", {"runs.csv": "last", "missing.csv": "m"})]
     out = tmp_path / "out"
-    assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, out, []) == (488, False)
+    assert gpu_import.import_calls(DEFAULT, "s", calls, out, []) == (488, False)
     assert sorted(p.name for p in out.iterdir()) == ["gpu.2.csv", "gpu.csv", "jobs.csv", "missing.csv", "runs.csv",
                                                        "snakemake.2.log", "snakemake.log"]
     assert (out / "gpu.2.csv").read_text() == "b\n" and (out / "runs.csv").read_text() == "last"
@@ -62,15 +65,15 @@ def test_two_calls_of_an_unfinished_run(tmp_path, ran):
 @pytest.mark.parametrize("statuses, finished", [((124, 0), True), ((0, 124), False), ((0, 1), False)])
 def test_the_last_call_alone_decides_whether_the_run_finished(tmp_path, ran, statuses, finished):
     calls = [call(tmp_path / str(n), 100, status, "", {"runs.csv": "x"}) for n, status in enumerate(statuses)]
-    assert gpu_import.import_calls(tmp_path / "c.yaml", "s", calls, tmp_path / "out", []) == (200, finished)
+    assert gpu_import.import_calls(DEFAULT, "s", calls, tmp_path / "out", []) == (200, finished)
 
 
 def test_slimbench_reads_and_writes_the_extracted_results_only(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(gpu_import.subprocess, "run", lambda command: seen.append(command) or type("R", (), {"returncode": 0}))
-    gpu_import.slimbench(Path("/c.yaml"), tmp_path / "results", "runs", "--study", "s")
+    gpu_import.slimbench([Path("/c.yaml"), Path("/o.yaml")], tmp_path / "results", "runs", "--study", "s")
     command = seen[0]
-    assert command[-6:-2] == ["--study", "s", "--config", "/c.yaml"] and command[-2] == "--set"
+    assert command[-8:-2] == ["--study", "s", "--config", "/c.yaml", "--config", "/o.yaml"] and command[-2] == "--set"
     assert json.loads(command[-1]) == {"results_dir": str(tmp_path / "results"),
                                        "reports_dir": str(tmp_path / "results" / "reports")}
 
@@ -80,16 +83,16 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, ran):
     (first / "results.tgz").unlink()
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match=r"1/results.tgz is missing"):
-        gpu_import.import_calls(tmp_path / "c.yaml", "s", [first], out, [])
+        gpu_import.import_calls(DEFAULT, "s", [first], out, [])
     assert not out.exists() and not ran
     out.mkdir()
     (out / "snakemake.2.log").write_text("an earlier import")
     with pytest.raises(SystemExit, match="is not empty"):
-        gpu_import.import_calls(tmp_path / "c.yaml", "s", [call(tmp_path / "2", 1, 0, "", {"runs.csv": "x"})], out, [])
+        gpu_import.import_calls(DEFAULT, "s", [call(tmp_path / "2", 1, 0, "", {"runs.csv": "x"})], out, [])
     cut = call(tmp_path / "3", 1, 0, "", {"runs.csv": "x"})
     (cut / "snakemake.log").write_text(LOG.split("workflow wall time")[0])
     with pytest.raises(SystemExit, match=r"3/snakemake.log: no 'workflow wall time' line"):
-        gpu_import.import_calls(tmp_path / "c.yaml", "s", [cut], tmp_path / "new", [])
+        gpu_import.import_calls(DEFAULT, "s", [cut], tmp_path / "new", [])
     assert not (tmp_path / "new").exists()
 
 
@@ -101,7 +104,7 @@ def test_the_idle_speedup_files_come_from_the_last_call(tmp_path, ran):
     (last / "idle_speedup.jsonl").write_text("{}\n")
     (last / "idle_speedup.err").write_text("warnings")
     out = tmp_path / "out"
-    gpu_import.import_calls(tmp_path / "c.yaml", "s", [first, last], out, [])
+    gpu_import.import_calls(DEFAULT, "s", [first, last], out, [])
     assert (out / "idle_speedup.csv").read_text() == "idle table" and (out / "idle_speedup.jsonl").read_text() == "{}\n"
     assert not (out / "idle_speedup.err").exists()
 
@@ -130,7 +133,7 @@ def test_jobs_csv_says_where_and_when_each_job_of_the_study_ran(tmp_path, ran):
         "default/other/mnist/vit/seed0/base/metrics.json": json.dumps({"chain": "base"}),
     }
     out = tmp_path / "out"
-    gpu_import.import_calls(tmp_path / "c.yaml", "s", [call(tmp_path / "1", 9, 0, "", {"runs.csv": "x"}, results)],
+    gpu_import.import_calls(DEFAULT, "s", [call(tmp_path / "1", 9, 0, "", {"runs.csv": "x"}, results)],
                             out, [])
     assert (out / "jobs.csv").read_text().splitlines() == [  # path order: seed0's base (metrics, model), base+int8
         "kind,dataset,model,chain,seed,gpu_uuid,cuda_visible_devices,source,started_at,finished_at",
@@ -139,3 +142,21 @@ def test_jobs_csv_says_where_and_when_each_job_of_the_study_ran(tmp_path, ran):
         "compress,mnist,vit,base+int8,0,,,,,",
         "evaluate,mnist,vit,base,1,,,config,,",
     ]
+
+
+def test_the_one_gpu_reference_is_read_under_its_overlays_name(tmp_path, monkeypatch):
+    """The reference ran under config/overlays/one_gpu.yaml: its archive holds default_one_gpu's results only."""
+    ran = []
+    monkeypatch.setattr(gpu_import, "slimbench", lambda configs, results, *args: ran.append((configs, args)))
+    stage = json.dumps({"stage": "base", "device": {"source": "single", "gpu_uuid": "aa", "cuda_visible_devices": "0"},
+                        "started_at": "2026-12-08T10:00:00.000+00:00", "finished_at": "2026-12-08T10:00:09.000+00:00"})
+    one = call(tmp_path / "1", 300, 0, "", {"runs.csv": "one gpu"},
+               {"default_one_gpu/s/mnist/vit/seed0/base/model/stage.json": stage}, config="default_one_gpu")
+    with pytest.raises(SystemExit, match="no results of config 'default' for 's' .it holds config.s. default_one_gpu"):
+        gpu_import.import_calls(DEFAULT, "s", [one], tmp_path / "refused", [])  # the overlay forgotten
+    assert not (tmp_path / "refused").exists() and not ran
+    assert gpu_import.import_calls(ONE_GPU, "s", [one], tmp_path / "out", []) == (300, True)
+    assert (tmp_path / "out" / "runs.csv").read_text() == "one gpu"
+    assert (tmp_path / "out" / "jobs.csv").read_text().splitlines()[1] == \
+        "base,mnist,vit,base,0,aa,0,single,2026-12-08T10:00:00.000+00:00,2026-12-08T10:00:09.000+00:00"
+    assert ran == [(ONE_GPU, ("runs", "--study", "s", "--allow-missing"))]  # both files, base first
