@@ -70,7 +70,8 @@ def test_the_last_call_alone_decides_whether_the_run_finished(tmp_path, ran, sta
 
 def test_slimbench_reads_and_writes_the_extracted_results_only(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(gpu_import.subprocess, "run", lambda command: seen.append(command) or type("R", (), {"returncode": 0}))
+    monkeypatch.setattr(gpu_import.subprocess, "run",
+                        lambda command: seen.append(command) or type("R", (), {"returncode": 0}))
     gpu_import.slimbench([Path("/c.yaml"), Path("/o.yaml")], tmp_path / "results", "runs", "--study", "s")
     command = seen[0]
     assert command[-8:-2] == ["--study", "s", "--config", "/c.yaml", "--config", "/o.yaml"] and command[-2] == "--set"
