@@ -19,13 +19,13 @@ reference was committed) may give the device calls that made its reference: othe
 are shown beside the measurements, never in them, and summed separately as a rough size of what is missing; a
 row that also covers a measured study is left out.
 Where a study ran alone and its folder beside ``after.csv`` holds the call's ``snakemake.log``, ``gpu.csv``
-(nvidia-smi every 5 s) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and ``gpu.N.csv`` per
-call), a second table says where its time went: jobs running at once on average (summed durations of the
-finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with the
-GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
+(nvidia-smi every 5 s, read by its header) and the run's ``runs.csv`` (a resumed run: one ``snakemake*.log`` and
+``gpu.N.csv`` per call), a second table says where its time went: jobs running at once on average (summed durations
+of the finished jobs over the wall time: jobs stopped by a time limit are not counted), the share of samples with
+the GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
 (``wall_time_s - stage_time_s``) and memory-probe times, and the median Snakemake job duration per rule (in-process
-time plus start-up). The kernel seconds add up to an estimated floor for running those studies together: without
-MPS the GPU time-slices between processes and never runs two processes' kernels at once.
+time plus start-up). The kernel seconds add up to an estimated floor for running those studies together: without MPS
+the GPU time-slices between processes and never runs two processes' kernels at once.
 """
 
 from __future__ import annotations
@@ -141,13 +141,28 @@ def job_spans(log: Path) -> list[tuple[str, float, float]]:
     return spans
 
 
+def sample_files(folder: Path) -> list[Path]:
+    """The study's ``gpu.csv``, ``gpu.2.csv``, ... (one per call), not its tables such as ``gpu_speedup.csv``."""
+    return sorted(p for p in folder.glob("gpu*.csv") if re.fullmatch(r"gpu(\.\d+)?\.csv", p.name))
+
+
+def samples(path: Path) -> list[dict[str, str]]:
+    """nvidia-smi's CSV rows by column name (the header's, units dropped: ``utilization.gpu``), so a file with the
+    ``uuid`` column that scripts/gpu_workflow.sh appends since issue 21 reads like an older one without it."""
+    with path.open() as handle:
+        rows = list(csv.reader(handle, skipinitialspace=True))
+    names = [name.split(" [")[0] for name in rows[0]] if rows else []
+    return [dict(zip(names, row)) for row in rows[1:]]
+
+
+def percent(cell: str) -> float:
+    """``"50 %"`` as 50.0."""
+    return float(cell.rstrip(" %"))
+
+
 def utilisation(folder: Path) -> list[float]:
     """The ``utilization.gpu`` percentages of every nvidia-smi sample in the study's ``gpu.csv``, ``gpu.2.csv``..."""
-    busy = []
-    for samples in sorted(p for p in folder.glob("gpu*.csv") if re.fullmatch(r"gpu(\.\d+)?\.csv", p.name)):
-        with samples.open() as handle:
-            busy += [float(row[2].strip().rstrip(" %")) for row in list(csv.reader(handle))[1:]]
-    return busy
+    return [percent(row["utilization.gpu"]) for path in sample_files(folder) for row in samples(path)]
 
 
 def kernel_seconds(busy: list[float], wall: float) -> float:

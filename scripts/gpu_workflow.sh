@@ -9,8 +9,12 @@
 # Expects the wheels from scripts/gpu_wheels.sh in .whl/ (installed offline into .site/) and the data under
 # $SLIMBENCH_DATA_ROOT. Runs `snakemake --cores all --resources gpu=JOBS_PER_GPU*GPUs` on the targets (study names
 # are targets), so several small jobs share each GPU; the greedy scheduler needs no ILP solver. Samples
-# nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and
-# log of the run), $OUT/snakemake.log and $OUT/gpu.csv.
+# nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes
+# $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and log of the run),
+# $OUT/snakemake.log and $OUT/gpu.csv (uuid last, after the columns older samples have: it maps the gpu_uuid a
+# job records to an index).
+# The GPUs used are CUDA_VISIBLE_DEVICES' entries when it is set, as slimbench/devices.py counts them (e.g. 0 for a
+# one-GPU reference on a multi-GPU host), else every GPU nvidia-smi lists; nvidia-smi still samples them all.
 set -euo pipefail
 read -r -a configs <<< "$1"
 per_gpu=$2
@@ -26,11 +30,16 @@ if [ -d "${SLIMBENCH_DATA_ROOT:-}" ]; then  # zips packed for the carry by scrip
     [ -f "${packed%.tar.xz}" ] || python3 scripts/carry_zip.py unpack "$packed" "${packed%.tar.xz}"
   done
 fi
-gpus=$(nvidia-smi --list-gpus | wc -l)
+if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then  # nvidia-smi lists every GPU of the host, visible or not
+  gpus=$(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c '[^[:space:]]' || true)
+else
+  gpus=$(nvidia-smi --list-gpus | wc -l)
+fi
+[ "$gpus" -gt 0 ] || { echo "no GPU visible (CUDA_VISIBLE_DEVICES='${CUDA_VISIBLE_DEVICES-}')" >&2; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 5 > "$out/gpu.csv" &
+nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,uuid --format=csv -l 5 > "$out/gpu.csv" &
 sampler=$!
-name=$(python3 -c "import yaml,sys; print([n for n in (yaml.safe_load(open(f)).get('name') for f in sys.argv[1:]) if n][-1])" "${configs[@]}")
+name=$(python3 scripts/config_name.py "${configs[@]}")
 start=$(date +%s)
 set +e
 python3 -m snakemake --unlock --configfile "${configs[@]}" >/dev/null 2>&1  # a killed earlier call leaves Snakemake's lock

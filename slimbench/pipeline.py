@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ def apply_threads(configured: int) -> dict[str, Any]:
         raise ConfigError(f"thread count must be >= 1, got {count} (from {'$' + THREADS_ENV if raw else 'threads'}).")
     torch.set_num_threads(count)
     return {"torch": torch.get_num_threads(), "source": f"${THREADS_ENV}" if raw else "config threads"}
+
+
+def utc_now() -> str:
+    """Wall-clock UTC to the millisecond: jobs of separate processes (and GPUs) are set side by side by it."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def where_and_when(ws: Workspace, started_at: str) -> dict[str, Any]:
+    """The device a step ran on (the physical GPU is known once it ran) and its wall-clock span, so a multi-GPU
+    run can show which jobs ran on which GPU at once (issue 21)."""
+    return {"device": devices.device_record(str(ws.device)), "started_at": started_at, "finished_at": utc_now()}
 
 
 def pick_device(setting: str) -> torch.device:
@@ -109,6 +121,7 @@ def run_base(ws: Workspace) -> Path:
         if waited and checkpoint.is_saved(out):
             return out  # built meanwhile by the process we waited for
         remove_temporaries(ws.directory())
+        started_at = utc_now()
         recipe, _ = study_settings(ws.config, ws.exp)
         seed_everything(ws.exp.seed)
         spec = ws.config["models"][ws.exp.model]
@@ -118,7 +131,8 @@ def run_base(ws: Workspace) -> Path:
                       resume=out.with_name("resume.pt"), progress=ws.config["progress"], desc=f"base {ws.exp.model}")
         log = {"stage": "base", "recipe": recipe, "time_s": time.perf_counter() - start, "steps": history["steps"],
                "final_loss": history["losses"][-1] if history["losses"] else None,
-               "epoch_losses": history.get("epoch_losses", []), "threads": ws.threads}
+               "epoch_losses": history.get("epoch_losses", []), "threads": ws.threads,
+               **where_and_when(ws, started_at)}
         checkpoint.save_model(model.cpu(), out, describe_model(spec, model), ws.splits.info, [], {STAGE_LOG: log})
     return out
 
@@ -133,6 +147,7 @@ def run_compress(ws: Workspace) -> Path:
         if waited and checkpoint.is_saved(out):
             return out  # built meanwhile by the process we waited for
         remove_temporaries(ws.directory())
+        started_at = utc_now()
         _, settings = study_settings(ws.config, ws.exp)
         call = parse_chain(ws.exp.chain)[-1]
         stage = STAGES.get(call.name)
@@ -143,7 +158,8 @@ def run_compress(ws: Workspace) -> Path:
         model = stage(model, ws.context(), **params)
         if ws.device.type == "cuda":
             torch.cuda.synchronize()
-        log = {"stage": stage.name, "params": params, "time_s": time.perf_counter() - start, "threads": ws.threads}
+        log = {"stage": stage.name, "params": params, "time_s": time.perf_counter() - start, "threads": ws.threads,
+               **where_and_when(ws, started_at)}
         stages = arch["stages"] + [{"name": stage.name, "params": params}]
         checkpoint.save_model(model.cpu(), out, arch["model"], ws.splits.info, stages, {STAGE_LOG: log})
     return out
@@ -270,7 +286,7 @@ def read_stage_log(model_dir: Path) -> dict[str, Any]:
 
 
 def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
-    start = time.perf_counter()
+    started_at, start = utc_now(), time.perf_counter()
     model_dir = ws.directory() / MODEL_DIR
     model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
@@ -287,9 +303,8 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
         "config": {"name": ws.config["name"], "study": ws.config["studies"][ws.exp.study],
                    "dataset": ws.config["datasets"][ws.exp.dataset], "model": ws.config["models"][ws.exp.model],
                    "evaluation": ws.evaluation, "device": str(ws.device)},
-        "device": devices.device_record(str(ws.device)),
         "threads": ws.threads, "stage_threads": stage_log.get("threads"),
         **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,
     }
     record["wall_time_s"] = record["eval_time_s"] + stage_log["time_s"]
-    return record
+    return {**record, **where_and_when(ws, started_at)}

@@ -116,3 +116,20 @@ def test_earlier_calls_of_an_unknown_study_or_twice_for_one_study_are_refused(tm
         with pytest.raises(ValueError, match=r"gives \['b'\] more than one row"):
             gpu_time.table(config, tmp_path, [measured("a", "1", "yes")],
                            [{**measured(s, "1", "yes"), "route": "x"} for s in order])
+
+
+def test_samples_with_the_uuid_column_read_like_older_ones_without_it(tmp_path):
+    old = tmp_path / "old"
+    new = tmp_path / "new"
+    for folder in (old, new):
+        folder.mkdir()
+    (old / "gpu.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
+                                 "2026/12/07 05:36:52.277, 0, 0 %, 0 MiB\n2026/12/07 05:36:57.281, 0, 35 %, 900 MiB\n")
+    (new / "gpu.csv").write_text("timestamp, index, utilization.gpu [%], memory.used [MiB], uuid\n"
+                                 "2026/12/07 05:36:52.277, 0, 0 %, 0 MiB, GPU-aa\n"
+                                 "2026/12/07 05:36:52.277, 1, 35 %, 900 MiB, GPU-bb\n")
+    assert gpu_time.utilisation(old) == gpu_time.utilisation(new) == [0.0, 35.0]
+    assert gpu_time.samples(new / "gpu.csv")[1] == {"timestamp": "2026/12/07 05:36:52.277", "index": "1",
+                                                    "utilization.gpu": "35 %", "memory.used": "900 MiB",
+                                                    "uuid": "GPU-bb"}
+    assert "uuid" not in gpu_time.samples(old / "gpu.csv")[0]

@@ -1,0 +1,79 @@
+"""scripts/gpu_workflow.sh, run in a scratch checkout with stand-ins for nvidia-smi (a host of four GPUs), pip and
+Snakemake: the GPUs a call uses are CUDA_VISIBLE_DEVICES' entries when it is set (a one-GPU reference on a
+multi-GPU host), else all four that nvidia-smi lists; they set --resources gpu= (jobs per GPU times GPUs) and the
+``workflow wall time`` line. Also scripts/config_name.py, which names the results folder of an overlay's run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, load_file_module
+
+NVIDIA_SMI = """#!/usr/bin/env bash
+if [ "$1" = --list-gpus ]; then
+  for i in 0 1 2 3; do echo "GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)"; done
+else
+  echo "NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04"
+fi
+"""
+PYTHON = """#!/usr/bin/env bash
+case "$1 $2" in
+  "-m pip") exit 0 ;;
+  "-m snakemake") echo "snakemake ${*:3}" ;;
+  *) exec REAL_PYTHON "$@" ;;  # the real one, for the config name
+esac
+"""
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    for folder in ("scripts", "config", ".whl", "bin"):
+        (root / folder).mkdir(parents=True)
+    for script in ("gpu_workflow.sh", "config_name.py"):
+        shutil.copyfile(REPO / "scripts" / script, root / "scripts" / script)
+    (root / "config" / "default.yaml").write_text("name: default\n")
+    (root / "bin" / "nvidia-smi").write_text(NVIDIA_SMI)
+    (root / "bin" / "python3").write_text(PYTHON.replace("REAL_PYTHON", sys.executable))
+    for stand_in in ("nvidia-smi", "python3"):
+        (root / "bin" / stand_in).chmod(0o755)
+    return root
+
+
+def workflow(checkout: Path, visible: str | None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    env.update(PATH=f"{checkout / 'bin'}:{env['PATH']}", OUT=str(checkout / "out"))
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return subprocess.run(["bash", "scripts/gpu_workflow.sh", "config/default.yaml", "8", "minimal_attention"],
+                          cwd=checkout, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("visible, gpus", [(None, 4), ("0", 1), ("1,3", 2), (" 2, 3 ,", 2)])
+def test_the_gpus_used_are_the_visible_ones_else_all_the_host_has(checkout, visible, gpus):
+    done = workflow(checkout, visible)
+    assert done.returncode == 0, done.stderr
+    log = (checkout / "out" / "snakemake.log").read_text()
+    assert f"--resources gpu={8 * gpus} " in log  # 8 jobs per GPU
+    assert re.search(rf"\nworkflow wall time: \d+ s on {gpus} GPU\(s\), exit 0\n$", log)
+
+
+def test_no_visible_gpu_is_refused(checkout):
+    done = workflow(checkout, "")
+    assert done.returncode == 1 and "no GPU visible (CUDA_VISIBLE_DEVICES='')" in done.stderr
+    assert not (checkout / "out" / "snakemake.log").exists()
+
+
+def test_the_results_folder_is_the_last_name_given():
+    config_name = load_file_module("scripts/config_name.py").config_name
+    base, overlay = str(REPO / "config" / "default.yaml"), str(REPO / "config" / "overlays" / "one_gpu.yaml")
+    assert config_name([base]) == "default" and config_name([base, overlay]) == "default_one_gpu"
+    with pytest.raises(SystemExit, match="sets a config 'name'"):
+        config_name([])
