@@ -29,8 +29,10 @@ Done when (issue 21's words, made exact here before any multi-GPU run): **met** 
 3. a compare is given and every one of its checks is ok;
 4. the reference ran on the same machine, on one GPU, to the end: its logs say 1 GPU and its last call exited 0;
    both runs' gpu.csv files have the ``uuid`` column (older samples have none, and then the machine is not known);
-   at least one GPU is busy (above 0%) in the reference's samples; and every GPU busy there is among the GPUs of
-   the multi-GPU run's samples (nvidia-smi samples every GPU of the host, visible to the jobs or not).
+   at least one GPU is busy (above 0%) in the reference's samples; every GPU busy there is among the GPUs of
+   the multi-GPU run's samples (nvidia-smi samples every GPU of the host, visible to the jobs or not); and the
+   reference's jobs (its jobs.csv) name exactly one GPU, also among them: a busy GPU alone does not say whose
+   kernels ran.
 Else **not met**, with the reasons. The samples' count is shown beside the jobs' but does not decide: a 5 s
 sample can miss a short job, and a busy GPU is not proof of which job ran on it.
 """
@@ -91,15 +93,25 @@ class Run:
     calls: int
     uuids: frozenset[str] | None  # every GPU in its samples; None: a gpu.csv without the uuid column
     busy: frozenset[str] | None  # those of them above 0% in some sample
+    job_gpus: frozenset[str]  # the GPUs its jobs.csv names
+
+
+def read_jobs(folder: Path) -> list[dict[str, str]]:
+    """The run's jobs.csv (scripts/gpu_import.py); none where it has no such file."""
+    if not (folder / "jobs.csv").is_file():
+        return []
+    with (folder / "jobs.csv").open() as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_run(folder: Path) -> Run:
-    """A run as scripts/gpu_import.py imported it: its logs and its samples."""
+    """A run as scripts/gpu_import.py imported it: its logs, its samples and its jobs."""
     rows = [row for path in sample_files(folder) for row in samples(path)]
     named = all(row.get("uuid") for row in rows)
     uuids = frozenset(bare(row["uuid"]) for row in rows) if named else None
     busy = frozenset(bare(row["uuid"]) for row in rows if percent(row["utilization.gpu"]) > 0) if named else None
-    return Run(*wall(folder), uuids, busy)
+    return Run(*wall(folder), uuids, busy, frozenset(bare(job["gpu_uuid"]) for job in read_jobs(folder)
+                                                     if job["gpu_uuid"]))
 
 
 def spans(jobs: list[dict[str, str]]) -> list[tuple[datetime, datetime, str]]:
@@ -154,6 +166,11 @@ def other_machine(run: Run, one: Run) -> list[str]:
     elif one.busy and run.uuids is not None and one.busy - run.uuids:
         reasons.append(f"the reference's busy GPU(s) {', '.join(sorted(one.busy - run.uuids))} not among the "
                        f"multi-GPU run's: another machine")
+    if len(one.job_gpus) != 1:
+        reasons.append(f"the reference's jobs name {len(one.job_gpus)} GPU(s), not 1")
+    elif run.uuids is not None and one.job_gpus - run.uuids:
+        reasons.append(f"the reference's jobs ran on GPU {next(iter(one.job_gpus))}, not among the multi-GPU run's: "
+                       f"another machine")
     return reasons
 
 
@@ -203,9 +220,14 @@ def ended(run: Run) -> str:
     return "finished" if run.finished else "unfinished"
 
 
+def hardware(folder: Path) -> str:
+    """The GPUs as nvidia-smi named them, from the ``hardware:`` line scripts/gpu_workflow.sh appends to its log."""
+    found = re.search(r"^hardware: (.+)$", (folder / "snakemake.log").read_text(), re.M)
+    return found.group(1) if found else "not in snakemake.log (a call from before issue 21)"
+
+
 def report(folder: Path, one_gpu: Path, compare: Path | None) -> str:
-    with (folder / "jobs.csv").open() as handle:
-        jobs = list(csv.DictReader(handle))
+    jobs = read_jobs(folder)
     files = [samples(path) for path in sample_files(folder)]
     run, one = read_run(folder), read_run(one_gpu)
     gpus, running = run.gpus, spans(jobs)
@@ -213,9 +235,11 @@ def report(folder: Path, one_gpu: Path, compare: Path | None) -> str:
     compared = compare_counts(compare) if compare else None
     reasons = unmet(run, one, at_once, compared)
     busy = ", ".join(sorted(one.busy)) if one.busy else "none" if one.busy is not None else "not known (no uuid)"
+    placed = ", ".join(sorted(one.job_gpus)) or "none"
     lines = [f"# {folder.name} on {gpus} GPUs against one GPU of the same machine (issue 21), written by "
              f"benchmarks/multi_gpu.py", "",
-             f"Hardware: {gpus} GPU(s) (the `workflow wall time` line of snakemake.log). jobs.csv lists {len(jobs)} "
+             f"Hardware: {hardware(folder)}; {gpus} GPU(s) used (the `workflow wall time` line of snakemake.log). "
+             f"jobs.csv lists {len(jobs)} "
              f"jobs; {len(running)} of them name their GPU and their span (the others ran on the CPU or predate "
              f"issue 21).", "",
              "| GPU index | uuid | jobs (by kind) | samples busy (above 0%) | mean utilisation |",
@@ -227,7 +251,8 @@ def report(folder: Path, one_gpu: Path, compare: Path | None) -> str:
              f"* Wall time: {run.seconds} s on {gpus} GPUs over {run.calls} call(s), {ended(run)}, against "
              f"{one.seconds} s on {one.gpus} GPU(s) over {one.calls} call(s), {ended(one)}: speed-up "
              f"**{speedup:.2f}** ({one.seconds} / {run.seconds}).",
-             f"* The reference (`{os.path.relpath(one_gpu, folder)}`): GPU(s) busy in its samples: {busy}; this "
+             f"* The reference (`{os.path.relpath(one_gpu, folder)}`): GPU(s) its jobs name: {placed}; GPU(s) busy "
+             f"in its samples: {busy}; this "
              f"run's samples name "
              + (f"{len(run.uuids)} GPU(s)." if run.uuids is not None else "no uuid."),
              "* Compare against the one-GPU run: " + (f"{compared[0]} of {compared[1]} checks ok." if compared else

@@ -109,10 +109,11 @@ def job_row(path: Path, experiment: Path) -> dict[str, Any]:
             **{key: record.get(key, "") for key in ("started_at", "finished_at")}}
 
 
-def write_jobs(results: Path, study: str, out: Path) -> None:
+def write_jobs(results: Path, name: str, study: str, out: Path) -> None:
     """``jobs.csv``: a row per base or compress step (its model's stage log) and per evaluation (its metrics) of
-    ``study`` in the extracted results, in path order, so a multi-GPU run shows which GPU ran what, and when."""
-    experiments = f"*/{study}/*/*/seed*/*"
+    ``study`` of config ``name`` in the extracted results, in path order, so a multi-GPU run shows which GPU ran
+    what, and when."""
+    experiments = f"{name}/{study}/*/*/seed*/*"
     found = [(path, path.parent.parent) for path in results.glob(f"{experiments}/{MODEL_DIR}/{STAGE_LOG}")]
     found += [(path, path.parent) for path in results.glob(f"{experiments}/{METRICS_FILE}")]
     with out.open("w", newline="") as handle:
@@ -148,9 +149,10 @@ def import_calls(configs: list[Path], study: str, calls: list[Path], out: Path, 
         with tarfile.open(calls[-1] / "results.tgz") as archive:
             archive.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
-        report = report_folder(results, read_configs(configs)["name"], study, calls[-1] / "results.tgz")
+        config = read_configs(configs)["name"]
+        report = report_folder(results, config, study, calls[-1] / "results.tgz")
         slimbench(configs, results, "runs", "--study", study, "--allow-missing")
-        write_jobs(results, study, built / JOBS)
+        write_jobs(results, config, study, built / JOBS)
         for name in tables:
             slimbench(configs, results, "table", "--study", study, "--name", name)
         for name in ["runs.csv", "missing.csv"] + [f"{table}.{ext}" for table in tables for ext in ("md", "csv")]:

@@ -16,6 +16,7 @@ set -u
 jobs=$1
 shift
 root=${OUT:?set OUT}
+mkdir -p "$root"
 budget=${BUDGET:?set BUDGET (seconds for the whole call)}
 data=${DATA:?set DATA (the data root)}
 config=${CONFIG:-config/default.yaml}

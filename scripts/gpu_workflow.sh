@@ -11,8 +11,8 @@
 # are targets), so several small jobs share each GPU; the greedy scheduler needs no ILP solver. Samples
 # nvidia-smi every 5 s. TIME_LIMIT stops Snakemake (SIGINT) in time for the packing; rerun to resume. Writes
 # $OUT/results.tgz (results/reports/<config>/ and every metrics.json, stage.json and log of the run),
-# $OUT/snakemake.log and $OUT/gpu.csv (uuid last, after the columns older samples have: it maps the gpu_uuid a
-# job records to an index).
+# $OUT/snakemake.log (ending in the wall time and the host's GPUs, as nvidia-smi names them) and $OUT/gpu.csv (uuid
+# last, after the columns older samples have: it maps the gpu_uuid a job records to an index).
 # The GPUs used are CUDA_VISIBLE_DEVICES' entries when it is set, as slimbench/devices.py counts them (e.g. 0 for a
 # one-GPU reference on a multi-GPU host), else every GPU nvidia-smi lists; nvidia-smi still samples them all.
 set -euo pipefail
@@ -32,8 +32,9 @@ if [ -d "${SLIMBENCH_DATA_ROOT:-}" ]; then  # zips packed for the carry by scrip
 fi
 if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then  # nvidia-smi lists every GPU of the host, visible or not
   gpus=$(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c '[^[:space:]]' || true)
-else
+else  # the jobs' pool (slimbench/devices.py) is then exactly the GPUs counted here
   gpus=$(nvidia-smi --list-gpus | wc -l)
+  [ "$gpus" -eq 0 ] || export CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((gpus - 1)))
 fi
 [ "$gpus" -gt 0 ] || { echo "no GPU visible (CUDA_VISIBLE_DEVICES='${CUDA_VISIBLE_DEVICES-}')" >&2; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -49,6 +50,8 @@ timeout --signal=INT --kill-after=30 "${TIME_LIMIT:-0}" python3 -m snakemake --c
 status=${PIPESTATUS[0]}
 set -e
 echo "workflow wall time: $(( $(date +%s) - start )) s on $gpus GPU(s), exit $status" | tee -a "$out/snakemake.log"
+echo "hardware: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version,uuid --format=csv,noheader \
+  | paste -sd ';' -)" | tee -a "$out/snakemake.log"
 kill "$sampler" 2>/dev/null || true
 tar czf "$out/results.tgz" "results/reports/$name" \
   $(find "results/$name" -name metrics.json -o -name stage.json -o -name '*.log') 2>/dev/null || true

@@ -7,6 +7,7 @@ argument and to idle_speedup as one --config per file, whose table is read under
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,10 @@ def test_an_overlay_goes_to_the_workflow_whole_and_to_idle_speedup_file_by_file(
     run(checkout, tmp_path / "out", ["done"], IDLE_PAIRS="5", CONFIG=both)
     assert (tmp_path / "out" / "done" / "config.txt").read_text() == both + "\n"
     assert (tmp_path / "out" / "done" / "idle_speedup.csv").read_text() == f"done 5 pairs {both}\n"
+
+
+def test_a_study_not_started_is_written_down_in_a_new_out_folder(checkout, tmp_path):
+    out = tmp_path / "new" / "one"  # OUT=$OUT/one in the device call: no folder yet
+    printed = run(checkout, out, ["done"], BUDGET="30")  # under the 40 s a study needs to start
+    assert re.fullmatch(r"done: not started, (30|29) s left\n", printed)  # 29: a loaded machine's first second
+    assert (out / "studies.txt").read_text() == printed

@@ -26,7 +26,7 @@ fi
 PYTHON = """#!/usr/bin/env bash
 case "$1 $2" in
   "-m pip") exit 0 ;;
-  "-m snakemake") echo "snakemake ${*:3}" ;;
+  "-m snakemake") echo "snakemake ${*:3} (visible: ${CUDA_VISIBLE_DEVICES-unset})" ;;
   *) exec REAL_PYTHON "$@" ;;  # the real one, for the config name
 esac
 """
@@ -56,13 +56,16 @@ def workflow(checkout: Path, visible: str | None) -> subprocess.CompletedProcess
                           cwd=checkout, env=env, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("visible, gpus", [(None, 4), ("0", 1), ("1,3", 2), (" 2, 3 ,", 2)])
-def test_the_gpus_used_are_the_visible_ones_else_all_the_host_has(checkout, visible, gpus):
+@pytest.mark.parametrize("visible, gpus, pool", [(None, 4, "0,1,2,3"), ("0", 1, "0"), ("1,3", 2, "1,3"),
+                                                 (" 2, 3 ,", 2, " 2, 3 ,")])
+def test_the_gpus_used_are_the_visible_ones_else_all_the_host_has(checkout, visible, gpus, pool):
     done = workflow(checkout, visible)
     assert done.returncode == 0, done.stderr
     log = (checkout / "out" / "snakemake.log").read_text()
     assert f"--resources gpu={8 * gpus} " in log  # 8 jobs per GPU
-    assert re.search(rf"\nworkflow wall time: \d+ s on {gpus} GPU\(s\), exit 0\n$", log)
+    assert f"(visible: {pool})" in log  # the jobs' pool: what was set, else every GPU counted
+    assert re.search(rf"\nworkflow wall time: \d+ s on {gpus} GPU\(s\), exit 0\n"
+                     rf"hardware: NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04\n$", log)
 
 
 def test_no_visible_gpu_is_refused(checkout):

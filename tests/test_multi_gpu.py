@@ -55,15 +55,17 @@ def write_logs(folder: Path, logs: tuple[str, ...]) -> None:
     """snakemake.log, snakemake.2.log, ..., each ending in the given ``workflow wall time`` line."""
     for number, line in enumerate(logs, start=1):
         name = "snakemake.log" if number == 1 else f"snakemake.{number}.log"
-        (folder / name).write_text(f"Building DAG of jobs...\nworkflow wall time: {line}\n")
+        (folder / name).write_text(f"Building DAG of jobs...\nworkflow wall time: {line}\n"
+                                   f"hardware: 0, NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04, GPU-aa; 1, ...\n")
 
 
 def reference(tmp_path: Path, samples: str = ONE_GPU_SAMPLES,
-              logs: tuple[str, ...] = ("300 s on 1 GPU(s), exit 0",)) -> Path:
-    """The imported one-GPU reference of the same device call."""
+              logs: tuple[str, ...] = ("300 s on 1 GPU(s), exit 0",), gpus: tuple[str, ...] = ("aa", "aa")) -> Path:
+    """The imported one-GPU reference of the same device call: a job on each of ``gpus``."""
     folder = tmp_path / "one_gpu" / "minimal_attention"
     folder.mkdir(parents=True)
     (folder / "gpu.csv").write_text(samples)
+    (folder / "jobs.csv").write_text(JOBS_HEADER + "".join(job("base", gpu, 0, 100) for gpu in gpus))
     write_logs(folder, logs)
     return folder
 
@@ -87,6 +89,7 @@ def run_folder(tmp_path: Path, samples: str = NEW_SAMPLES, logs: tuple[str, ...]
 def test_the_report_of_a_run_that_meets_the_rule(tmp_path, multi_gpu):
     folder, compare = run_folder(tmp_path)
     text = multi_gpu.report(folder, reference(tmp_path), compare)
+    assert "Hardware: 0, NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04, GPU-aa; 1, ...; 2 GPU(s) used" in text
     assert "jobs.csv lists 5 jobs; 4 of them name their GPU and their span" in text
     # aa: samples 50, 100, 0 % -> 2 of 3 busy, mean 50 %; bb: 0, 20, 30 % -> 2 of 3, mean 16.7 %
     assert "| 0 | aa | 2 (2 base, 0 compress, 0 evaluate) | 67% of 3 | 50% |" in text
@@ -95,7 +98,8 @@ def test_the_report_of_a_run_that_meets_the_rule(tmp_path, multi_gpu):
     assert "(above 0% in one 5 s round): 2 of 2." in text  # the round at 10:00:05, its GPUs 2 ms apart
     assert ("170 s on 2 GPUs over 1 call(s), finished, against 300 s on 1 GPU(s) over 1 call(s), finished: "
             "speed-up **1.76** (300 / 170)") in text
-    assert "(`../one_gpu/minimal_attention`): GPU(s) busy in its samples: aa; this run's samples name 2 GPU(s)." in text
+    assert ("(`../one_gpu/minimal_attention`): GPU(s) its jobs name: aa; GPU(s) busy in its samples: aa; this run's "
+            "samples name 2 GPU(s).") in text
     assert "3 of 3 checks ok." in text and text.endswith("of the same machine, to the end: **met**.\n")
 
 
@@ -135,7 +139,7 @@ def test_a_resumed_run_adds_its_calls_and_the_last_one_says_whether_it_finished(
 
 def test_the_reference_is_read_from_its_logs_and_samples(tmp_path, multi_gpu):
     one = multi_gpu.read_run(reference(tmp_path, logs=("200 s on 1 GPU(s), exit 124", "100 s on 1 GPU(s), exit 0")))
-    assert one == multi_gpu.Run(300, 1, True, 2, frozenset({"aa", "bb"}), frozenset({"aa"}))  # resumed once
+    assert one == multi_gpu.Run(300, 1, True, 2, frozenset({"aa", "bb"}), frozenset({"aa"}), frozenset({"aa"}))
     old = multi_gpu.read_run(reference(tmp_path / "old", samples=OLD_SAMPLES))
     assert old.uuids is None and old.busy is None
     (tmp_path / "no_log").mkdir()
@@ -148,11 +152,14 @@ def test_a_reference_on_two_gpus_is_not_met(tmp_path, multi_gpu):
     text = multi_gpu.report(folder, reference(tmp_path, logs=("300 s on 2 GPU(s), exit 0",)), compare)
     assert "against 300 s on 2 GPU(s) over 1 call(s), finished" in text
     assert text.endswith("**not met**: the reference ran on 2 GPU(s), not 1.\n")
+    text = multi_gpu.report(folder, reference(tmp_path / "b", gpus=("aa", "GPU-bb")), compare)
+    assert "GPU(s) its jobs name: aa, bb;" in text  # its samples show aa alone, its jobs say otherwise
+    assert text.endswith("**not met**: the reference's jobs name 2 GPU(s), not 1.\n")
 
 
 AB = frozenset({"aa", "bb"})
-MULTI = {"seconds": 100, "gpus": 2, "finished": True, "calls": 1, "uuids": AB, "busy": AB}
-ONE = {**MULTI, "seconds": 150, "gpus": 1, "busy": frozenset({"aa"})}  # GPU aa of the same host: speed-up 1.5
+MULTI = {"seconds": 100, "gpus": 2, "finished": True, "calls": 1, "uuids": AB, "busy": AB, "job_gpus": AB}
+ONE = {**MULTI, "seconds": 150, "gpus": 1, "busy": frozenset({"aa"}), "job_gpus": frozenset({"aa"})}  # speed-up 1.5
 
 
 @pytest.mark.parametrize("multi, one, at_once, compared, reasons", [
@@ -168,6 +175,10 @@ ONE = {**MULTI, "seconds": 150, "gpus": 1, "busy": frozenset({"aa"})}  # GPU aa 
     ({}, {"busy": frozenset({"aa", "cc"})}, 2, (4, 4),
      ["the reference's busy GPU(s) cc not among the multi-GPU run's: another machine"]),
     ({}, {"busy": frozenset()}, 2, (4, 4), ["no GPU busy in the reference's samples"]),
+    ({}, {"job_gpus": AB}, 2, (4, 4), ["the reference's jobs name 2 GPU(s), not 1"]),
+    ({}, {"job_gpus": frozenset()}, 2, (4, 4), ["the reference's jobs name 0 GPU(s), not 1"]),
+    ({}, {"job_gpus": frozenset({"cc"})}, 2, (4, 4),
+     ["the reference's jobs ran on GPU cc, not among the multi-GPU run's: another machine"]),
     ({}, {"uuids": None, "busy": None}, 2, (4, 4),
      ["the reference's gpu.csv has no uuid column (samples before issue 21): its machine is not known"]),
     ({"uuids": None, "busy": None}, {}, 2, (4, 4),
