@@ -149,10 +149,10 @@ def import_calls(configs: list[Path], study: str, calls: list[Path], out: Path, 
         with tarfile.open(calls[-1] / "results.tgz") as archive:
             archive.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
-        config = read_configs(configs)["name"]
-        report = report_folder(results, config, study, calls[-1] / "results.tgz")
+        config_name = read_configs(configs)["name"]
+        report = report_folder(results, config_name, study, calls[-1] / "results.tgz")
         slimbench(configs, results, "runs", "--study", study, "--allow-missing")
-        write_jobs(results, config, study, built / JOBS)
+        write_jobs(results, config_name, study, built / JOBS)
         for name in tables:
             slimbench(configs, results, "table", "--study", study, "--name", name)
         for name in ["runs.csv", "missing.csv"] + [f"{table}.{ext}" for table in tables for ext in ("md", "csv")]:
