@@ -203,7 +203,7 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
+    with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 

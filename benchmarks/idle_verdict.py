@@ -29,7 +29,6 @@ time that did not shrink (:func:`unshrunk_share`) restates its shortfall.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 
 from slimbench.config import evaluation_settings, experiments, load_config, study_settings
 from slimbench.stages import resolve_chain
+
+from gpu_time import read_rows  # beside this file
 
 TARGET = 0.8
 PAIRS = 50
@@ -138,11 +139,6 @@ def judge_study(config: dict, study: str, tables: list[tuple[str, list[dict[str,
                for key, name in expected.items() if key not in timed]
     order = {key: i for i, key in enumerate(expected)}
     return sorted(judged, key=lambda j: order[j.key])  # the config's order; a chain's runs in their order
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def judge(config: dict, runs_file: Path) -> tuple[list[Judged], list[str]]:

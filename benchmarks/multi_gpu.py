@@ -40,7 +40,6 @@ sample can miss a short job, and a busy GPU is not proof of which job ran on it.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import statistics
@@ -49,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gpu_time import percent, sample_files, samples
+from gpu_time import percent, read_rows, sample_files, samples
 
 MIN_GPUS = 2  # rule 1: a multi-GPU run
 MIN_SPEEDUP = 1.0  # rule 2: strictly faster than the one-GPU run
@@ -98,10 +97,7 @@ class Run:
 
 def read_jobs(folder: Path) -> list[dict[str, str]]:
     """The run's jobs.csv (scripts/gpu_import.py); none where it has no such file."""
-    if not (folder / "jobs.csv").is_file():
-        return []
-    with (folder / "jobs.csv").open() as handle:
-        return list(csv.DictReader(handle))
+    return read_rows(folder / "jobs.csv") if (folder / "jobs.csv").is_file() else []
 
 
 def read_run(folder: Path) -> Run:
@@ -146,8 +142,7 @@ def most_busy_in_a_round(files: list[list[dict[str, str]]]) -> int:
 
 def compare_counts(path: Path) -> tuple[int, int]:
     """The ok checks and all checks of a ``slimbench compare`` table."""
-    with path.open() as handle:
-        verdicts = [row["verdict"] for row in csv.DictReader(handle)]
+    verdicts = [row["verdict"] for row in read_rows(path)]
     return verdicts.count("ok"), len(verdicts)
 
 

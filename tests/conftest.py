@@ -23,11 +23,16 @@ LM_INFO = DatasetInfo("tiny", "language_modeling", "perplexity")
 
 
 def load_file_module(relative: str) -> ModuleType:
-    """A script or benchmark of the repository (not a package), imported from its file."""
+    """A script or benchmark of the repository (not a package), imported from its file, with its folder on the path
+    while it loads, as when it runs as a script (benchmarks import gpu_time beside them)."""
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str((REPO / relative).parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str((REPO / relative).parent))
     return module
 
 

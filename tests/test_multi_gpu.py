@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, load_file_module
+from conftest import load_file_module
 
 ZERO = datetime(2026, 12, 8, 10, 0, tzinfo=timezone.utc)
 JOBS_HEADER = "kind,dataset,model,chain,seed,gpu_uuid,cuda_visible_devices,source,started_at,finished_at\n"
@@ -33,8 +33,7 @@ ONE_GPU_SAMPLES = """timestamp, index, utilization.gpu [%], memory.used [MiB], u
 
 
 @pytest.fixture
-def multi_gpu(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run as a script: gpu_time beside it
+def multi_gpu():
     return load_file_module("benchmarks/multi_gpu.py")
 
 
