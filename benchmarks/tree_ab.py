@@ -1,0 +1,86 @@
+"""Benchmark (not a test): one experiment's base training from two source trees, alternated on one machine.
+
+    python benchmarks/tree_ab.py --tree old=PATH --tree new=PATH --config config/default.yaml \
+        --experiment results/default/STUDY/DATASET/MODEL/seed0/base [--repeats 3] [--work DIR] [--out FILE.csv]
+
+Why: base training ran 1.5-1.7x longer on the GPU in sessions 10-13 than in sessions 5 and 8, with the same results
+and the same GPU kernel-seconds (reports/benchmarks/README.md, session 13). Both the trees and the machines
+differed. Here the trees share one machine, Python and data, so a difference between them is the code's; and each
+base runs alone, outside the workflow, so a time near the workflow's says the workflow's company did not cause it.
+
+How: each repeat runs ``slimbench base`` once per tree, in an order that alternates (A B, then B A, ...). Each run
+is a fresh process with its tree first on ``PYTHONPATH``, the tree's own file at ``--config``, and a scratch folder
+of its own as the working directory (the experiment's path is relative to it). ``$SLIMBENCH_DATA_ROOT`` passes
+through. Per run it records the stage log's ``time_s`` (the training alone: ``slimbench.pipeline.run_base``), the
+process's wall time, the steps, the final loss and the sha256 of the saved weights: equal across trees and
+repeats if the code computes the same. Writes the CSV and prints the median time per tree and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COLUMNS = ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"]
+
+
+def base_once(tree: Path, config: str, experiment: str, work: Path) -> dict[str, object]:
+    """One ``slimbench base`` from ``tree`` in a fresh process and working directory; its stage log, timed."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "slimbench.cli", "base", "--config", str(tree / config), experiment],
+                          cwd=work, env=env, capture_output=True, text=True)
+    process_s = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"slimbench base from {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    model = work / experiment / "model"
+    log = json.loads((model / "stage.json").read_text())
+    return {"time_s": log["time_s"], "process_s": process_s, "steps": log["steps"], "final_loss": log["final_loss"],
+            "weights_sha256": hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, twice")
+    parser.add_argument("--config", required=True, help="the config, relative to each tree")
+    parser.add_argument("--experiment", required=True, help="the base experiment's folder, e.g. results/.../base")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--out", type=Path, default=Path("tree_ab.csv"))
+    args = parser.parse_args()
+    trees = dict(entry.split("=", 1) for entry in args.tree)
+    if len(trees) != 2 or not all((Path(path) / "slimbench").is_dir() for path in trees.values()):
+        sys.exit(f"--tree must name two trees NAME=PATH, each with a slimbench/ folder; got {args.tree}")
+    if not args.experiment.rstrip("/").endswith("/base"):
+        sys.exit(f"--experiment must be a base experiment's folder (…/seedN/base), got {args.experiment}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="tree_ab-"))
+    names = list(trees)
+    rows = []
+    for repeat in range(args.repeats):
+        for position, name in enumerate(names if repeat % 2 == 0 else names[::-1]):
+            run = base_once(Path(trees[name]).resolve(), args.config, args.experiment, work / f"{name}-{repeat}")
+            rows.append({"tree": name, "repeat": repeat, "position": position, **run})
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    medians = {name: statistics.median(row["time_s"] for row in rows if row["tree"] == name) for name in names}
+    same = len({row["weights_sha256"] for row in rows}) == 1
+    print(f"median training s: {medians}; {names[1]}/{names[0]} = {medians[names[1]] / medians[names[0]]:.3f}; "
+          f"weights {'bit for bit the same in every run' if same else 'differ between runs'}")
+
+
+if __name__ == "__main__":
+    main()
