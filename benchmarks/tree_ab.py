@@ -11,7 +11,9 @@ base runs alone, outside the workflow, so a time near the workflow's says the wo
 How: each repeat runs ``slimbench base`` once per tree, in an order that alternates (A B, then B A, ...). Each run
 is a fresh process with its tree first on ``PYTHONPATH``, the tree's own file at ``--config``, and a scratch folder
 of its own as the working directory (the experiment's path is relative to it). ``$SLIMBENCH_DATA_ROOT`` passes
-through. Per run it records the stage log's ``time_s`` (the training alone: ``slimbench.pipeline.run_base``), the
+through. The stages come from the ``slimbench.plugins`` entry points (``methods``, ``baselines``), so slimbench must be
+installed (``pip install -e .`` of either tree) and each tree must hold those packages too: the one first on the path
+is imported. Per run it records the stage log's ``time_s`` (the training alone: ``slimbench.pipeline.run_base``), the
 process's wall time, the steps, the final loss and the sha256 of the saved weights: equal across trees and
 repeats if the code computes the same. Writes the CSV and prints the median time per tree and their ratio.
 """
@@ -59,8 +61,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("tree_ab.csv"))
     args = parser.parse_args()
     trees = dict(entry.split("=", 1) for entry in args.tree)
-    if len(trees) != 2 or not all((Path(path) / "slimbench").is_dir() for path in trees.values()):
-        sys.exit(f"--tree must name two trees NAME=PATH, each with a slimbench/ folder; got {args.tree}")
+    packages = ("slimbench", "methods", "baselines")
+    if len(trees) != 2 or not all((Path(path) / name).is_dir() for path in trees.values() for name in packages):
+        sys.exit(f"--tree must name two trees NAME=PATH, each with {', '.join(p + '/' for p in packages)} folders "
+                 f"(e.g. git archive COMMIT {' '.join(packages)} config workflow); got {args.tree}")
     if not args.experiment.rstrip("/").endswith("/base"):
         sys.exit(f"--experiment must be a base experiment's folder (…/seedN/base), got {args.experiment}")
     work = args.work or Path(tempfile.mkdtemp(prefix="tree_ab-"))

@@ -23,6 +23,8 @@ config, folder = sys.argv[sys.argv.index("--config") + 1], Path(sys.argv[-1])
 
 
 def fake_tree(root: Path, time_s: float, weights: str) -> Path:
+    for package in ("methods", "baselines"):
+        (root / package).mkdir(parents=True)
     (root / "slimbench").mkdir(parents=True)
     (root / "slimbench" / "__init__.py").write_text("")
     (root / "slimbench" / "cli.py").write_text(FAKE_CLI.format(time_s=time_s, weights=weights))
@@ -58,8 +60,9 @@ def test_weights_that_differ_are_said_to_differ(tmp_path):
     assert "new/old = 1.000" in done.stdout and "differ between runs" in done.stdout
 
 
-def test_a_folder_without_slimbench_is_refused_before_any_run(tmp_path):
-    (tmp_path / "empty").mkdir()
-    done = tree_ab(tmp_path, fake_tree(tmp_path / "old", 10, "a"), tmp_path / "empty")
-    assert done.returncode != 0 and "each with a slimbench/ folder" in done.stderr
+def test_a_tree_without_its_methods_is_refused_before_any_run(tmp_path):
+    new = fake_tree(tmp_path / "new", 10, "a")
+    (new / "methods").rmdir()  # the stages' package: without it the stages would come from another tree
+    done = tree_ab(tmp_path, fake_tree(tmp_path / "old", 10, "a"), new)
+    assert done.returncode != 0 and "each with slimbench/, methods/, baselines/ folders" in done.stderr
     assert not (tmp_path / "work").exists()
