@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+PACKAGES = ("slimbench", "methods", "baselines")  # the stages come from the last two (entry points)
 COLUMNS = ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"]
 
 
@@ -51,6 +52,28 @@ def base_once(tree: Path, config: str, experiment: str, work: Path) -> dict[str,
             "weights_sha256": hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()}
 
 
+def input_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, with the fix; None when nothing is."""
+    if len(args.tree) != 2 or not all("=" in entry for entry in args.tree):
+        return f"--tree must be given twice, as NAME=PATH; got {args.tree}"
+    trees = dict(entry.split("=", 1) for entry in args.tree)
+    if len(trees) != 2:
+        return f"--tree names must differ; got {args.tree}"
+    for name, path in trees.items():
+        missing = [f"{package}/" for package in PACKAGES if not (Path(path) / package).is_dir()]
+        if missing or not (Path(path) / args.config).is_file():
+            return (f"tree {name}={path} lacks {', '.join(missing) or args.config}: each tree needs "
+                    f"{', '.join(p + '/' for p in PACKAGES)} and the config (e.g. git archive COMMIT "
+                    f"{' '.join(PACKAGES)} config workflow)")
+    if not args.experiment.rstrip("/").endswith("/base"):
+        return f"--experiment must be a base experiment's folder (.../seedN/base), got {args.experiment}"
+    if args.repeats < 1:
+        return f"--repeats must be at least 1, got {args.repeats}"
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        return f"--work {args.work} is not empty: an earlier run's models would be found there. Fix: a new folder."
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, twice")
@@ -60,13 +83,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=Path("tree_ab.csv"))
     args = parser.parse_args()
+    problem = input_problem(args)  # every check before the first run, which takes a minute
+    if problem:
+        sys.exit(problem)
     trees = dict(entry.split("=", 1) for entry in args.tree)
-    packages = ("slimbench", "methods", "baselines")
-    if len(trees) != 2 or not all((Path(path) / name).is_dir() for path in trees.values() for name in packages):
-        sys.exit(f"--tree must name two trees NAME=PATH, each with {', '.join(p + '/' for p in packages)} folders "
-                 f"(e.g. git archive COMMIT {' '.join(packages)} config workflow); got {args.tree}")
-    if not args.experiment.rstrip("/").endswith("/base"):
-        sys.exit(f"--experiment must be a base experiment's folder (…/seedN/base), got {args.experiment}")
     work = args.work or Path(tempfile.mkdtemp(prefix="tree_ab-"))
     names = list(trees)
     rows = []
