@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import statistics
@@ -31,6 +30,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from slimbench.checkpoint import WEIGHTS
+from slimbench.integrity import file_sha256
+from slimbench.pipeline import MODEL_DIR, STAGE_LOG
 
 PACKAGES = ("slimbench", "methods", "baselines")  # the stages come from the last two (entry points)
 COLUMNS = ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"]
@@ -46,10 +49,10 @@ def base_once(tree: Path, config: str, experiment: str, work: Path) -> dict[str,
     process_s = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"slimbench base from {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    model = work / experiment / "model"
-    log = json.loads((model / "stage.json").read_text())
+    model = work / experiment / MODEL_DIR
+    log = json.loads((model / STAGE_LOG).read_text())
     return {"time_s": log["time_s"], "process_s": process_s, "steps": log["steps"], "final_loss": log["final_loss"],
-            "weights_sha256": hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()}
+            "weights_sha256": file_sha256(model / WEIGHTS)}
 
 
 def input_problem(args: argparse.Namespace) -> str | None:
