@@ -437,6 +437,8 @@ def tracked_settings(config: dict[str, Any], exp: "Experiment", step: str) -> st
     elif step == "compress":
         stage, params = resolve_chain(exp.chain, stages)[-1]
         settings.update(recipe=recipe, stage=stage.name, params=stage.resolve_models(params, config["models"]))
+        if stage.revision > 1:  # a fix that changed the stage's results reruns its steps; revision 1 adds nothing
+            settings["revision"] = stage.revision
     else:
         settings["evaluation"] = evaluation_settings(config, exp.study)
     return json.dumps(settings, sort_keys=True, default=str)

@@ -131,7 +131,9 @@ class Stage:
     loading (e.g. re-packing int8 kernels). Pruning needs neither: shapes are restored from the checkpoint.
     ``applies_to`` says which models and tasks the stage can compress (default: any). ``budget`` maps the
     primary value to the share of the stage's prunable FLOPs it removes (the crossbench's comparable budget;
-    None where the value is not such a share, e.g. a bit width).
+    None where the value is not such a share, e.g. a bit width). ``revision`` counts fixes that change what the
+    stage computes: above 1 it joins the step's tracked settings, so the workflow reruns the steps a fix changed
+    (and what depends on them) where a code change alone would not.
     """
 
     name: str
@@ -143,6 +145,7 @@ class Stage:
     description: str = ""
     applies_to: AppliesTo = ANY
     budget: Optional[BudgetFn] = None
+    revision: int = 1
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -202,16 +205,19 @@ def stage(
     finalize: Optional[RebuildFn] = None,
     applies_to: AppliesTo = ANY,
     budget: Optional[BudgetFn] = None,
+    revision: int = 1,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn(model, ctx, **params) -> model`` as a stage; the docstring becomes its description."""
     if budget is not None and primary is None:
         raise ValueError(f"stage '{name}': a budget maps the primary value, so it needs a primary parameter.")
+    if not isinstance(revision, int) or revision < 1:
+        raise ValueError(f"stage '{name}': revision must be a whole number >= 1, not {revision!r}.")
 
     def decorator(fn: StageFn) -> StageFn:
         STAGES.add(
             name,
             Stage(name, fn, tuple(params), primary, rebuild, finalize, (fn.__doc__ or "").strip(), applies_to,
-                  budget),
+                  budget, revision),
         )
         return fn
 

@@ -68,6 +68,22 @@ def test_a_study_changes_only_the_evaluation_keys_it_names():
     assert "paired_cuda" not in tracked["latency"]
 
 
+def test_a_stage_fixed_with_a_new_revision_reruns_its_steps_and_revision_1_changes_nothing(monkeypatch):
+    """Written by hand: revision 1 adds no key (the steps of every unfixed stage keep the settings they ran with);
+    revision 2 joins the compress step's settings, so Snakemake reruns that step; other steps never carry it."""
+    from dataclasses import replace
+
+    from slimbench.stages import STAGES
+
+    config = validate_config(copy.deepcopy(SMOKE))
+    pruned = next(e for e in experiments(config, "skeleton") if e.chain == "base+mlp_magnitude-0.5")
+    first = json.loads(tracked_settings(config, pruned, "compress"))
+    assert "revision" not in first and first["stage"] == "mlp_magnitude"
+    monkeypatch.setitem(STAGES._items, "mlp_magnitude", replace(STAGES.get("mlp_magnitude"), revision=2))
+    assert json.loads(tracked_settings(config, pruned, "compress")) == {**first, "revision": 2}
+    assert "revision" not in tracked_settings(config, pruned, "evaluate")
+
+
 def test_every_shipped_config_validates():
     for path in sorted((REPO / "config").glob("*.yaml")):
         if path.name == "catalog.yaml":
