@@ -25,6 +25,13 @@ expected depth (``slimbench/metrics/bitops.py``). The precedence graph and the s
 ``methods/order_graph.py``. These are the stages the ``order`` study ran; the pre-registered study uses
 ``qat`` (8/4/2 bits, first and last layers at 8) and ``early_exit`` (threshold chosen on held-out data) of
 ``methods/order_stages.py`` for Q and E.
+
+No official code of the paper is public (searched by its title, its v1 title "Chain of Compression" and the
+authors' names), and only its abstract and introduction were available here. So these are this project's
+choices, not checked against the paper: the distillation's temperature and weight, the same pruning ratio in
+every layer, exit heads trained on a frozen backbone, bit widths and exits carried over to a student, and the
+stages' epochs and learning rates. ``prune`` also prunes the convolutions inside exit heads when E came before P
+(their width follows the ratio; the heads' outputs stay).
 """
 
 from __future__ import annotations
@@ -419,10 +426,11 @@ def prune(model: nn.Module, ctx: Context, ratio: float, epochs: Optional[int], l
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, ctx: Context, examples: int = 512) -> None:
-    """Set the fake-quant input ranges to the min/max seen on calibration examples (eval mode)."""
+def calibrate(model: nn.Module, ctx: Context, examples: int = 512, within: Optional[nn.Module] = None) -> None:
+    """Set the input ranges of the fake-quant layers in ``within`` (default: all of ``model``) to the min/max seen
+    on calibration examples (eval mode); the other layers keep theirs."""
     model.eval()
-    with calibrating(model):
+    with calibrating(within or model):
         for batch in ctx.calibration_batches(examples, 128):
             ctx.task.logits(model, ctx.task.to_device(batch, ctx.device))
 
@@ -455,14 +463,16 @@ def rebuild_exit(model: nn.Module, exits: int, threshold: float, **_: Any) -> nn
 
 @stage("exit", params=(Param("threshold", float, 0.9, 0.0, 1.0, low_open=True, help="softmax confidence to exit"),
                        Param("exits", int, 3, 1, None, help="exit heads before the final classifier"), EPOCHS, LR),
-       primary="threshold", rebuild=rebuild_exit)
+       primary="threshold", rebuild=rebuild_exit, revision=2)
 def early_exit(model: nn.Module, ctx: Context, threshold: float, exits: int, epochs: Optional[int],
                lr: Optional[float]) -> nn.Module:
     """Early-exit heads with a confidence threshold (dynamic architecture; paper Sec. 3), trained on the
-    frozen backbone so the final classifier is unchanged."""
+    frozen backbone so the final classifier is unchanged. On a quantized model only the new heads' input ranges
+    are calibrated (revision 2: revision 1 recalibrated the backbone's too, which widened its QAT ranges and
+    changed the final classifier's outputs in every chain with E after Q)."""
     model = rebuild_exit(model, exits, threshold)
     if quant_bits(model) is not None:
-        calibrate(model, ctx)
+        calibrate(model, ctx, within=model.heads)
     train_heads(model, ctx, ctx.train_set, epochs, lr, "exit")
     return model
 

@@ -313,7 +313,13 @@ def topological_order(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) ->
     try:
         return SortResult(list(nx.lexicographical_topological_sort(graph, key=rank.get)))
     except nx.NetworkXUnfeasible:
-        return SortResult(None, sorted(sorted(c) for c in nx.simple_cycles(graph)))
+        return SortResult(None, sorted(rotated(c) for c in nx.simple_cycles(graph)))
+
+
+def rotated(cycle: list[str]) -> list[str]:
+    """The cycle from its smallest member on, in its own direction (each edge runs from a member to the next)."""
+    start = cycle.index(min(cycle))
+    return cycle[start:] + cycle[:start]
 
 
 def method_tokens(chains: Iterable[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from baselines.distill import EPOCHS, LR, recovery_recipe
-from methods.order import (EarlyExit, FakeQuant, TokenPool, add_exits, calibrate, joint_loss, quant_bits, quantize,
+from methods.order import (EarlyExit, TokenPool, add_exits, calibrate, calibrating, joint_loss, quant_bits, quantize,
                            set_edge_bits, train_heads)
 from slimbench.errors import ConfigError
 from slimbench.stages import Context, Param, stage
@@ -168,13 +168,7 @@ def early_exit(model: nn.Module, ctx: Context, max_drop: float, exits: int, widt
 @torch.no_grad()
 def calibrate_heads(model: EarlyExit, ctx: Context, dataset: Any, examples: int = 512) -> None:
     """Set the new heads' input ranges from ``examples`` of ``dataset``; the backbone's stay as its QAT left them."""
-    wrappers = [m for m in model.heads.modules() if isinstance(m, FakeQuant)]
     model.eval()
-    for wrapper in wrappers:
-        wrapper.calibrating = True
-    try:
+    with calibrating(model.heads):
         for batch in ctx.task.loader(dataset.subset(range(min(examples, len(dataset)))), 128):
             ctx.task.logits(model, ctx.task.to_device(batch, ctx.device))
-    finally:
-        for wrapper in wrappers:
-            wrapper.calibrating = False

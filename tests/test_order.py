@@ -122,6 +122,8 @@ def test_a_cycle_is_reported_not_hidden() -> None:
     result = topological_order(["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")])
     assert result.order is None
     assert result.cycles == [["a", "b", "c"]]
+    # the direction is kept: a -> c -> b -> a is not a -> b -> c -> a (the figure colours each cycle's edges)
+    assert topological_order(["a", "b", "c"], [("a", "c"), ("c", "b"), ("b", "a")]).cycles == [["a", "c", "b"]]
 
 
 def test_pair_criterion_accuracy_then_bitops() -> None:

@@ -155,6 +155,31 @@ def test_early_exit_leaves_the_backbone_unchanged(trained_exit: Any) -> None:
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
+@pytest.mark.parametrize("name, value, settings", [("exit", "0.9", {"exits": 2}),
+                                                   ("early_exit", "0.0", {"exits": 2, "width": 8, "holdout": 0.2})])
+def test_exit_stages_leave_a_quantized_backbone_and_its_input_ranges_unchanged(name: str, value: str,
+                                                                              settings: dict[str, Any]) -> None:
+    """QAT leaves input ranges narrower than the calibration min/max (an EMA of batch min/max); here they are halved
+    by hand. Adding exits must calibrate the new heads only: every backbone tensor, ranges included, stays bit for bit,
+    and so do the final classifier's logits."""
+    data = easy_data(64)
+    model = apply("qat", tiny_resnet(), context(data), "4", calibration=32, epochs=0)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, FakeQuant):
+                layer.act_low.mul_(0.5), layer.act_high.mul_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = data.images[:8].float() / 255
+    with torch.no_grad():
+        logits = model.eval()(x)
+    exited = apply(name, model, context(data, epochs=0), value, **settings)
+    after = exited.backbone.state_dict()
+    assert set(after) == set(before)
+    assert [k for k in before if not torch.equal(after[k], before[k])] == []
+    with torch.no_grad():
+        assert torch.equal(exited.eval().backbone(x), logits)
+
+
 def test_easy_examples_leave_at_the_first_exit_and_cost_drops_by_hand(trained_exit: Any) -> None:
     exited, _, _ = trained_exit
     assert isinstance(exited, TunedExit) and exited.threshold < 1.0  # chosen on held-out data, not "never"
