@@ -33,6 +33,21 @@ Stages registered here:
 
 Quantization reuses ``fp16`` and ``int8`` from baselines/quantize.py. The report figure/table
 ``edge_budget`` (a table and a figure of slimbench.plots) checks every model against the device budget.
+
+What is the project's, not the authors' (their code at 6163879 has none of it): ``int8`` (which quantizes only
+Linear layers, so MobileViT's convolutions stay fp32), ``iterative_prune``, ``heads`` and ``rows`` as pruning
+targets (their only head change is ``num_attention_heads=2`` in the student's config, ``upernet.py`` line 406,
+which keeps every parameter), and per-layer ``unstructured_prune``. Their fp16 is a whole-model cast
+(``evaluate.py``, lines 53 and 60), as here.
+
+Not checked: the paper's method and results sections were not available (only its abstract and introduction),
+so its 0.61 mIoU, +0.06 IoU, 5.6M parameters and 3.7 GB are read from secondary summaries, and which of the
+authors' commits produced its numbers cannot be told. The authors keep the checkpoint with the best val mIoU
+(validated every 500 iterations) and report val (``train_upernet.py``, lines 199-256; ``evaluate.py`` line 50);
+the studies here score the last model on CamVid's test split. The authors resize val images and labels to
+512x512; here scoring is at the native size. They train in fp32 without gradient clipping and with
+``drop_last``; ``slimbench.train.fit`` uses bf16 autocast on a GPU and keeps the last partial batch (clipping
+is the recipe's ``grad_clip``).
 """
 
 from __future__ import annotations
@@ -348,6 +363,14 @@ def classifier(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
+def kept_whole(model: nn.Module) -> list[nn.Module]:
+    """The layers pruning leaves whole: the classifier, and a segmentation model's whole decode head. The authors
+    prune the backbone only (``train_upernet.py`` @ 6163879, line 156: ``prune(model.backbone, ...)``, over the
+    backbone convolutions listed in ``prune.py``); the head's input channels still follow a pruned backbone."""
+    decoder = getattr(model, "decode_head", None)
+    return [classifier(model), *(decoder.modules() if decoder is not None else ())]
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """The layer coupling of ``model`` traced on ``example`` (the classifier is kept out of pruning roots by
     the callers, not ignored here: it must lose the input columns of removed channels)."""
@@ -404,14 +427,18 @@ def prune_group(dg: tp.DependencyGraph, group: tp.Group, scores: torch.Tensor, r
 
 
 def prune_convolutions(model: nn.Module, example: torch.Tensor, ratio: float, criterion: str) -> nn.Module:
-    """Remove ``ratio`` of every convolutional group's channels by the L2 norm of its filters (``filters``,
-    the output slices) or of the channels' input slices in the layers that read them (``channels``): the
-    authors' ``prune.py`` ranks by ``ln_structured(n=2, dim=1)``; here the channels are really removed."""
+    """Remove ``ratio`` of every convolutional group's channels outside :func:`kept_whole` by the L2 norm of its
+    filters (``filters``, the output slices) or of the channels' input slices in the layers that read them
+    (``channels``). The authors' ``prune.py`` @ 6163879 (lines 161-163) masks filters by
+    ``ln_structured(n=2, dim=0)``, layer by layer, so their parameter count stays; here the channels are really
+    removed, coupled layers together. Their list also masks MobileViT's ``conv_1x1`` (the transformer's input
+    width), which here is left to ``rows``/``heads``: removing it would shrink the transformer's LayerNorms and
+    linear layers too."""
     head = classifier(model)
     dg = dependency_graph(model, example)
     removing = handlers("conv_out" if criterion == "filters" else "conv_in")
     plans = []
-    for group in dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d]):
+    for group in dg.get_all_groups(ignored_layers=kept_whole(model), root_module_types=[nn.Conv2d]):
         scores = slice_norms(group, removing) if convolutional_group(group, head) else None
         if scores is not None:
             plans.append((group, scores))
@@ -464,24 +491,30 @@ def structured(model: nn.Module, ctx: Context, target: str, ratio: float) -> nn.
 
 
 TARGET = Param("target", str, "filters", choices=TARGETS, help="what to remove: conv filters/channels, MLP rows, heads")
-RATIO = Param("ratio", float, 0.2, 0.0, 1.0, high_open=True, help="share removed (the authors' prune_percentage 0.2)")
+RATIO = Param("ratio", float, 0.2, 0.0, 1.0, high_open=True,
+              help="share removed (prune_percentage 0.2 of the authors' first pruning commit)")
 
 
-@stage("structured_prune", params=(TARGET, RATIO), primary="target")
+@stage("structured_prune", params=(TARGET, RATIO), primary="target", revision=2)
 def structured_prune(model: nn.Module, ctx: Context, target: str, ratio: float) -> nn.Module:
-    """One-shot structured pruning of ``ratio`` of the ``target`` units (paper: pruning step; the authors
-    prune 20% once (``Uper_mobilevit.yml``: prune_percentage 0.2), then train with the teacher: chain a ``kd`` stage after this one for that)."""
+    """One-shot structured pruning of ``ratio`` of the backbone's ``target`` units (paper: pruning step), then
+    training with the teacher: chain ``mse_kd`` after this one (``train_upernet.py`` @ 6163879, lines 153-180).
+    The default 0.2 is ``prune_percentage`` in ``Uper_mobilevit.yml`` at 084833b, the authors' first pruning
+    commit; later commits set 0.6 (a2653b5) and 0.9 (8916378), and 6163879 has 0.5 with ``prune: False``. Which
+    share the paper reports could not be checked (its method and results sections were not available).
+    Revision 2 leaves a segmentation model's decode head whole (:func:`kept_whole`); revision 1 pruned it too."""
     return structured(model, ctx, target, ratio)
 
 
 @stage("iterative_prune", params=(TARGET, RATIO, Param("steps", int, 3, 2, None),
                                   Param("epochs", int, 1, 0, None, help="fine-tuning epochs after each step"), LR),
-       primary="target")
+       primary="target", revision=2)
 def iterative_prune(model: nn.Module, ctx: Context, target: str, ratio: float, steps: int, epochs: int,
                     lr: Optional[float]) -> nn.Module:
     """Iterative structured pruning (paper: pruning ablation, iterative vs one-shot): ``steps`` rounds, each
     removing the same share of what is left (1 - (1 - ratio)^(1/steps)) and fine-tuning on the labels, so
-    that ``ratio`` is removed in all."""
+    that ``ratio`` is removed in all. The schedule is the project's: the authors' code at 6163879 prunes once
+    (``train_upernet.py``, lines 153-156). Revision 2: the decode head stays whole, as in ``structured_prune``."""
     share = 1.0 - (1.0 - ratio) ** (1.0 / steps)
     for step in range(steps):
         model = structured(model, ctx, target, share)
@@ -491,16 +524,20 @@ def iterative_prune(model: nn.Module, ctx: Context, target: str, ratio: float, s
 
 
 def prunable_weights(model: nn.Module) -> Iterator[nn.Parameter]:
-    head = classifier(model)
+    whole = {id(module) for module in kept_whole(model)}
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and module is not head:
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and id(module) not in whole:
             yield module.weight
 
 
-@stage("unstructured_prune", params=(Param("ratio", float, 0.2, 0.0, 1.0, high_open=True),), primary="ratio")
+@stage("unstructured_prune", params=(Param("ratio", float, 0.2, 0.0, 1.0, high_open=True),), primary="ratio",
+       revision=2)
 def unstructured_prune(model: nn.Module, ctx: Context, ratio: float) -> nn.Module:
-    """Zero ``ratio`` of every convolution's and linear layer's weights, the smallest in magnitude (paper:
-    pruning ablation, the unstructured comparison): dense storage, so memory and latency stay as they were."""
+    """Zero ``ratio`` of each of the backbone's convolution and linear weights, the smallest in magnitude (paper:
+    pruning ablation, the unstructured comparison): dense storage, so memory and latency stay as they were. This
+    per-layer form is the project's: at 6163879 the authors' unstructured pruning is commented out (``prune.py``,
+    lines 164-169); at 8916378 it was one global threshold (|w| > 0.19) over their backbone list. Revision 2
+    leaves a segmentation model's decode head whole, as structured pruning does; revision 1 pruned it too."""
     with torch.no_grad():
         for weight in prunable_weights(model):
             remove = weight.numel() - kept_count(weight.numel(), ratio)

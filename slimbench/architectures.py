@@ -46,7 +46,10 @@ HF_SOURCES = (("distilbert", "distilbert"), ("roberta", "roberta"), ("minilm", "
               ("llama", "llama"), ("mistral", "mistral"), ("qwen2", "qwen2"))
 FAMILIES = {"cifar_resnet": frozenset(),
             # UPerNet on MobileViT (slimbench/models/segmentation.py): 28% of its FLOPs in Linear at 480x360.
-            "upernet_mobilevit": frozenset({"mlp_neurons", "attention_heads"})}
+            "upernet_mobilevit": frozenset({"mlp_neurons", "attention_heads"}),
+            # the authors' UPerNet on torchvision's Swin-V2-T: 68% of its FLOPs in Linear at 480x360; surgery finds
+            # neither torchvision's MLP blocks nor its window attention.
+            "upernet_swin_tv": frozenset({"linear_compute"})}
 # UPerNet on a transformers Swin: its attention is found by surgery but keep_heads fails on it (relative-position
 # bias), so no heads. Linear share at 480x360: 73% under a 96-wide head, 11% under the standard 512-wide one.
 UPERNET_SWIN_NARROW_HEAD = 128

@@ -138,6 +138,41 @@ def test_unstructured_pruning_zeroes_the_share_and_keeps_the_size(tiny_vit):
     assert count_parameters(tiny_vit) == params
 
 
+SEG_INFO = DatasetInfo("seg", "semantic_segmentation", "mean_iou", 11, 3, 32, (0.5,) * 3, (0.25,) * 3,
+                      extra={"ignore_index": 11})
+
+
+def tiny_upernet() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model({"family": "upernet_mobilevit", "arch": "mobilevit_xxs", "fpn_out": 24}, SEG_INFO,
+                       pretrained=False, download=False).eval()
+
+
+def out_channels(module: nn.Module) -> list[int]:
+    return [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("criterion", ["filters", "channels"])
+def test_structured_pruning_of_a_upernet_shrinks_the_backbone_and_leaves_the_decode_head_whole(criterion):
+    """The authors prune the backbone only (train_upernet.py @ 6163879, line 156): every conv of the head keeps its
+    outputs (the lists are read before pruning), the backbone loses about half its conv outputs."""
+    model, x = tiny_upernet(), images(2, 32)
+    head, backbone = out_channels(model.decode_head), out_channels(model.backbone)
+    prune_convolutions(model, x[:1], ratio=0.5, criterion=criterion)
+    assert out_channels(model.decode_head) == head
+    assert sum(out_channels(model.backbone)) < 0.8 * sum(backbone)
+    assert model(x).shape == (2, 11, 8, 8)
+
+
+def test_unstructured_pruning_of_a_upernet_leaves_the_decode_head_as_it_was():
+    model = tiny_upernet()
+    head = {k: v.clone() for k, v in model.decode_head.state_dict().items()}
+    unstructured_prune(model, None, ratio=0.5)
+    assert all(torch.equal(v, head[k]) for k, v in model.decode_head.state_dict().items())
+    convs = [m.weight for m in model.backbone.modules() if isinstance(m, nn.Conv2d) and m.weight.numel() > 100]
+    assert all(abs((w == 0).float().mean().item() - 0.5) < 0.02 for w in convs)
+
+
 def linear_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256)).eval()

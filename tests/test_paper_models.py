@@ -55,12 +55,20 @@ def vit_parameters(dim: int, depth: int, patch: int, image: int, chans: int, cla
 # (21,797,672) ImageNet models, with a 3x3 instead of a 7x7 stem (40 * 3 * 64 fewer weights) and 10 instead of
 # 1000 classes; the 4x4-patch ViTs on 32x32 images from the ViT formula.
 CIFAR_CHANGE = -(7 * 7 - 3 * 3) * 3 * 64 - (512 + 1) * (1000 - 10)
+# The authors' edge-ViT teacher: torchvision's documented Swin_V2_T count (28,351,570) without its final norm
+# (2 x 768) and ImageNet head (768 x 1000 + 1000), plus their UPerNet head by hand for 11 classes: PSP 4 x (768 x 192
+# + 2 x 192) and its 3x3 bottleneck (768 + 4 x 192) x 768 x 9 + 2 x 768; FPN laterals (192 + 384 + 768) x 96 + 3 x
+# 96, one shared 3x3 smoothing conv 96 x 96 x 9 + 96, fusion 4 x 96 x 96 x 9 + 2 x 96; classifier 96 x 11 x 9 + 11.
+AUTHORS_HEAD = 4 * (768 * 192 + 2 * 192) + (768 + 4 * 192) * 768 * 9 + 2 * 768 + (192 + 384 + 768) * 96 + 3 * 96 \
+    + 96 * 96 * 9 + 96 + 4 * 96 * 96 * 9 + 2 * 96 + 96 * 11 * 9 + 11
+SWIN_V2_T_FEATURES = 28_351_570 - 2 * 768 - (768 * 1000 + 1000)
 EXACT = {"resnet18_cifar": (CIFAR10, 11_689_512 + CIFAR_CHANGE), "resnet34_cifar": (CIFAR10, 21_797_672 + CIFAR_CHANGE),
+         "upernet_swinv2_t_authors_in1k": (CAMVID, SWIN_V2_T_FEATURES + AUTHORS_HEAD),
          "vit_small_p4": (CIFAR10, vit_parameters(384, 12, 4, 32, 3, 10)),
          "vit_tiny_p4": (CIFAR10, vit_parameters(192, 12, 4, 32, 3, 10))}
 # No published figure for this project's minimal-transformer layout (the paper's own totals, 287,686 and
 # 101,470, belong to the minattn_paper_* models and are asserted in tests/test_minimal_attention.py).
-# and none for the edge-ViT teacher's UPerNet head on Swin-V2-T (the backbone alone is Swin V2's 28M).
+# and none for the transformers UPerNet head on Swin-V2-T (the backbone alone is Swin V2's 28M).
 BUILD_ONLY_FAMILIES = {"minimal_transformer": MNIST, "upernet_swin": CAMVID}
 BUILD_ONLY_P16 = IMAGENET  # the minimal transformers with 16x16 patches are the ImageNet variants
 

@@ -238,7 +238,8 @@ def test_teacher_with_a_pretrained_backbone_keeps_its_weights_and_rebuilds_offli
         assert torch.equal(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["upernet_swinv2_tiny", "upernet_swin_tiny", "upernet_mobilevit_s"])
+@pytest.mark.parametrize("name", ["upernet_swinv2_tiny", "upernet_swin_tiny", "upernet_mobilevit_s",
+                                  "upernet_swinv2_t_authors"])
 def test_declared_structures_match_the_segmentation_models(name):
     """slimbench.architectures decides from the spec which stages apply; here the real model answers: surgery
     finds MLPs, head removal runs, and most FLOPs (torch's counter, at 480x360) are in Linear layers or not."""
@@ -269,6 +270,38 @@ def test_declared_structures_match_the_segmentation_models(name):
     if linear / counter.get_total_flops() > 0.5:
         found.add("linear_compute")
     assert structures(spec) == frozenset(found)
+
+
+def test_the_authors_teacher_reads_torchvisions_swin_stages_without_their_norm_as_nchw_maps():
+    """Written out as the authors' swin_v2_t_forward (upernet.py @ 6163879, lines 329-337): torchvision's blocks 1, 3,
+    5 and 7, each (B, H, W, C) -> (B, C, H, W), at strides 4-32 with 96-768 channels; the model's logits are their
+    UPerNet head's at stride 4."""
+    import torchvision
+
+    model = build_model({"family": "upernet_swin_tv"}, INFO, pretrained=False, download=False).eval()
+    reference = torchvision.models.swin_v2_t().eval()
+    reference.features.load_state_dict(model.backbone.features.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    expected, h = [], x
+    with torch.no_grad():
+        for i, block in enumerate(reference.features):
+            h = block(h)
+            if i in (1, 3, 5, 7):
+                expected.append(h.transpose(1, 2).transpose(1, 3))
+        found = model.backbone(x)
+        assert [tuple(f.shape) for f in found] == [(1, 96, 16, 24), (1, 192, 8, 12), (1, 384, 4, 6), (1, 768, 2, 3)]
+        assert all(torch.equal(a, b) for a, b in zip(found, expected))
+        assert torch.equal(model(x), model.decode_head(expected))
+
+
+def test_the_authors_teacher_refuses_hub_weights_without_downloads_and_a_missing_checkpoint():
+    from slimbench.errors import DataNotFoundError
+
+    with pytest.raises(DataNotFoundError, match="download: true"):
+        build_model({"family": "upernet_swin_tv", "weights": "hub"}, INFO, pretrained=True, download=False)
+    with pytest.raises(DataNotFoundError, match="not found"):
+        build_model({"family": "upernet_swin_tv", "weights": "checkpoint", "checkpoint": "/nonexistent.pth"}, INFO,
+                    pretrained=True, download=False)
 
 
 def test_augmentation_without_its_settings_is_refused_with_the_fix():

@@ -1,4 +1,5 @@
-"""UPerNet segmentation models: a Swin(-V2) teacher from transformers and a MobileViT-S student on timm.
+"""UPerNet segmentation models: Swin(-V2) teachers (transformers', or the authors' on torchvision) and a MobileViT-S
+student on timm.
 
 Both are the edge-ViT paper's networks (Youn et al. 2023, arXiv 2309.02617; authors' code chensy7/efficient-vit,
 branch swin_v2_b @ 6163879, ``upernet.py``): a UPerNet on a Swin-V2 teacher and on a MobileViT-S student.
@@ -7,8 +8,12 @@ Both return a logits map (batch, classes, H', W'); the task upsamples it to the 
 - ``upernet_swin``: transformers' ``UperNetForSemanticSegmentation`` with a Swin or Swin-V2 backbone built
   from ``SwinConfig``/``Swinv2Config`` (random init offline), or a whole UPerNet checkpoint from the hub
   (``weights: hub``, ``hub: openmmlab/upernet-swin-tiny``) on a connected machine, its classifier re-sized, or
-  an ImageNet-pretrained Swin(-V2) backbone under a new head (``weights: backbone_hub``), as the authors start
-  (torchvision ``swin_v2_t(weights='DEFAULT')``). transformers' head is mmseg's UPerNet (PPM scales 1, 2, 3, 6, ``hidden_size`` channels), not the authors'.
+  an ImageNet-pretrained Swin(-V2) backbone under a new head (``weights: backbone_hub``, e.g.
+  ``microsoft/swinv2-tiny-patch4-window8-256``: not the authors' start, since transformers' backbone layer-norms
+  its stage outputs and the weights are another release). transformers' head is mmseg's UPerNet
+  (PPM scales 1, 2, 3, 6, conv-BN-ReLU laterals, ``hidden_size`` channels), not the authors'.
+- ``upernet_swin_tv``: the authors' teacher as their code builds it: torchvision ``swin_v2_t(weights='DEFAULT')``,
+  its stage outputs taken without LayerNorm, under their UPerNet head (fpn_out 96).
 - ``upernet_mobilevit``: the authors' UPerNet head (their ``PSPModule`` + ``FPN_fuse`` + 3x3 classifier, ported
   below) on the four stage outputs of timm's MobileViT (strides 4-32). The authors take them from Hugging Face's
   ``MobileViTModel`` (``apple/mobilevit-small``, ``mobilevit_forward``: encoder layers 1-4, widths 64, 96, 128,
@@ -69,8 +74,8 @@ def describe_upernet(model: nn.Module) -> dict[str, Any]:
 
 
 def pretrained_backbone(version: int, source: str) -> nn.Module:
-    """A Swin(-V2) backbone's pretrained weights (e.g. ImageNet ``microsoft/swinv2-tiny-patch4-window8-256``, the
-    authors' start) from the hub or a local folder, with the four stage outputs UPerNet reads."""
+    """A Swin(-V2) backbone's pretrained weights (e.g. ImageNet ``microsoft/swinv2-tiny-patch4-window8-256``) from
+    the hub or a local folder, with the four stage outputs UPerNet reads."""
     from transformers import SwinBackbone, Swinv2Backbone
 
     return (SwinBackbone if version == 1 else Swinv2Backbone).from_pretrained(source, out_features=SWIN_STAGES)
@@ -204,9 +209,9 @@ def _stage_width(stage: nn.Module) -> int:
 
 
 class UperNetTimm(nn.Module):
-    """The authors' UPerNet on a timm backbone's stage outputs."""
+    """The authors' UPerNet on a backbone's stage outputs (timm's MobileViT, torchvision's Swin)."""
 
-    def __init__(self, backbone: TimmStages, fpn_out: int, info: DatasetInfo) -> None:
+    def __init__(self, backbone: nn.Module, fpn_out: int, info: DatasetInfo) -> None:
         super().__init__()
         self.backbone = backbone
         self.decode_head = UperNetHead(backbone.channels, fpn_out, info.num_classes)
@@ -217,6 +222,60 @@ class UperNetTimm(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.decode_head.head
+
+
+class TorchvisionSwinStages(nn.Module):
+    """torchvision Swin(-V2) ``features`` returning the outputs of blocks 1, 3, 5 and 7 (strides 4-32) as NCHW maps,
+    without the final LayerNorm: the authors' ``swin_v2_t_forward`` (``upernet.py`` @ 6163879, lines 329-337)."""
+
+    STAGES = (1, 3, 5, 7)
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.features = net.features
+        self.channels = [self.features[i][-1].norm1.normalized_shape[0] for i in self.STAGES]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in self.STAGES:
+                out.append(x.permute(0, 3, 1, 2))
+        return out
+
+
+AUTHORS_FPN_OUT = {"swin_v2_t": 96, "swin_v2_b": 128}  # upernet.py @ 6163879, lines 379-395
+
+
+@family("upernet_swin_tv")
+def upernet_swin_tv(info: DatasetInfo, pretrained: bool, download: bool, arch: str = "swin_v2_t",
+                    fpn_out: Optional[int] = None, weights: str = "scratch", checkpoint: Optional[str] = None,
+                    ) -> nn.Module:
+    """The authors' teacher: torchvision Swin-V2-T (or -B) under their UPerNet head, fpn_out 96 (128 for -B).
+    ``weights``: scratch | hub (torchvision's ImageNet ``weights='DEFAULT'``, as the authors start; needs
+    ``download: true``, cached under ``$TORCH_HOME``) | checkpoint (a local state dict of that torchvision model,
+    read with ``weights_only``). The head starts from PyTorch's default initialisation (the authors'
+    ``init_weight`` was not compared)."""
+    import torchvision
+
+    if arch not in AUTHORS_FPN_OUT:
+        raise ConfigError(f"upernet_swin_tv: arch must be one of {sorted(AUTHORS_FPN_OUT)}, not '{arch}'.")
+    if weights not in ("scratch", "hub", "checkpoint"):
+        raise ConfigError(f"upernet_swin_tv: weights must be scratch, hub or checkpoint, not '{weights}'.")
+    if info.in_chans != 3:
+        raise ConfigError(f"upernet_swin_tv: torchvision's Swin reads 3 channels; dataset '{info.name}' has "
+                          f"{info.in_chans}.")
+    load = pretrained and weights != "scratch"
+    if load and weights == "hub" and not download:
+        raise DataNotFoundError(f"upernet_swin_tv: weights: hub downloads torchvision's {arch} weights. Fix: set "
+                                f"'download: true', or 'weights: checkpoint' with a local state dict file.")
+    if load and weights == "checkpoint" and (not checkpoint or not Path(checkpoint).is_file()):
+        raise DataNotFoundError(f"upernet_swin_tv: checkpoint file {checkpoint!r} not found. Fix: set 'checkpoint' "
+                                f"to a saved state dict of torchvision's {arch}.")
+    net = getattr(torchvision.models, arch)(weights="DEFAULT" if load and weights == "hub" else None)
+    if load and weights == "checkpoint":
+        net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return UperNetTimm(TorchvisionSwinStages(net), fpn_out or AUTHORS_FPN_OUT[arch], info)
 
 
 @family("upernet_mobilevit")
