@@ -20,9 +20,13 @@ What the paper proposes and does (arXiv v2 full text: sections 2-6, tables 1-3):
     validation; train and validation loss and accuracy are reported, and the argument is made from the loss.
     ImageNet "trials" failed for the standard model and converged only without MLP; no ImageNet table is given.
 
+No code of the authors' is public (searched by title, its v1 title and the authors' names); the paper says its
+models were built in Keras. So everything below is read from the paper's text, and what it does not say is a
+choice made here, named as such.
+
 The paper's layout, from its parameter totals. Its 6-encoder MNIST models have "287,686" parameters (the
 standard, with MLP; 1 or 4 heads) and "101,470" (the reduced variant without MLP; 1 or 4 heads). Both are
-reproduced exactly, and only, by: width N = 60, an MLP of 256 hidden units, ONE LayerNorm per encoder,
+reproduced exactly by (no other layout tried here does): width N = 60, an MLP of 256 hidden units, ONE LayerNorm per encoder,
 biases on Wq, Wk, Wv and Wo, 2x2 patches (28x28 -> 196 tokens + a class token = 197), learned positions and a
 final LayerNorm before the classifier. Per encoder: attention 4 (60*60 + 60) = 14,640, MLP 2 * 60 * 256 + 256 + 60
 = 31,036, LayerNorm 120; embedding 2*2*60 + 60 (patches) + 60 (class token) + 197 * 60 (positions) = 12,180;
@@ -31,7 +35,9 @@ These are the options ``norms_per_block=1, attention_bias=True, patch_size=2, ml
 ``minattn_paper_*`` models. The counts fix how many LayerNorms there are, not where: here the one LayerNorm
 normalises the block's input to attention (pre-norm) and the MLP reads the residual stream after attention.
 The collapsed (``merged``) and ``symmetric`` similarity matrices carry no bias (the paper gives no totals that
-would tell). The catalog's ``minattn_w60_*`` models are N = 60 in this project's layout (two LayerNorms, no
+would tell). In this layout the minimum variant (no MLP, merged ``W_qk``, no V/O) has 6 * (3,600 + 120) + 12,180
++ 730 = 35,230 parameters, 12.2% of the standard, where the paper says "up to 90%" saved. The paper's 12-encoder
+totals (section 6) were not checked against this layout. The catalog's ``minattn_w60_*`` models are N = 60 in this project's layout (two LayerNorms, no
 biases, 4x4 patches: 278,866 and 91,930 parameters on MNIST), kept because committed reports used them.
 
 Choices made here (options of :func:`minimal_transformer`, set per model in config/catalog.yaml):
@@ -46,8 +52,14 @@ Choices made here (options of :func:`minimal_transformer`, set per model in conf
     exactly the softmax-weighted sum of the inputs);
   * by default (this project's layout): pre-norm ViT blocks (LayerNorm before attention and before the MLP), a
     class token, learned position embeddings and no biases in the attention maps (so the counts are exactly the
-    matrices' sizes); AdamW with warm-up and cosine decay, random crop and flip on CIFAR-10. The paper gives
-    neither patch size nor batch size (its totals imply 2x2 patches, above).
+    matrices' sizes); AdamW with warm-up and cosine decay, gradient clipping at 1.0, bf16 autocast on a GPU,
+    random crop and flip on CIFAR-10, where the paper trains with Adam for exactly 500 epochs and names no
+    schedule, clipping or augmentation. The paper gives neither patch size nor batch size (its totals imply 2x2
+    patches, above);
+  * initialisation: the merged ``W_qk`` and the Cholesky factor ``L`` start from a truncated normal, std 0.02
+    (:meth:`reset_similarity`), like timm's ViT weights. The paper builds ``W_qk`` by fixing ``W_K = I`` and
+    training ``W_Q``, so its start is Keras's default for ``W_Q`` (glorot uniform, unless the authors set
+    another: not stated), whose logits start several times larger. Not checked: a project choice.
 """
 
 from __future__ import annotations

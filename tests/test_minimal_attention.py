@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from methods.minimal_attention import (Block, MinimalAttention, attention_parameters, closed_form_parameters,
@@ -103,7 +104,7 @@ def test_block_without_value_output_returns_attention_weighted_inputs():
     attn = MinimalAttention(8, 1, "merged", value_output=False)
     torch.nn.init.normal_(attn.w_qk, std=0.5)
     x = torch.randn(2, 5, 8)
-    weights = torch.softmax(attn.logits(x), dim=-1)[:, 0]
+    weights = torch.softmax(x @ attn.w_qk[0].detach() @ x.transpose(1, 2) / 8**0.5, dim=-1)  # X W X^T / sqrt(d)
     assert torch.allclose(attn(x), weights @ x, atol=1e-5)
     with torch.no_grad():
         attn.w_qk.zero_()  # equal logits: every token becomes the mean of the inputs
@@ -120,6 +121,23 @@ def test_block_without_value_output_mixes_each_head_slice_separately():
     assert torch.allclose(attn(x), expected, atol=1e-5)
     block = Block(8, 2, mlp=False, mlp_ratio=4.0, qk="symmetric", value_output=False)
     assert not hasattr(block, "mlp") and count_parameters(block) == 2 * 8 + 2 * 8 * 9 // 2
+
+
+def test_the_papers_block_has_one_layernorm_before_attention_and_its_mlp_reads_the_residual_stream():
+    """Written out by hand: y = x + A(LN(x)), then y + MLP(y) with one LayerNorm per encoder, y + MLP(LN2(y))
+    with two."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8)
+    for norms in (1, 2):
+        block = Block(8, 2, mlp=True, mlp_ratio=2.0, qk="separate", value_output=True, norms=norms)
+        for p in block.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        with torch.no_grad():
+            y = x + block.attn(F.layer_norm(x, (8,), block.norm1.weight, block.norm1.bias))
+            inner = y if norms == 1 else F.layer_norm(y, (8,), block.norm2.weight, block.norm2.bias)
+            fc1, fc2 = block.mlp[0], block.mlp[2]
+            expected = y + F.linear(F.gelu(F.linear(inner, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+            assert torch.allclose(block(x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("qk", ["symmetric", "tied"])
