@@ -100,18 +100,37 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
     target = experiment_of(config, args.experiment)
     evaluated = [replace(target, chain=chain) for chain in dict.fromkeys(["base", target.chain])]
-    if not args.force and all(has_metrics(e.directory(config["results_dir"])) for e in evaluated):
+    fixed = [c for c in chain_prefixes(target.chain) if step_fixed_since(replace(target, chain=c), config)]
+    if not args.force and not fixed and all(has_metrics(e.directory(config["results_dir"])) for e in evaluated):
         log.info("done already: %s", args.experiment)
         return
     ws = experiment_workspace(config, target)
+    rebuilt = False
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
-        if not checkpoint.is_saved(ws.directory() / pipeline.MODEL_DIR):
+        if rebuilt or chain in fixed or not checkpoint.is_saved(ws.directory() / pipeline.MODEL_DIR):
             (pipeline.run_base if ws.exp.prefix is None else pipeline.run_compress)(ws)
+            rebuilt = True  # every later step of the chain starts from this new model
     for exp in evaluated:
         ws.exp = exp
         if args.force or not has_metrics(ws.directory()):
             print(pipeline.run_evaluate(ws, command=invocation()))
+
+
+def step_fixed_since(exp: Any, config: dict[str, Any]) -> bool:
+    """Whether the experiment's saved model exists and one of the steps it was built by (its ``arch.json`` records
+    them all) ran an earlier revision of its stage (``slimbench.stages.fixed_since``): then it is rebuilt, as the
+    workflow reruns such steps through their tracked settings."""
+    from slimbench import checkpoint, pipeline
+    from slimbench.stages import fixed_since
+
+    folder = exp.directory(config["results_dir"]) / pipeline.MODEL_DIR
+    stages = checkpoint.read_arch(folder)["stages"] if checkpoint.is_saved(folder) else []
+    old = [applied for applied in stages if fixed_since(applied)]
+    if old:
+        log.info("%s: built with revision %d of stage %s, which a fix has changed since: rebuilt", exp.chain,
+                 old[0].get("revision", 1), old[0]["name"])
+    return bool(old)
 
 
 def has_metrics(directory: Path) -> bool:
@@ -383,9 +402,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
         from slimbench.provenance import cpu_kernels
 
         kernels = cpu_kernels()
-        settings, other = tolerance_for(load_config(args.config, overrides(args))["compare"], kernels)
+        settings, other = tolerance_for(load_config(args.config, overrides(args))["compare"], kernels, args.reference)
         if other:
-            title += f" (CPU family {kernels} has no reference of its own: the other_family tolerance)"
+            title += f" (not a reference of this CPU family, {kernels}: the other_family tolerance)"
         settings = {k: v for k, v in settings.items() if k not in ("reference", "references", "other_family")}
     run, reference = Path(args.run), Path(args.reference)
     try:

@@ -132,8 +132,9 @@ class Stage:
     ``applies_to`` says which models and tasks the stage can compress (default: any). ``budget`` maps the
     primary value to the share of the stage's prunable FLOPs it removes (the crossbench's comparable budget;
     None where the value is not such a share, e.g. a bit width). ``revision`` counts fixes that change what the
-    stage computes: above 1 it joins the step's tracked settings, so the workflow reruns the steps a fix changed
-    (and what depends on them) where a code change alone would not.
+    stage computes: above 1 it joins the step's tracked settings and the saved model's record of the step
+    (:meth:`applied`), so the workflow and ``slimbench run`` rebuild the steps a fix changed (and what depends on
+    them) where a code change alone would not.
     """
 
     name: str
@@ -146,6 +147,11 @@ class Stage:
     applies_to: AppliesTo = ANY
     budget: Optional[BudgetFn] = None
     revision: int = 1
+
+    def applied(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What a saved model records of this step (``arch.json`` and the metrics' ``stages``): the stage's name, its
+        parameters and, for a stage fixed since, its revision."""
+        return {"name": self.name, "params": params, **({"revision": self.revision} if self.revision > 1 else {})}
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -222,6 +228,12 @@ def stage(
         return fn
 
     return decorator
+
+
+def fixed_since(applied: dict[str, Any]) -> bool:
+    """Whether a saved step (its record, :meth:`Stage.applied`) ran an earlier revision of its stage than the one
+    registered now: a fix has changed what it computes since."""
+    return applied.get("revision", 1) < STAGES.get(applied["name"]).revision
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,32 @@ def test_a_corrupt_model_or_metrics_file_is_named_moved_aside_and_rebuilt(refere
     assert results_of(results) == reference["results"]
 
 
+def test_a_stage_fixed_since_its_model_was_built_is_rebuilt_by_slimbench_run(reference, monkeypatch) -> None:
+    """`slimbench run` (and `study`) rebuild a step whose saved record names an older revision of its stage, and
+    evaluate it again; the base and the other chains stay as they were, and the new record names the revision."""
+    from dataclasses import replace
+
+    from slimbench.stages import STAGES
+
+    results = Path(reference["config"]["results_dir"])
+    experiment = results / "faults/s/tiny/vit_nano/seed0"
+    assert cli.main(["run", "--config", str(reference["path"]), str(experiment / "base+kd")]) == 0
+    untouched = {p: p.stat().st_mtime_ns for p in (experiment / "base/model/arch.json",
+                                                  experiment / "base+int8/model/arch.json",
+                                                  experiment / "base+kd/model/arch.json")}
+    assert cli.main(["run", "--config", str(reference["path"]), str(experiment / "base+kd")]) == 0  # done: nothing
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    monkeypatch.setitem(STAGES._items, "kd", replace(STAGES.get("kd"), revision=2))
+    assert cli.main(["run", "--config", str(reference["path"]), str(experiment / "base+kd")]) == 0
+    kd = experiment / "base+kd"
+    assert json.loads((kd / "model/arch.json").read_text())["stages"][-1]["revision"] == 2
+    assert json.loads((kd / METRICS_FILE).read_text())["stages"][-1]["revision"] == 2  # evaluated again
+    assert (kd / "model/arch.json").stat().st_mtime_ns > untouched[kd / "model/arch.json"]
+    for path in (experiment / "base/model/arch.json", experiment / "base+int8/model/arch.json"):
+        assert path.stat().st_mtime_ns == untouched[path]
+    assert saved_files(results) == reference["weights"]  # the same code: the same bits
+
+
 def test_garbage_json_is_reported_not_read() -> None:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"garbage-{os.getpid()}.json"
     write_sealed_json(path, {"metrics": {"accuracy": 0.5}})
