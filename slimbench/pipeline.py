@@ -114,13 +114,22 @@ class Workspace:
                        progress=self.config["progress"], holdout_set=self.splits.holdout)
 
 
+def start_rebuild(folder: Path) -> None:
+    """Clear what a model step leaves and what its old model's metrics would claim: the metrics file goes before
+    the model is rebuilt, so a rebuild killed midway (e.g. under ``snakemake --forcerun compress``, which deletes
+    the model first) leaves the experiment unevaluated, and the next run rebuilds and evaluates it; with the old
+    metrics left, Snakemake would take them as up to date and never rebuild the missing model."""
+    remove_temporaries(folder)
+    (folder / METRICS_FILE).unlink(missing_ok=True)
+
+
 def run_base(ws: Workspace) -> Path:
     """Build (pretrained if the spec says so) and train/fine-tune the uncompressed model."""
     out = ws.directory() / MODEL_DIR
     with folder_lock(ws.directory()) as waited:
         if waited and checkpoint.is_saved(out):
             return out  # built meanwhile by the process we waited for
-        remove_temporaries(ws.directory())
+        start_rebuild(ws.directory())
         started_at = utc_now()
         recipe, _ = study_settings(ws.config, ws.exp)
         seed_everything(ws.exp.seed)
@@ -146,7 +155,7 @@ def run_compress(ws: Workspace) -> Path:
     with folder_lock(ws.directory()) as waited:
         if waited and checkpoint.is_saved(out):
             return out  # built meanwhile by the process we waited for
-        remove_temporaries(ws.directory())
+        start_rebuild(ws.directory())
         started_at = utc_now()
         _, settings = study_settings(ws.config, ws.exp)
         call = parse_chain(ws.exp.chain)[-1]
@@ -160,7 +169,7 @@ def run_compress(ws: Workspace) -> Path:
             torch.cuda.synchronize()
         log = {"stage": stage.name, "params": params, "time_s": time.perf_counter() - start, "threads": ws.threads,
                **where_and_when(ws, started_at)}
-        stages = arch["stages"] + [{"name": stage.name, "params": params}]
+        stages = arch["stages"] + [stage.applied(params)]
         checkpoint.save_model(model.cpu(), out, arch["model"], ws.splits.info, stages, {STAGE_LOG: log})
     return out
 

@@ -4,7 +4,9 @@ other-family tolerance), and reruns exactly what a changed setting affects."""
 
 import json
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,10 @@ from conftest import REPO, needs_shared_data
 from slimbench.provenance import cpu_kernels
 
 CONFIGS = sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name != "catalog.yaml")
+# `slimbench <args>` in a process that SIGKILLs itself when the step would save its model.
+KILLED_BEFORE_SAVING = ("import os, signal, sys; from slimbench import checkpoint, cli; "
+                        "checkpoint.save_model = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
+                        "cli.main(sys.argv[1:])")
 
 
 def snakemake(*args, cwd=REPO, timeout=300):
@@ -109,3 +115,15 @@ def test_smoke_workflow_end_to_end(tmp_path):
     counts = job_counts(plan.stdout + plan.stderr)
     assert counts.get("compress") == 2 and counts.get("evaluate") == 2 and "base" not in counts, plan.stdout[-3000:]
     assert counts.get("runs") == 1 and "base+mlp_magnitude-0.5+kd" in plan.stdout
+    # A forced step killed midway: --forcerun deletes its model, the step dies before saving a new one. Asking
+    # for the experiment again must rebuild and evaluate it (old metrics left beside a missing model would read as
+    # up to date, and Snakemake does not rebuild a missing intermediate file for an up-to-date target).
+    for name in ("arch.json", "model.safetensors"):
+        (target.parent / "model" / name).unlink()
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_SAVING, "compress", "--config", "config/smoke.yaml",
+                             "--set", json.dumps({"results_dir": str(results), "reports_dir": str(reports)}),
+                             str(target.parent)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    plan = snakemake(str(target), "-n", *args)
+    resumed = job_counts(plan.stdout + plan.stderr)
+    assert resumed.get("compress") == 1 and resumed.get("evaluate") == 1, (plan.stdout + plan.stderr)[-3000:]
