@@ -33,13 +33,17 @@ def reference_for(settings: dict[str, Any], default: str, kernels: str) -> str |
     return settings.get("references", {}).get(kernels, settings.get("reference", default))
 
 
-def tolerance_for(settings: dict[str, Any], kernels: str) -> tuple[dict[str, Any], bool]:
-    """The tolerance settings for a run on a CPU of kernel family ``kernels``, and whether they are
-    ``other_family``'s: a family without a reference of its own in ``settings["references"]`` is compared with
-    another family's runs, which it cannot equal exactly, so ``other_family`` (if set) replaces the top level's
-    sigmas and floor. The structural columns (``exact``) stay exact on every family."""
+def tolerance_for(settings: dict[str, Any], kernels: str,
+                  reference: str | Path | None = None) -> tuple[dict[str, Any], bool]:
+    """The tolerance settings for a run on a CPU of kernel family ``kernels`` compared with the folder
+    ``reference`` (None: the one :func:`reference_for` picks), and whether they are ``other_family``'s. Only the
+    family's own reference in ``settings["references"]`` can be equalled exactly; any other folder holds another
+    family's runs, so ``other_family`` (if set) replaces the top level's sigmas and floor. The structural columns
+    (``exact``) stay exact on every family."""
     other = settings.get("other_family")
-    if other is None or kernels in settings.get("references", {}):
+    own = settings.get("references", {}).get(kernels)
+    exact = own is not None and (reference is None or Path(reference).resolve() == Path(own).resolve())
+    if other is None or exact:
         return settings, False
     return {**settings, **other}, True
 

@@ -65,6 +65,9 @@ def test_a_family_without_its_own_reference_gets_the_other_family_tolerance(tmp_
     assert tolerance_for(settings, "AuthenticAMD-AVX2") == (settings, False)
     other, used = tolerance_for(settings, "GenuineIntel-AMX")
     assert used and other["floor"] == {"accuracy": 0.17} and other["sigmas"] == 0
+    # a family with its own reference, compared by hand with another folder: that folder holds another family's runs
+    assert tolerance_for(settings, "AuthenticAMD-AVX2", "reports/smoke-AuthenticAMD-AVX2") == (settings, False)
+    assert tolerance_for(settings, "AuthenticAMD-AVX2", "reports/smoke") == (other, True)
     unset = {**settings, "other_family": None}
     assert tolerance_for(unset, "GenuineIntel-AMX") == (unset, False)
     write_runs(tmp_path / "ref", {0: 0.84})
@@ -76,16 +79,26 @@ def test_a_family_without_its_own_reference_gets_the_other_family_tolerance(tmp_
 
 
 def test_the_compare_command_takes_the_tolerance_of_the_machines_family(tmp_path: Path, monkeypatch) -> None:
-    """`slimbench compare --config config/smoke.yaml`: exact on a family smoke.yaml lists, its other_family floor
-    (0.17) on any other, and compare.md's title says which."""
-    write_runs(tmp_path / "ref", {0: 0.84})
+    """`slimbench compare --config config/smoke.yaml`: exact against the family's own reference that smoke.yaml
+    lists, its other_family floor (0.17) against any other folder or on any other family, and compare.md's title
+    says which."""
+    monkeypatch.chdir(tmp_path)  # smoke.yaml names the families' references relative to the checkout
+    own = Path("reports/smoke-AuthenticAMD-AVX2")
+    for reference in (own, tmp_path / "ref"):
+        write_runs(reference, {0: 0.84})
     write_runs(tmp_path / "run", {0: 0.70})
-    command = ["compare", "--config", str(REPO / "config" / "smoke.yaml"), str(tmp_path / "run"), str(tmp_path / "ref")]
+
+    def compare(reference: Path) -> int:
+        return cli.main(["compare", "--config", str(REPO / "config" / "smoke.yaml"), str(tmp_path / "run"),
+                         str(reference)])
+
     monkeypatch.setattr(provenance, "cpu_kernels", lambda: "AuthenticAMD-AVX2")
-    assert cli.main(command) != 0
+    assert compare(own) != 0
     assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0, 0, 0]
+    assert compare(tmp_path / "ref") == 0  # the family has its own reference, but this folder is another's
+    assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0.17, 0, 0]
     monkeypatch.setattr(provenance, "cpu_kernels", lambda: "GenuineIntel-AMX")
-    assert cli.main(command) == 0
+    assert compare(tmp_path / "ref") == 0
     assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0.17, 0, 0]
     title = (tmp_path / "run" / "compare.md").read_text().splitlines()[0]
-    assert "CPU family GenuineIntel-AMX has no reference of its own" in title
+    assert "not a reference of this CPU family, GenuineIntel-AMX" in title
