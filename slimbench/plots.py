@@ -155,9 +155,10 @@ def gpu_speedup(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def method_styles(methods: list[str]) -> dict[str, tuple[Any, str]]:
-    """One colour and marker per method, the same in every panel of a figure (tab20 keeps 12+ methods apart)."""
+    """One colour and marker per method, the same in every panel of a figure: tab20's ten strong hues first, its
+    ten light ones after (in tab20's own order a strong hue and its light twin would mark two unrelated methods)."""
     cmap = pyplot().get_cmap("tab20")
-    return {m: (cmap(i % 20), MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
+    return {m: (cmap((2 * i) % 20 + (i // 10) % 2), MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
 
 
 def panel_grid(count: int, width: float, height: float) -> tuple["Figure", list[Any]]:
@@ -192,7 +193,7 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
             sns.lineplot(data=compressed, x=column, y=own, hue="method", hue_order=methods, style="method",
                          style_order=methods, palette={m: c for m, (c, _) in styles.items()},
                          markers={m: marker for m, (_, marker) in styles.items()}, dashes=False, errorbar="sd",
-                         ax=ax, legend=False)
+                         markersize=8, markeredgecolor="white", markeredgewidth=0.8, ax=ax, legend=False)
         base = panel[panel["chain"] == BASE]
         if not base.empty:
             ax.axhline(base[own].mean(), color="black", ls="--", lw=1)
@@ -200,7 +201,8 @@ def metric_vs_cost(frame: pd.DataFrame, metric: str, cost: str) -> "Figure":
         ax.set_xlabel(f"{cost.replace('_', ' ')} kept (% of uncompressed)")
         ax.set_ylabel(own)
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c, marker=marker, label=m) for m, (c, marker) in styles.items()]
+    handles = [Line2D([], [], color=c, marker=marker, markersize=8, markeredgecolor="white", label=m)
+               for m, (c, marker) in styles.items()]
     handles.append(Line2D([], [], color="black", ls="--", lw=1, label="uncompressed"))
     fig.tight_layout()
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)

@@ -10,6 +10,7 @@ last finished epoch. A step does no host work and reads nothing back from the de
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -121,6 +122,8 @@ def fit(model: nn.Module, task: Any, train_set: Any, device: torch.device, recip
         scheduler.load_state_dict(saved["scheduler"])
         history, start_epoch = {"epoch_losses": [], **saved["history"]}, saved["epoch"]
         torch.set_rng_state(saved["rng"].cpu())  # augmentation draws continue where they stopped
+        logging.getLogger("slimbench").info("%s: resumed from %s after epoch %d of %d (step %d)", desc, resume,
+                                            start_epoch, epochs, history["steps"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     bar = tqdm(total=total, initial=history["steps"], desc=desc, disable=not progress, dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):

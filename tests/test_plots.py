@@ -98,3 +98,16 @@ def test_metric_vs_flops_lays_seven_panels_in_two_rows_with_one_style_per_method
     for ax in fig.axes[:2]:  # panel 0 lacks stat: kwon must keep its own colour there too
         solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata())]
         assert any(line.get_color() == legend["kwon"] for line in solid)
+
+
+def test_the_first_ten_methods_get_tab10s_distinct_hues_and_the_next_ten_their_light_twins():
+    """matplotlib's tab10 colours, read from matplotlib: the ten methods of a figure never share a hue, as tab20's own
+    order (a strong hue, then its light twin) would give two methods."""
+    import matplotlib
+
+    from slimbench.plots import method_styles
+
+    methods = [f"m{i:02d}" for i in range(12)]
+    colours = [colour for colour, _ in method_styles(methods).values()]
+    assert colours[:10] == [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    assert colours[10:] == [matplotlib.colormaps["tab20"](1), matplotlib.colormaps["tab20"](3)]

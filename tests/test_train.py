@@ -43,7 +43,7 @@ def test_training_is_deterministic_and_lowers_the_loss():
     assert sum(history["losses"][-2:]) < sum(history["losses"][:2])
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def test_killed_run_resumes_to_the_same_weights(tmp_path, caplog):
     expected, _ = train()
     task = make_task(IMAGE_INFO)
     calls = {"n": 0}
@@ -58,7 +58,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(resume, dies_in_second_epoch)
     assert resume.exists()
-    resumed, history = train(resume)
+    with caplog.at_level("INFO", logger="slimbench"):
+        resumed, history = train(resume)
+    assert f"train: resumed from {resume} after epoch 1 of 2 (step 4)" in caplog.text  # the user sees it resumed
     assert history["steps"] == 8 and not resume.exists()
     assert all(torch.allclose(p, q) for p, q in zip(expected.state_dict().values(), resumed.state_dict().values()))
 
