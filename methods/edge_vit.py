@@ -4,10 +4,10 @@ Paper: E. Youn, S. Mitheran J, S. Prabhu, S. Chen, "Compressing Vision Transform
 Learning", arXiv 2309.02617 (2023); the authors' code is github.com/chensy7/efficient-vit (branch swin_v2_b,
 commit 6163879 cited below). The paper fits a segmentation model to a Jetson-Nano-class device (4 GB RAM, Sec. 1
 "Motivation"; its CPU has 4 cores) by (i) distilling a Swin(-V2) UPerNet teacher into a UPerNet with a MobileViT-S
-backbone (ResNet-18 as a CNN reference), (ii) structured pruning of filters/channels, linear rows and attention
-heads, one-shot or iterative, with unstructured pruning as the comparison, and (iii) fp16 post-training
-quantization (details here follow the authors' ``train_upernet.py``, ``upernet.py``, ``prune.py``,
-``evaluate.py``, ``Uper_mobilevit.yml``). The same stages serve the paper's setting, semantic segmentation
+backbone (ResNet-18 as a CNN reference), (ii) structured pruning (filters in the authors' code; linear rows,
+attention heads, iterative pruning and unstructured pruning as the comparison are this project's, below), and
+(iii) fp16 post-training quantization (details here follow the authors' ``train_upernet.py``, ``upernet.py``,
+``prune.py``, ``evaluate.py``, ``Uper_mobilevit.yml``). The same stages serve the paper's setting, semantic segmentation
 (study ``edge_vit``: CamVid, as LPCV 2023 UAV data is not available), and this project's image-classification
 version (study ``edge_vit_cifar``: CIFAR-10).
 
@@ -366,7 +366,9 @@ def classifier(model: nn.Module) -> nn.Module:
 def kept_whole(model: nn.Module) -> list[nn.Module]:
     """The layers pruning leaves whole: the classifier, and a segmentation model's whole decode head. The authors
     prune the backbone only (``train_upernet.py`` @ 6163879, line 156: ``prune(model.backbone, ...)``, over the
-    backbone convolutions listed in ``prune.py``); the head's input channels still follow a pruned backbone."""
+    backbone convolutions listed in ``prune.py``). The head's input channels follow a pruned backbone where they
+    can; the stride-4 stage's outputs cannot shrink, since the head adds them to its ``fpn_out``-wide maps, so
+    that stage's last convolutions stay whole here where the authors' masks thin them (``prune.py``, lines 48-54)."""
     decoder = getattr(model, "decode_head", None)
     return [classifier(model), *(decoder.modules() if decoder is not None else ())]
 

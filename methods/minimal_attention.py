@@ -26,19 +26,21 @@ choice made here, named as such.
 
 The paper's layout, from its parameter totals. Its 6-encoder MNIST models have "287,686" parameters (the
 standard, with MLP; 1 or 4 heads) and "101,470" (the reduced variant without MLP; 1 or 4 heads). Both are
-reproduced exactly by (no other layout tried here does): width N = 60, an MLP of 256 hidden units, ONE LayerNorm per encoder,
-biases on Wq, Wk, Wv and Wo, 2x2 patches (28x28 -> 196 tokens + a class token = 197), learned positions and a
-final LayerNorm before the classifier. Per encoder: attention 4 (60*60 + 60) = 14,640, MLP 2 * 60 * 256 + 256 + 60
+reproduced exactly by width N = 60, an MLP of 256 hidden units, ONE LayerNorm per encoder, biases on Wq, Wk,
+Wv and Wo, 2x2 patches (28x28 -> 196 tokens + a class token = 197), learned positions and a final LayerNorm
+before the classifier. Per encoder: attention 4 (60*60 + 60) = 14,640, MLP 2 * 60 * 256 + 256 + 60
 = 31,036, LayerNorm 120; embedding 2*2*60 + 60 (patches) + 60 (class token) + 197 * 60 (positions) = 12,180;
 head 120 + 60 * 10 + 10 = 730; so 6 * 45,796 + 12,180 + 730 = 287,686 and 6 * 14,760 + 12,180 + 730 = 101,470.
 These are the options ``norms_per_block=1, attention_bias=True, patch_size=2, mlp_hidden=256`` of the catalog's
 ``minattn_paper_*`` models. The counts fix how many LayerNorms there are, not where: here the one LayerNorm
 normalises the block's input to attention (pre-norm) and the MLP reads the residual stream after attention.
 The collapsed (``merged``) and ``symmetric`` similarity matrices carry no bias (the paper gives no totals that
-would tell). In this layout the minimum variant (no MLP, merged ``W_qk``, no V/O) has 6 * (3,600 + 120) + 12,180
-+ 730 = 35,230 parameters, 12.2% of the standard, where the paper says "up to 90%" saved. The paper's 12-encoder
-totals (section 6) were not checked against this layout. The catalog's ``minattn_w60_*`` models are N = 60 in this project's layout (two LayerNorms, no
-biases, 4x4 patches: 278,866 and 91,930 parameters on MNIST), kept because committed reports used them.
+would tell). In this layout the merged minimum variant (no MLP, merged ``W_qk``, no V/O) has 6 * (3,600 + 120) +
+12,180 + 730 = 35,230 parameters, 12.2% of the standard; the symmetric one (no MLP, ``W_qk`` symmetric, no V/O)
+6 * (1,830 + 120) + 12,910 = 24,610, 8.6%: the paper's "up to 90%" saved. The paper's 12-encoder
+totals (section 6) were not checked against this layout. The catalog's ``minattn_w60_*`` models are N = 60 in this
+project's layout (two LayerNorms, no biases, 4x4 patches: 278,866 and 91,930 parameters on MNIST), kept because
+committed reports used them.
 
 Choices made here (options of :func:`minimal_transformer`, set per model in config/catalog.yaml):
   * symmetric, two forms: ``qk="tied"`` is the paper's experiment (``W_K = W_Q``, heads of width ``d/h``,

@@ -30,8 +30,9 @@ No official code of the paper is public (searched by its title, its v1 title "Ch
 authors' names), and only its abstract and introduction were available here. So these are this project's
 choices, not checked against the paper: the distillation's temperature and weight, the same pruning ratio in
 every layer, exit heads trained on a frozen backbone, bit widths and exits carried over to a student, and the
-stages' epochs and learning rates. ``prune`` also prunes the convolutions inside exit heads when E came before P
-(their width follows the ratio; the heads' outputs stay).
+stages' epochs and learning rates. When E came before P, ``prune`` also thins the convolutions inside
+``early_exit``'s heads (``methods/order_stages.py``; their width follows the ratio, their outputs stay);
+``exit``'s heads (pooling and one linear layer) keep their inputs' width only where the backbone's shrinks.
 """
 
 from __future__ import annotations
@@ -430,7 +431,7 @@ def calibrate(model: nn.Module, ctx: Context, examples: int = 512, within: Optio
     """Set the input ranges of the fake-quant layers in ``within`` (default: all of ``model``) to the min/max seen
     on calibration examples (eval mode); the other layers keep theirs."""
     model.eval()
-    with calibrating(within or model):
+    with calibrating(model if within is None else within):
         for batch in ctx.calibration_batches(examples, 128):
             ctx.task.logits(model, ctx.task.to_device(batch, ctx.device))
 

@@ -294,6 +294,23 @@ def test_the_authors_teacher_reads_torchvisions_swin_stages_without_their_norm_a
         assert torch.equal(model(x), model.decode_head(expected))
 
 
+def test_the_authors_teacher_loads_a_local_torchvision_state_dict_and_refuses_another_file(tmp_path):
+    import torchvision
+
+    from slimbench.errors import ConfigError
+
+    torch.manual_seed(1)
+    saved = torchvision.models.swin_v2_t()
+    torch.save(saved.state_dict(), tmp_path / "swin.pth")
+    spec = {"family": "upernet_swin_tv", "weights": "checkpoint", "checkpoint": str(tmp_path / "swin.pth")}
+    model = build_model(spec, INFO, pretrained=True, download=False)
+    assert all(torch.equal(model.backbone.features.state_dict()[k], v)
+               for k, v in saved.features.state_dict().items())
+    torch.save({"model_state": saved.state_dict()}, tmp_path / "authors.pkl")  # the authors' checkpoint layout
+    with pytest.raises(ConfigError, match="not a state dict of torchvision's swin_v2_t.*Fix"):
+        build_model({**spec, "checkpoint": str(tmp_path / "authors.pkl")}, INFO, pretrained=True, download=False)
+
+
 def test_the_authors_teacher_refuses_hub_weights_without_downloads_and_a_missing_checkpoint():
     from slimbench.errors import DataNotFoundError
 

@@ -24,6 +24,7 @@ Both return a logits map (batch, classes, H', W'); the task upsamples it to the 
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -274,7 +275,12 @@ def upernet_swin_tv(info: DatasetInfo, pretrained: bool, download: bool, arch: s
                                 f"to a saved state dict of torchvision's {arch}.")
     net = getattr(torchvision.models, arch)(weights="DEFAULT" if load and weights == "hub" else None)
     if load and weights == "checkpoint":
-        net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        try:
+            net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except (RuntimeError, AttributeError, TypeError, pickle.UnpicklingError) as error:
+            raise ConfigError(f"upernet_swin_tv: {checkpoint} is not a state dict of torchvision's {arch} "
+                              f"({str(error).splitlines()[0][:200]}). Fix: save one with torch.save(torchvision."
+                              f"models.{arch}(weights='DEFAULT').state_dict(), path).") from None
     return UperNetTimm(TorchvisionSwinStages(net), fpn_out or AUTHORS_FPN_OUT[arch], info)
 
 
