@@ -74,9 +74,13 @@ def start_memory_probe(config: dict[str, Any], study: str) -> None:
 
 
 def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    from slimbench.results import METRICS_FILE
+
     exp = experiment_of(config, args.experiment)
     if args.command == "evaluate":
         start_memory_probe(config, exp.study)
+    else:  # a new model: its old metrics go first, before the data loads, so a kill at any point leaves none
+        (exp.directory(config["results_dir"]) / METRICS_FILE).unlink(missing_ok=True)
     from slimbench import pipeline
 
     ws = experiment_workspace(config, exp)
@@ -109,6 +113,8 @@ def cmd_run(args: argparse.Namespace, config: dict[str, Any]) -> None:
     for chain in chain_prefixes(target.chain):
         ws.exp = replace(target, chain=chain)
         if rebuilt or chain in fixed or not checkpoint.is_saved(ws.directory() / pipeline.MODEL_DIR):
+            if has_metrics(ws.directory()) and ws.exp not in evaluated:
+                evaluated.insert(-1, ws.exp)  # an experiment of its own: its metrics go with its old model
             (pipeline.run_base if ws.exp.prefix is None else pipeline.run_compress)(ws)
             rebuilt = True  # every later step of the chain starts from this new model
     for exp in evaluated:
@@ -121,16 +127,13 @@ def step_fixed_since(exp: Any, config: dict[str, Any]) -> bool:
     """Whether the experiment's saved model exists and one of the steps it was built by (its ``arch.json`` records
     them all) ran an earlier revision of its stage (``slimbench.stages.fixed_since``): then it is rebuilt, as the
     workflow reruns such steps through their tracked settings."""
-    from slimbench import checkpoint, pipeline
-    from slimbench.stages import fixed_since
+    from slimbench import pipeline
 
-    folder = exp.directory(config["results_dir"]) / pipeline.MODEL_DIR
-    stages = checkpoint.read_arch(folder)["stages"] if checkpoint.is_saved(folder) else []
-    old = [applied for applied in stages if fixed_since(applied)]
+    old = pipeline.built_by_old_revision(exp.directory(config["results_dir"]) / pipeline.MODEL_DIR)
     if old:
-        log.info("%s: built with revision %d of stage %s, which a fix has changed since: rebuilt", exp.chain,
-                 old[0].get("revision", 1), old[0]["name"])
-    return bool(old)
+        log.info("%s: built by an earlier revision of one of its stages, which a fix has changed since: rebuilt",
+                 exp.chain)
+    return old
 
 
 def has_metrics(directory: Path) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.atomic import write_atomically
+from slimbench.config import REPO
 from slimbench.lazy import lazy_module
 from slimbench.results import RUNS_FILE, read_runs, study_metric
 
@@ -36,13 +37,14 @@ def reference_for(settings: dict[str, Any], default: str, kernels: str) -> str |
 def tolerance_for(settings: dict[str, Any], kernels: str,
                   reference: str | Path | None = None) -> tuple[dict[str, Any], bool]:
     """The tolerance settings for a run on a CPU of kernel family ``kernels`` compared with the folder
-    ``reference`` (None: the one :func:`reference_for` picks), and whether they are ``other_family``'s. Only the
-    family's own reference in ``settings["references"]`` can be equalled exactly; any other folder holds another
-    family's runs, so ``other_family`` (if set) replaces the top level's sigmas and floor. The structural columns
-    (``exact``) stay exact on every family."""
+    ``reference`` (None: the one :func:`reference_for` picks; a relative path is read from the working
+    directory), and whether they are ``other_family``'s. Only the family's own reference in
+    ``settings["references"]`` (a path below the checkout, as the workflow reads it) can be equalled exactly; any
+    other folder holds another family's runs, so ``other_family`` (if set) replaces the top level's sigmas and
+    floor. The structural columns (``exact``) stay exact on every family."""
     other = settings.get("other_family")
     own = settings.get("references", {}).get(kernels)
-    exact = own is not None and (reference is None or Path(reference).resolve() == Path(own).resolve())
+    exact = own is not None and (reference is None or Path(reference).resolve() == (REPO / own).resolve())
     if other is None or exact:
         return settings, False
     return {**settings, **other}, True

@@ -13,6 +13,7 @@ CPU results depend on it (reduction order), so it is fixed and recorded rather t
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from slimbench.metrics import bitops, cost, model_memory
 from slimbench.models import MODELS, build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
 from slimbench.results import METRICS_FILE
-from slimbench.stages import STAGES, Context, parse_chain
+from slimbench.stages import STAGES, Context, fixed_since, parse_chain
 from slimbench.tasks import Task, make_task
 from slimbench.train import fit, seed_everything
 
@@ -114,11 +115,28 @@ class Workspace:
                        progress=self.config["progress"], holdout_set=self.splits.holdout)
 
 
+def built_by_old_revision(model_dir: Path) -> bool:
+    """Whether a saved model's record names an earlier revision of one of the stages it was built by
+    (``slimbench.stages.fixed_since``): a fix has changed that step since. Read from ``arch.json`` alone (loading
+    the model checks its integrity); an unreadable one is left to that check."""
+    try:
+        stages = json.loads((model_dir / checkpoint.ARCH).read_text()).get("stages", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(fixed_since(applied) for applied in stages)
+
+
+def current_model(model_dir: Path) -> bool:
+    """A saved model built by the stages' current revisions: nothing to rebuild."""
+    return checkpoint.is_saved(model_dir) and not built_by_old_revision(model_dir)
+
+
 def start_rebuild(folder: Path) -> None:
     """Clear what a model step leaves and what its old model's metrics would claim: the metrics file goes before
     the model is rebuilt, so a rebuild killed midway (e.g. under ``snakemake --forcerun compress``, which deletes
-    the model first) leaves the experiment unevaluated, and the next run rebuilds and evaluates it; with the old
-    metrics left, Snakemake would take them as up to date and never rebuild the missing model."""
+    the model first) leaves the experiment unevaluated, and asking for it again rebuilds and evaluates it; with the
+    old metrics left, Snakemake would take them as up to date and never rebuild the missing model. (The workflow's
+    steps, ``slimbench base``/``compress``, also remove it before their data loads.)"""
     remove_temporaries(folder)
     (folder / METRICS_FILE).unlink(missing_ok=True)
 
@@ -127,7 +145,7 @@ def run_base(ws: Workspace) -> Path:
     """Build (pretrained if the spec says so) and train/fine-tune the uncompressed model."""
     out = ws.directory() / MODEL_DIR
     with folder_lock(ws.directory()) as waited:
-        if waited and checkpoint.is_saved(out):
+        if waited and current_model(out):
             return out  # built meanwhile by the process we waited for
         start_rebuild(ws.directory())
         started_at = utc_now()
@@ -153,7 +171,7 @@ def run_compress(ws: Workspace) -> Path:
         raise ValueError("the base chain is trained by run_base, not compressed")
     out = ws.directory() / MODEL_DIR
     with folder_lock(ws.directory()) as waited:
-        if waited and checkpoint.is_saved(out):
+        if waited and current_model(out):
             return out  # built meanwhile by the process we waited for
         start_rebuild(ws.directory())
         started_at = utc_now()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from conftest import REPO
 from slimbench import cli, provenance
+from slimbench import compare as compare_module
 from slimbench.compare import compare_runs, reference_for, tolerance_for
 
 
@@ -82,7 +83,8 @@ def test_the_compare_command_takes_the_tolerance_of_the_machines_family(tmp_path
     """`slimbench compare --config config/smoke.yaml`: exact against the family's own reference that smoke.yaml
     lists, its other_family floor (0.17) against any other folder or on any other family, and compare.md's title
     says which."""
-    monkeypatch.chdir(tmp_path)  # smoke.yaml names the families' references relative to the checkout
+    monkeypatch.setattr(compare_module, "REPO", tmp_path)  # smoke.yaml names references below the checkout
+    monkeypatch.chdir(tmp_path)
     own = Path("reports/smoke-AuthenticAMD-AVX2")
     for reference in (own, tmp_path / "ref"):
         write_runs(reference, {0: 0.84})
@@ -94,6 +96,9 @@ def test_the_compare_command_takes_the_tolerance_of_the_machines_family(tmp_path
 
     monkeypatch.setattr(provenance, "cpu_kernels", lambda: "AuthenticAMD-AVX2")
     assert compare(own) != 0
+    assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0, 0, 0]
+    monkeypatch.chdir(tmp_path / "run")  # from elsewhere, the family's own folder by its absolute path: still exact
+    assert compare(tmp_path / own) != 0
     assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0, 0, 0]
     assert compare(tmp_path / "ref") == 0  # the family has its own reference, but this folder is another's
     assert pd.read_csv(tmp_path / "run" / "compare.csv")["tolerance"].tolist() == [0.17, 0, 0]

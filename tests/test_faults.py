@@ -260,6 +260,23 @@ def test_a_stage_fixed_since_its_model_was_built_is_rebuilt_by_slimbench_run(ref
     assert saved_files(results) == reference["weights"]  # the same code: the same bits
 
 
+def test_a_fixed_prefix_that_is_an_experiment_of_its_own_is_evaluated_again(tmp_path, monkeypatch) -> None:
+    """Rebuilding base+kd for base+kd+int8 replaces base+kd's model, so its own metrics are made again too."""
+    from dataclasses import replace
+
+    from slimbench.stages import STAGES
+
+    config = base_config(tmp_path)
+    config["studies"]["s"]["chains"] = ["base", "base+kd", "base+kd+int8"]
+    path = write_config(config, tmp_path / "config.yaml")
+    assert study(path)() == 0
+    monkeypatch.setitem(STAGES._items, "kd", replace(STAGES.get("kd"), revision=2))
+    experiment = Path(config["results_dir"]) / "faults/s/tiny/vit_nano/seed0"
+    assert cli.main(["run", "--config", str(path), str(experiment / "base+kd+int8")]) == 0
+    for chain in ("base+kd", "base+kd+int8"):
+        assert json.loads((experiment / chain / METRICS_FILE).read_text())["stages"][0]["revision"] == 2, chain
+
+
 def test_garbage_json_is_reported_not_read() -> None:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"garbage-{os.getpid()}.json"
     write_sealed_json(path, {"metrics": {"accuracy": 0.5}})
