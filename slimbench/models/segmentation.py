@@ -209,7 +209,7 @@ def _stage_width(stage: nn.Module) -> int:
     return [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
-class UperNetTimm(nn.Module):
+class UperNetOnStages(nn.Module):
     """The authors' UPerNet on a backbone's stage outputs (timm's MobileViT, torchvision's Swin)."""
 
     def __init__(self, backbone: nn.Module, fpn_out: int, info: DatasetInfo) -> None:
@@ -281,7 +281,7 @@ def upernet_swin_tv(info: DatasetInfo, pretrained: bool, download: bool, arch: s
             raise ConfigError(f"upernet_swin_tv: {checkpoint} is not a state dict of torchvision's {arch} "
                               f"({str(error).splitlines()[0][:200]}). Fix: save one with torch.save(torchvision."
                               f"models.{arch}(weights='DEFAULT').state_dict(), path).") from None
-    return UperNetTimm(TorchvisionSwinStages(net), fpn_out or AUTHORS_FPN_OUT[arch], info)
+    return UperNetOnStages(TorchvisionSwinStages(net), fpn_out or AUTHORS_FPN_OUT[arch], info)
 
 
 @family("upernet_mobilevit")
@@ -295,4 +295,4 @@ def upernet_mobilevit(info: DatasetInfo, pretrained: bool, download: bool, arch:
     net = timm_model(backbone_info, pretrained, download, arch, weights, checkpoint, **kwargs)
     if not hasattr(net, "stages") or len(net.stages) < 5:
         raise ConfigError(f"upernet_mobilevit: timm '{arch}' has no five 'stages' (strides 2-32); use a MobileViT.")
-    return UperNetTimm(TimmStages(net, (1, 2, 3, 4)), fpn_out, info)
+    return UperNetOnStages(TimmStages(net, (1, 2, 3, 4)), fpn_out, info)
