@@ -15,6 +15,9 @@
 # last, after the columns older samples have: it maps the gpu_uuid a job records to an index).
 # The GPUs used are CUDA_VISIBLE_DEVICES' entries when it is set, as slimbench/devices.py counts them (e.g. 0 for a
 # one-GPU reference on a multi-GPU host), else every GPU nvidia-smi lists; nvidia-smi still samples them all.
+# With MPS=1 the jobs run under CUDA MPS (one nvidia-cuda-mps-control daemon for the call, quit at its end), so the
+# kernels of the jobs packed on a GPU run side by side instead of taking turns; the log then ends in 'MPS: on'.
+# A daemon that cannot start, or a CUDA process that cannot start under it, stops the call before any job.
 set -euo pipefail
 read -r -a configs <<< "$1"
 per_gpu=$2
@@ -37,6 +40,20 @@ else  # the jobs' pool (slimbench/devices.py) is then exactly the GPUs counted h
   [ "$gpus" -eq 0 ] || export CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((gpus - 1)))
 fi
 [ "$gpus" -gt 0 ] || { echo "no GPU visible (CUDA_VISIBLE_DEVICES='${CUDA_VISIBLE_DEVICES-}')" >&2; exit 1; }
+mps=off
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/slimbench-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/slimbench-mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  echo quit | nvidia-cuda-mps-control >/dev/null 2>&1 || true  # a daemon a killed call left behind
+  nvidia-cuda-mps-control -d || { echo "MPS=1, but 'nvidia-cuda-mps-control -d' failed. Fix: leave MPS unset" >&2
+                                   exit 1; }
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+  python3 -c 'import torch; torch.ones(1, device="cuda").sum().item()' || {
+    echo "MPS=1, but a CUDA process could not start under MPS (log: $CUDA_MPS_LOG_DIRECTORY). Fix: leave MPS unset" >&2
+    exit 1
+  }
+  mps=on
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,uuid --format=csv -l 5 > "$out/gpu.csv" &
 sampler=$!
@@ -52,6 +69,7 @@ set -e
 echo "workflow wall time: $(( $(date +%s) - start )) s on $gpus GPU(s), exit $status" | tee -a "$out/snakemake.log"
 echo "hardware: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version,uuid --format=csv,noheader \
   | paste -sd ';' -)" | tee -a "$out/snakemake.log"
+[ "$mps" = off ] || echo "MPS: on (CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY)" | tee -a "$out/snakemake.log"
 kill "$sampler" 2>/dev/null || true
 tar czf "$out/results.tgz" "results/reports/$name" \
   $(find "results/$name" -name metrics.json -o -name stage.json -o -name '*.log') 2>/dev/null || true

@@ -1,7 +1,8 @@
 """scripts/gpu_workflow.sh, run in a scratch checkout with stand-ins for nvidia-smi (a host of four GPUs), pip and
 Snakemake: the GPUs a call uses are CUDA_VISIBLE_DEVICES' entries when it is set (a one-GPU reference on a
 multi-GPU host), else all four that nvidia-smi lists; they set --resources gpu= (jobs per GPU times GPUs) and the
-``workflow wall time`` line. Also scripts/config_name.py, which names the results folder of an overlay's run."""
+``workflow wall time`` line. With MPS=1, one MPS daemon serves the call's jobs. Also scripts/config_name.py, which
+names the results folder of an overlay's run."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ fi
 PYTHON = """#!/usr/bin/env bash
 case "$1 $2" in
   "-m pip") exit 0 ;;
-  "-m snakemake") echo "snakemake ${*:3} (visible: ${CUDA_VISIBLE_DEVICES-unset})" ;;
+  "-m snakemake") echo "snakemake ${*:3} (visible: ${CUDA_VISIBLE_DEVICES-unset})"
+    echo "snakemake $3 (MPS pipe: ${CUDA_MPS_PIPE_DIRECTORY-unset})" >> calls ;;
+  "-c "*) echo "CUDA probe (MPS pipe: ${CUDA_MPS_PIPE_DIRECTORY-unset})" >> calls; exit "${PROBE_STATUS:-0}" ;;
   *) exec REAL_PYTHON "$@" ;;  # the real one, for the config name
 esac
 """
@@ -47,9 +50,9 @@ def checkout(tmp_path: Path) -> Path:
     return root
 
 
-def workflow(checkout: Path, visible: str | None) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
-    env.update(PATH=f"{checkout / 'bin'}:{env['PATH']}", OUT=str(checkout / "out"))
+def workflow(checkout: Path, visible: str | None, **extra: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in ("CUDA_VISIBLE_DEVICES", "MPS")}
+    env.update(PATH=f"{checkout / 'bin'}:{env['PATH']}", OUT=str(checkout / "out"), **extra)
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     return subprocess.run(["bash", "scripts/gpu_workflow.sh", "config/default.yaml", "8", "minimal_attention"],
@@ -66,6 +69,51 @@ def test_the_gpus_used_are_the_visible_ones_else_all_the_host_has(checkout, visi
     assert f"(visible: {pool})" in log  # the jobs' pool: what was set, else every GPU counted
     assert re.search(rf"\nworkflow wall time: \d+ s on {gpus} GPU\(s\), exit 0\n"
                      rf"hardware: NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04\n$", log)
+
+
+MPS_CONTROL = """#!/usr/bin/env bash
+if [ "$1" = -d ]; then echo "mps-control -d" >> calls; exit "${DAEMON_STATUS:-0}"; fi
+echo "mps-control $(cat)" >> calls  # a command on stdin, as the control program reads it
+"""
+
+
+@pytest.fixture
+def with_mps(checkout: Path) -> Path:
+    (checkout / "bin" / "nvidia-cuda-mps-control").write_text(MPS_CONTROL)
+    (checkout / "bin" / "nvidia-cuda-mps-control").chmod(0o755)
+    return checkout
+
+
+def test_mps_serves_the_jobs_and_is_quit_at_the_end(with_mps):
+    done = workflow(with_mps, "0", MPS="1")
+    assert done.returncode == 0, done.stderr
+    pipe = "/tmp/slimbench-mps/pipe"
+    calls = (with_mps / "calls").read_text().splitlines()
+    assert calls == [
+        "mps-control quit",  # a daemon a killed call left behind
+        "mps-control -d",
+        f"CUDA probe (MPS pipe: {pipe})",
+        f"snakemake --unlock (MPS pipe: {pipe})",
+        f"snakemake --cores (MPS pipe: {pipe})",
+        "mps-control quit"]
+    log = (with_mps / "out" / "snakemake.log").read_text()
+    assert log.endswith(f"\nMPS: on (CUDA_MPS_PIPE_DIRECTORY={pipe})\n")
+
+
+@pytest.mark.parametrize("failing", ["DAEMON_STATUS", "PROBE_STATUS"])
+def test_mps_that_cannot_serve_stops_the_call_before_any_job(with_mps, failing):
+    done = workflow(with_mps, "0", MPS="1", **{failing: "1"})
+    assert done.returncode == 1 and "Fix: leave MPS unset" in done.stderr
+    assert "snakemake" not in (with_mps / "calls").read_text()
+    assert not (with_mps / "out" / "snakemake.log").exists()
+
+
+def test_without_mps_no_daemon_is_started(with_mps):
+    done = workflow(with_mps, "0")
+    assert done.returncode == 0, done.stderr
+    assert (with_mps / "calls").read_text() == ("snakemake --unlock (MPS pipe: unset)\n"
+                                                "snakemake --cores (MPS pipe: unset)\n")
+    assert "MPS" not in (with_mps / "out" / "snakemake.log").read_text()
 
 
 def test_no_visible_gpu_is_refused(checkout):
