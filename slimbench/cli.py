@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from slimbench.errors import SlimbenchError, exit_status
+
+LIST_WIDTH = 120  # `slimbench list` wraps each stage's summary to this many columns
 
 log = logging.getLogger("slimbench")
 
@@ -458,8 +462,18 @@ def cmd_list(args: argparse.Namespace) -> None:
         stage = STAGES.get(name)
         params = ", ".join(f"{p.name}={p.default} {p.range_text() if p.low is not None or p.high is not None else ''}".strip()
                            for p in stage.params)
-        summary = stage.description.splitlines()[0] if stage.description else ""
-        print(f"  {name:<22} {summary}\n  {'':<22} params: {params or '-'}  (chain value: {stage.primary or '-'})")
+        summary = textwrap.fill(first_sentence(stage.description or ""), width=LIST_WIDTH,
+                                initial_indent=f"  {name:<22} ", subsequent_indent=" " * 25)
+        settings = textwrap.fill(f"params: {params or '-'}  (chain value: {stage.primary or '-'})", width=LIST_WIDTH,
+                                 initial_indent=" " * 25, subsequent_indent=" " * 33)
+        print(f"{summary}\n{settings}")
+
+
+def first_sentence(docstring: str) -> str:
+    """A docstring's first sentence, whatever its line breaks: it ends at a full stop before a capital letter
+    ("et al. 2025" and "Sec. 3" do not end it), else with the first paragraph."""
+    paragraph = " ".join(docstring.split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph)[0]
 
 
 def positive_int(text: str) -> int:

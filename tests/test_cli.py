@@ -205,3 +205,22 @@ def test_evaluate_of_a_folder_the_config_lacks_fails_before_the_memory_probe_sta
     with pytest.raises(SlimbenchError, match="seed 7 is not a seed"):
         cli.cmd_step(argparse.Namespace(command="evaluate", experiment=str(folder)), config)
     assert started == []
+
+
+def test_list_prints_each_stage_s_first_sentence_whole() -> None:
+    """A docstring's first sentence is shown whole, across its line breaks, and stops before the next sentence;
+    "et al. 2025" and "Sec. 3" do not end it."""
+    docstring = ("Keep ``ratio`` of every MLP's hidden neurons (DGMR, Shen et al. 2025, Sec. 3), the ones\n"
+                 "    with the most diverse weights. The second sentence.\n\n    A second paragraph.")
+    assert cli.first_sentence(docstring) == ("Keep ``ratio`` of every MLP's hidden neurons (DGMR, Shen et al. 2025, "
+                                             "Sec. 3), the ones with the most diverse weights.")
+    assert cli.first_sentence("One paragraph without a full stop\nover two lines") == \
+        "One paragraph without a full stop over two lines"
+    proc = subprocess.run([sys.executable, "-m", "slimbench.cli", "list"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert max(map(len, lines[lines.index("stages:"):])) <= cli.LIST_WIDTH
+    exit_stage = next(i for i, line in enumerate(lines) if line.startswith("  exit "))
+    assert " ".join(" ".join(lines[exit_stage:exit_stage + 2]).split()[1:]) == (
+        "Early-exit heads with a confidence threshold (dynamic architecture; paper Sec. 3), trained on the frozen "
+        "backbone so the final classifier is unchanged.")
