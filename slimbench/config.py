@@ -28,7 +28,7 @@ import yaml
 
 from slimbench.architectures import structures
 from slimbench.checkpoint import remote_code_keys
-from slimbench.data import DATASETS
+from slimbench.data import DATASETS, SPEC_KEYS
 from slimbench.errors import ConfigError, UnsafeInputError
 from slimbench.estimate import estimate
 from slimbench.models import MODELS
@@ -342,8 +342,7 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
         for dataset in entry["datasets"]:
             spec = catalog_entry(config, "datasets", dataset, where)
             loader = DATASETS.get(spec["loader"])
-            options = {k: v for k, v in spec.items() if k not in ("loader", "train_size", "eval_size", "subset_seed",
-                                                               "holdout_fraction")}
+            options = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
             check_options(loader, options, f"dataset '{dataset}'")
             splits = LOADER_SPLITS.get(spec["loader"])
             if splits and spec.get("split", "official") not in splits:

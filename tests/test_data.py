@@ -73,3 +73,34 @@ def test_tiny_imagenet_train_split_needs_only_the_train_zip(tmp_path):
     # class 0 is the first wnid in sorted order (n01), whose images are the mid-grey ones (k = 1)
     grey = [float(x.float().mean()) for x, y in zip(splits.train.images, splits.train.labels) if int(y) == 0]
     assert all(35 <= g <= 55 for g in grey)
+    assert splits.info.augment  # Tiny-ImageNet trains with crops and flips unless its spec says otherwise
+    assert not load_dataset({**spec, "augment": False}, tmp_path, False, tmp_path / "cache").info.augment
+
+
+def test_augment_in_the_dataset_spec_turns_the_training_augmentation_on_or_off(tmp_path):
+    """MNIST trains unaugmented by default; ``augment: true`` gives its training batches random crops and flips
+    (evaluation batches stay the plain normalised images), and a text dataset refuses the option. ``augment: false``
+    on a loader that augments: the Tiny-ImageNet test above."""
+    import pytest
+
+    from slimbench.errors import ConfigError
+    from slimbench.tasks import TASKS
+
+    root = needs_shared_data("mnist")
+    spec = {"loader": "mnist", "split": "test-split", "eval_fraction": 0.2, "split_seed": 0}
+    plain, augmented = (load_dataset({**spec, **extra}, root, False, tmp_path) for extra in ({}, {"augment": True}))
+    assert not plain.info.augment and augmented.info.augment
+    assert torch.equal(plain.train.images, augmented.train.images)  # the same examples; only training differs
+    batch = (augmented.train.images[:64], augmented.train.labels[:64])
+    normalised = (batch[0].float() / 255 - plain.info.mean[0]) / plain.info.std[0]
+    for splits, moved in ((plain, False), (augmented, True)):
+        task = TASKS.get(splits.info.task)(splits.info)
+        torch.manual_seed(0)
+        train_x, _ = task.to_device(batch, torch.device("cpu"), train=True)
+        eval_x, _ = task.to_device(batch, torch.device("cpu"), train=False)
+        assert torch.allclose(eval_x, normalised, atol=1e-6)
+        assert torch.allclose(train_x, normalised, atol=1e-6) != moved
+    text = needs_shared_data("wikitext2")
+    with pytest.raises(ConfigError, match="task 'language_modeling' has no augmentation.*Fix: remove augment"):
+        load_dataset({"loader": "wikitext2", "train_split": "valid", "eval_split": "test", "augment": True}, text,
+                     False, tmp_path)

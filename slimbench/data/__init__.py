@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,8 @@ from slimbench.data.registry import DATASETS
 from slimbench.errors import ConfigError
 
 DATA_ROOT_ENV = "SLIMBENCH_DATA_ROOT"
+AUGMENTED_TASKS = ("image_classification", "semantic_segmentation")  # the tasks that read DatasetInfo.augment
+SPEC_KEYS = ("loader", "train_size", "eval_size", "subset_seed", "holdout_fraction", "augment")  # not the loader's
 
 
 def data_root(configured: Optional[str]) -> Path:
@@ -22,14 +25,21 @@ def data_root(configured: Optional[str]) -> Path:
 
 def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) -> Splits:
     """Build a dataset from its catalog entry: ``{loader, train_size?, eval_size?, subset_seed?, holdout_fraction?,
-    **options}``. ``holdout_fraction`` sets a seeded share of the training examples apart (``Splits.holdout``):
-    no training sees it, so a stage can choose a setting on it (e.g. an early-exit threshold) without touching
-    the evaluation set."""
+    augment?, **options}``. ``holdout_fraction`` sets a seeded share of the training examples apart
+    (``Splits.holdout``): no training sees it, so a stage can choose a setting on it (e.g. an early-exit threshold)
+    without touching the evaluation set. ``augment`` turns the loader's training augmentation on or off (images
+    only: random crop and flip, or the segmentation's scale, crop and flip)."""
     options = dict(spec)
     loader = DATASETS.get(options.pop("loader"))
     train_size, eval_size = options.pop("train_size", None), options.pop("eval_size", None)
     subset_seed, holdout_fraction = options.pop("subset_seed", 0), options.pop("holdout_fraction", None)
+    augment = options.pop("augment", None)
     splits = loader(root, download, cache, **options)
+    if augment is not None:
+        if splits.info.task not in AUGMENTED_TASKS:
+            raise ConfigError(f"dataset '{splits.info.name}' sets augment, but its task '{splits.info.task}' has no "
+                              f"augmentation (only {', '.join(AUGMENTED_TASKS)}). Fix: remove augment.")
+        splits = replace(splits, info=replace(splits.info, augment=augment))
     if isinstance(splits.train, TextCorpus):
         if holdout_fraction:
             raise ConfigError(f"dataset '{splits.info.name}': holdout_fraction is for example datasets, not a "

@@ -102,11 +102,11 @@ def split_of(name: str, root: Path, cache: Path) -> SegmentationDataset:
 
 @DATASETS.register("camvid")
 def camvid(root: Path, download: bool, cache: Path, train_split: str = "train", eval_split: str = "test",
-           crop: Sequence[int] = (352, 480), scale: Sequence[float] = (0.5, 2.0), augment: bool = True) -> Splits:
+           crop: Sequence[int] = (352, 480), scale: Sequence[float] = (0.5, 2.0)) -> Splits:
     """CamVid with the usual segmentation augmentation (random ``scale`` range, random ``crop`` [h, w],
-    horizontal flip) on training batches; images normalised with ImageNet's mean/std (the authors' ``cnorm``,
-    ``Uper_mobilevit.yml``, chensy7/efficient-vit @ 6163879). Only local zips: no hub copy is wired up, so
-    ``download`` does not help (the error says where to put the files)."""
+    horizontal flip) on training batches (``augment: false`` in the spec turns it off); images normalised with
+    ImageNet's mean/std (the authors' ``cnorm``, ``Uper_mobilevit.yml``, chensy7/efficient-vit @ 6163879). Only
+    local zips: no hub copy is wired up, so ``download`` does not help (the error says where to put the files)."""
     if len(crop) != 2 or min(crop) < 1 or len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ConfigError(f"dataset 'camvid': crop must be [height, width] >= 1 and scale [low, high] with "
                           f"0 < low <= high; got crop={list(crop)}, scale={list(scale)}.")
@@ -114,7 +114,7 @@ def camvid(root: Path, download: bool, cache: Path, train_split: str = "train", 
     note = ("images re-encoded from PNG as JPEG (quality 90) by this workplace's copy; labels lossless; "
             "mIoU may differ slightly from the original")
     info = DatasetInfo("camvid", "semantic_segmentation", "mean_iou", len(CAMVID_CLASSES), 3,
-                       int(train.images.shape[-1]), IMAGENET_MEAN, IMAGENET_STD, augment,
+                       int(train.images.shape[-1]), IMAGENET_MEAN, IMAGENET_STD, True,
                        source="local zips (SegNet CamVid)", notes=note,
                        extra={"classes": list(CAMVID_CLASSES), "ignore_index": CAMVID_VOID,
                               "crop": [int(c) for c in crop], "scale": [float(s) for s in scale],

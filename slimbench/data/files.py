@@ -215,7 +215,7 @@ def image_folder(root: Path, download: bool, cache: Path, path: Optional[str] = 
                  hub_config: Optional[str] = None, splits: Optional[Mapping[str, str]] = None,
                  hub_splits: Optional[Mapping[str, str]] = None,
                  image_size: int = 224, in_chans: int = 3, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), augment: bool = False, split: str = "official",
+                 std: Sequence[float] = (0.229, 0.224, 0.225), split: str = "official",
                  eval_fraction: float = 0.1, split_seed: int = 0, image_column: str = "image",
                  label_column: str = "label", in_memory: bool = False, name: str = "image_folder",
                  notes: str = "") -> Splits:
@@ -259,7 +259,7 @@ def image_folder(root: Path, download: bool, cache: Path, path: Optional[str] = 
     feature = tables[chosen["train"]].features.get(label_column)
     classes = len(feature.names) if hasattr(feature, "names") else int(max(parts["train"].table[label_column])) + 1
     info = DatasetInfo(name, "image_classification", "accuracy", classes, in_chans, image_size, tuple(mean),
-                       tuple(std), augment, source=source, notes=notes, extra={"classes": list(
+                       tuple(std), source=source, notes=notes, extra={"classes": list(
                            getattr(feature, "names", []))})
     if in_memory:
         parts = {k: into_memory(v) for k, v in parts.items()}
