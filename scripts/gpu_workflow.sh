@@ -17,7 +17,8 @@
 # one-GPU reference on a multi-GPU host), else every GPU nvidia-smi lists; nvidia-smi still samples them all.
 # With MPS=1 the jobs run under CUDA MPS (one nvidia-cuda-mps-control daemon for the call, quit at its end), so the
 # kernels of the jobs packed on a GPU run side by side instead of taking turns; the log then ends in 'MPS: on'.
-# A daemon that cannot start, or a CUDA process that cannot start under it, stops the call before any job.
+# A daemon that cannot start, or a CUDA probe that does not run under its server, stops the call before any job; the
+# daemon sees every GPU, so the jobs' CUDA_VISIBLE_DEVICES keep their meaning.
 set -euo pipefail
 read -r -a configs <<< "$1"
 per_gpu=$2
@@ -44,12 +45,17 @@ mps=off
 if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/slimbench-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/slimbench-mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  echo quit | nvidia-cuda-mps-control >/dev/null 2>&1 || true  # a daemon a killed call left behind
-  nvidia-cuda-mps-control -d || { echo "MPS=1, but 'nvidia-cuda-mps-control -d' failed. Fix: leave MPS unset" >&2
-                                   exit 1; }
-  trap 'echo quit | nvidia-cuda-mps-control' EXIT
-  python3 -c 'import torch; torch.ones(1, device="cuda").sum().item()' || {
-    echo "MPS=1, but a CUDA process could not start under MPS (log: $CUDA_MPS_LOG_DIRECTORY). Fix: leave MPS unset" >&2
+  echo quit | timeout 30 nvidia-cuda-mps-control >/dev/null 2>&1 || true  # a daemon a killed call left behind
+  # The daemon sees every GPU, so a job's CUDA_VISIBLE_DEVICES (slimbench/devices.py) keeps its meaning: under MPS a
+  # client's device indices count among the devices the daemon was started with.
+  env -u CUDA_VISIBLE_DEVICES nvidia-cuda-mps-control -d || {
+    echo "MPS=1, but 'nvidia-cuda-mps-control -d' failed. Fix: leave MPS unset" >&2; exit 1; }
+  trap 'echo quit | nvidia-cuda-mps-control || true' EXIT  # never the call's exit status
+  # A CUDA process that cannot reach the daemon runs without MPS, so the probe must also leave a server behind.
+  python3 -c 'import torch; torch.ones(1, device="cuda").sum().item()' \
+    && servers=$(echo get_server_list | nvidia-cuda-mps-control | paste -sd, -) && [ -n "$servers" ] || {
+    echo "MPS=1, but a CUDA process did not run under an MPS server (log: $CUDA_MPS_LOG_DIRECTORY)." \
+      "Fix: leave MPS unset" >&2
     exit 1
   }
   mps=on
@@ -69,7 +75,8 @@ set -e
 echo "workflow wall time: $(( $(date +%s) - start )) s on $gpus GPU(s), exit $status" | tee -a "$out/snakemake.log"
 echo "hardware: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version,uuid --format=csv,noheader \
   | paste -sd ';' -)" | tee -a "$out/snakemake.log"
-[ "$mps" = off ] || echo "MPS: on (CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY)" | tee -a "$out/snakemake.log"
+[ "$mps" = off ] || echo "MPS: on (server pid $servers; CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY)" \
+  | tee -a "$out/snakemake.log"
 kill "$sampler" 2>/dev/null || true
 tar czf "$out/results.tgz" "results/reports/$name" \
   $(find "results/$name" -name metrics.json -o -name stage.json -o -name '*.log') 2>/dev/null || true

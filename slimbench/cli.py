@@ -462,10 +462,10 @@ def cmd_list(args: argparse.Namespace) -> None:
         stage = STAGES.get(name)
         params = ", ".join(f"{p.name}={p.default} {p.range_text() if p.low is not None or p.high is not None else ''}".strip()
                            for p in stage.params)
-        summary = textwrap.fill(first_sentence(stage.description or ""), width=LIST_WIDTH,
+        summary = textwrap.fill(first_sentence(stage.description or ""), width=LIST_WIDTH, break_on_hyphens=False,
                                 initial_indent=f"  {name:<22} ", subsequent_indent=" " * 25)
         settings = textwrap.fill(f"params: {params or '-'}  (chain value: {stage.primary or '-'})", width=LIST_WIDTH,
-                                 initial_indent=" " * 25, subsequent_indent=" " * 33)
+                                 break_on_hyphens=False, initial_indent=" " * 25, subsequent_indent=" " * 33)
         print(f"{summary}\n{settings}")
 
 

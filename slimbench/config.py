@@ -28,7 +28,7 @@ import yaml
 
 from slimbench.architectures import structures
 from slimbench.checkpoint import remote_code_keys
-from slimbench.data import DATASETS, SPEC_KEYS
+from slimbench.data import DATASETS, SPEC_KEYS, check_augment
 from slimbench.errors import ConfigError, UnsafeInputError
 from slimbench.estimate import estimate
 from slimbench.models import MODELS
@@ -344,6 +344,8 @@ def check_study(config: dict[str, Any], name: str, study: dict[str, Any]) -> Non
             loader = DATASETS.get(spec["loader"])
             options = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
             check_options(loader, options, f"dataset '{dataset}'")
+            if "augment" in spec and spec["loader"] in LOADER_TASKS:
+                check_augment(dataset, LOADER_TASKS[spec["loader"]])
             splits = LOADER_SPLITS.get(spec["loader"])
             if splits and spec.get("split", "official") not in splits:
                 raise ConfigError(f"dataset '{dataset}': split '{spec['split']}' is not one of {list(splits)} "

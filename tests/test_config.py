@@ -33,6 +33,8 @@ def broken(edit):
      else c["studies"]["skeleton"].update(base={"epoch": 3}), "unknown training option"),
     (lambda c: c["studies"]["skeleton"]["grid"][0].update(models=["minilm"]), "is for text_classification"),
     (lambda c: c["datasets"]["mnist_smoke"].update(splitt="x"), "unknown option"),
+    (lambda c: c["datasets"]["sst2_smoke"].update(augment=True), "task 'text_classification' has no augmentation"),
+    (lambda c: c["datasets"]["mnist_smoke"].update(augment="yes"), "is not of type 'boolean'"),
     (lambda c: c.update(device="tpu"), "device"),
     (lambda c: c["studies"]["skeleton"].update(evaluation={"latency": {"paired": -1}}),
      "studies/skeleton/evaluation/latency/paired"),

@@ -28,7 +28,8 @@ PYTHON = """#!/usr/bin/env bash
 case "$1 $2" in
   "-m pip") exit 0 ;;
   "-m snakemake") echo "snakemake ${*:3} (visible: ${CUDA_VISIBLE_DEVICES-unset})"
-    echo "snakemake $3 (MPS pipe: ${CUDA_MPS_PIPE_DIRECTORY-unset})" >> calls ;;
+    echo "snakemake $3 (MPS pipe: ${CUDA_MPS_PIPE_DIRECTORY-unset})" >> calls
+    [ "$3" = --unlock ] || exit "${SNAKEMAKE_STATUS:-0}" ;;
   "-c "*) echo "CUDA probe (MPS pipe: ${CUDA_MPS_PIPE_DIRECTORY-unset})" >> calls; exit "${PROBE_STATUS:-0}" ;;
   *) exec REAL_PYTHON "$@" ;;  # the real one, for the config name
 esac
@@ -72,8 +73,15 @@ def test_the_gpus_used_are_the_visible_ones_else_all_the_host_has(checkout, visi
 
 
 MPS_CONTROL = """#!/usr/bin/env bash
-if [ "$1" = -d ]; then echo "mps-control -d" >> calls; exit "${DAEMON_STATUS:-0}"; fi
-echo "mps-control $(cat)" >> calls  # a command on stdin, as the control program reads it
+if [ "$1" = -d ]; then
+  echo "mps-control -d (visible: ${CUDA_VISIBLE_DEVICES-unset})" >> calls; exit "${DAEMON_STATUS:-0}"
+fi
+command=$(cat)  # a command on stdin, as the control program reads it
+echo "mps-control $command" >> calls
+case "$command" in
+  get_server_list) [ -n "${NO_SERVER:-}" ] || echo 4242 ;;
+  quit) exit "${QUIT_STATUS:-0}" ;;
+esac
 """
 
 
@@ -84,28 +92,38 @@ def with_mps(checkout: Path) -> Path:
     return checkout
 
 
-def test_mps_serves_the_jobs_and_is_quit_at_the_end(with_mps):
-    done = workflow(with_mps, "0", MPS="1")
+@pytest.mark.parametrize("visible", ["0", "2,3"])
+def test_mps_serves_the_jobs_and_is_quit_at_the_end(with_mps, visible):
+    done = workflow(with_mps, visible, MPS="1")
     assert done.returncode == 0, done.stderr
     pipe = "/tmp/slimbench-mps/pipe"
     calls = (with_mps / "calls").read_text().splitlines()
     assert calls == [
         "mps-control quit",  # a daemon a killed call left behind
-        "mps-control -d",
+        "mps-control -d (visible: unset)",  # it sees every GPU, so the jobs' indices keep their meaning
         f"CUDA probe (MPS pipe: {pipe})",
+        "mps-control get_server_list",  # the probe left a server behind: it ran under MPS
         f"snakemake --unlock (MPS pipe: {pipe})",
         f"snakemake --cores (MPS pipe: {pipe})",
         "mps-control quit"]
     log = (with_mps / "out" / "snakemake.log").read_text()
-    assert log.endswith(f"\nMPS: on (CUDA_MPS_PIPE_DIRECTORY={pipe})\n")
+    assert f"(visible: {visible})" in log
+    assert log.endswith(f"\nMPS: on (server pid 4242; CUDA_MPS_PIPE_DIRECTORY={pipe})\n")
 
 
-@pytest.mark.parametrize("failing", ["DAEMON_STATUS", "PROBE_STATUS"])
+@pytest.mark.parametrize("failing", ["DAEMON_STATUS", "PROBE_STATUS", "NO_SERVER"])
 def test_mps_that_cannot_serve_stops_the_call_before_any_job(with_mps, failing):
     done = workflow(with_mps, "0", MPS="1", **{failing: "1"})
     assert done.returncode == 1 and "Fix: leave MPS unset" in done.stderr
     assert "snakemake" not in (with_mps / "calls").read_text()
     assert not (with_mps / "out" / "snakemake.log").exists()
+
+
+@pytest.mark.parametrize("status", ["0", "2"])
+def test_a_failing_quit_keeps_the_workflow_s_exit_status(with_mps, status):
+    done = workflow(with_mps, "0", MPS="1", QUIT_STATUS="1", SNAKEMAKE_STATUS=status)
+    assert done.returncode == int(status), done.stderr
+    assert "workflow wall time: " in (with_mps / "out" / "snakemake.log").read_text()
 
 
 def test_without_mps_no_daemon_is_started(with_mps):

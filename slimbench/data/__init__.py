@@ -23,6 +23,13 @@ def data_root(configured: Optional[str]) -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV) or configured or "data").expanduser()
 
 
+def check_augment(dataset: str, task: str) -> None:
+    """Refuse ``augment`` on a dataset whose task has no augmentation (the config check calls this before any job)."""
+    if task not in AUGMENTED_TASKS:
+        raise ConfigError(f"dataset '{dataset}' sets augment, but its task '{task}' has no augmentation (only "
+                          f"{', '.join(AUGMENTED_TASKS)}). Fix: remove augment.")
+
+
 def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) -> Splits:
     """Build a dataset from its catalog entry: ``{loader, train_size?, eval_size?, subset_seed?, holdout_fraction?,
     augment?, **options}``. ``holdout_fraction`` sets a seeded share of the training examples apart
@@ -36,9 +43,7 @@ def load_dataset(spec: dict[str, Any], root: Path, download: bool, cache: Path) 
     augment = options.pop("augment", None)
     splits = loader(root, download, cache, **options)
     if augment is not None:
-        if splits.info.task not in AUGMENTED_TASKS:
-            raise ConfigError(f"dataset '{splits.info.name}' sets augment, but its task '{splits.info.task}' has no "
-                              f"augmentation (only {', '.join(AUGMENTED_TASKS)}). Fix: remove augment.")
+        check_augment(splits.info.name, splits.info.task)
         splits = replace(splits, info=replace(splits.info, augment=augment))
     if isinstance(splits.train, TextCorpus):
         if holdout_fraction:
