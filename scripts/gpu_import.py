@@ -14,7 +14,8 @@ Each CALL is the ``$OUT/<study>`` folder of one call of scripts/gpu_studies.sh (
 ``slimbench runs --allow-missing`` from the last call's ``results.tgz``, which holds every metrics file of the run
 since the results stay on the warm machine; each ``--table`` by ``slimbench table``; and the last call's
 ``idle_speedup.csv`` and ``.jsonl`` where gpu_studies.sh's ``IDLE_PAIRS`` made them; and ``jobs.csv``, where and
-when each job of the study in that archive ran (benchmarks/multi_gpu.py). Prints the run's
+when each job of the study in that archive ran (benchmarks/multi_gpu.py), with its timed seconds and, for an
+evaluation, the parts of its time. Prints the run's
 ``workflow_s`` (the calls' ``workflow wall time`` lines summed), ``calls`` and ``finished`` for ``after.csv``, and,
 where an idle table came in, its ``study`` and ``table`` for ``idle_runs.csv`` (benchmarks/idle_verdict.py).
 Session 10 did these steps by hand; from the same calls this script made the same files, byte for byte, but for
@@ -47,7 +48,7 @@ IDLE = ("idle_speedup.csv", "idle_speedup.jsonl")  # benchmarks/idle_speedup.py'
 CHECKOUT = re.compile(r"^\s*Working directory: (/\S+)$", re.M)  # Snakemake's header names the checkout once
 JOBS = "jobs.csv"
 JOB_COLUMNS = ("kind", "dataset", "model", "chain", "seed", "gpu_uuid", "cuda_visible_devices", "source",
-               "started_at", "finished_at")
+               "started_at", "finished_at", "time_s", "process_age_s", "eval_phases_s")
 
 
 def numbered(name: str, call: int) -> str:
@@ -99,14 +100,20 @@ def checked(calls: list[Path], out: Path) -> list[tuple[str, int, bool]]:
 
 
 def job_row(path: Path, experiment: Path) -> dict[str, Any]:
-    """One job's row of ``jobs.csv`` from its stage log or metrics; a file written before they recorded the device
-    and the wall-clock span (issue 21) leaves those cells blank."""
+    """One job's row of ``jobs.csv`` from its stage log or metrics: where and when it ran, the seconds its step
+    timed, and for an evaluation the process's age when it began and its parts' seconds (JSON), so the time a job
+    spends outside its timed work shows. A file written before it recorded one of these leaves its cell blank."""
     exp, record = Experiment.from_directory(experiment), json.loads(path.read_text())
-    kind = "evaluate" if path.name == METRICS_FILE else "base" if exp.prefix is None else "compress"
+    evaluation = path.name == METRICS_FILE
+    kind = "evaluate" if evaluation else "base" if exp.prefix is None else "compress"
     device = record.get("device") or {}
+    phases = record.get("eval_phases_s")
     return {"kind": kind, "dataset": exp.dataset, "model": exp.model, "chain": exp.chain, "seed": exp.seed,
             **{key: device.get(key, "") for key in ("gpu_uuid", "cuda_visible_devices", "source")},
-            **{key: record.get(key, "") for key in ("started_at", "finished_at")}}
+            **{key: record.get(key, "") for key in ("started_at", "finished_at")},
+            "time_s": record.get("eval_time_s" if evaluation else "time_s", ""),
+            "process_age_s": record.get("process_age_at_evaluation_s", ""),
+            "eval_phases_s": json.dumps(phases, sort_keys=True) if phases else ""}
 
 
 def write_jobs(results: Path, name: str, study: str, out: Path) -> None:

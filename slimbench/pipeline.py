@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import psutil
 import torch
 from torch import nn
 
@@ -234,8 +236,26 @@ def paired_cuda_against_base(ws: Workspace, model: nn.Module) -> dict[str, Any]:
             "latency_cuda_vs_base_batch": batch}
 
 
+class Phases:
+    """Wall seconds of the parts of one evaluation, by name (``eval_phases_s`` in its metrics): where an
+    evaluation job's time goes (issue 17, item 3). GPU work is not synchronised at a phase's end, so a phase may
+    carry on the next one's clock what it left queued."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]],
-                 probe: model_memory.ModelMemoryProbe | None = None) -> dict[str, Any]:
+                 probe: model_memory.ModelMemoryProbe | None = None, phase: Phases | None = None) -> dict[str, Any]:
+    phase = phase or Phases()
     settings = ws.evaluation
     latency = settings["latency"]
     out: dict[str, Any] = {
@@ -243,40 +263,46 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[
         "stored_bits": cost.stored_bits(model),
         "size_bytes": (model_dir / checkpoint.WEIGHTS).stat().st_size,
     }
-    out.update(bitops.cost_record(model, ws.task, ws.splits.eval, ws.device, settings["batch_size"]))
+    with phase("bitops"):
+        out.update(bitops.cost_record(model, ws.task, ws.splits.eval, ws.device, settings["batch_size"]))
     cpu_model = model.to("cpu")
     if settings["flops"]:
-        # FLOPs are counted on the float model: packed kernels (int8) hide their matmuls from the counter.
-        packed = any(STAGES.get(s["name"]).finalize for s in stages)
-        counted = checkpoint.load_model(model_dir, "cpu", finalize=False)[0] if packed else cpu_model
-        out["flops"] = cost.count_flops(example_forward(ws, counted, 1, torch.device("cpu")))
+        with phase("flops"):
+            # FLOPs are counted on the float model: packed kernels (int8) hide their matmuls from the counter.
+            packed = any(STAGES.get(s["name"]).finalize for s in stages)
+            counted = checkpoint.load_model(model_dir, "cpu", finalize=False)[0] if packed else cpu_model
+            out["flops"] = cost.count_flops(example_forward(ws, counted, 1, torch.device("cpu")))
     forward = example_forward(ws, cpu_model, latency["batch_size"], torch.device("cpu"))
     if probe is not None:  # the model's own memory, from the saved model in a fresh CPU-only process
-        out.update(probe.measure(model_dir, model_memory.capture_inputs(cpu_model, forward), latency["threads"]))
+        with phase("model_memory"):
+            out.update(probe.measure(model_dir, model_memory.capture_inputs(cpu_model, forward), latency["threads"]))
     # This process's RSS (peak_rss_mib, rss_rise_mib) holds the dataset, a CUDA context and earlier steps' memory:
     # whole-process figures, kept for comparison with earlier reports; never a device budget's measure.
-    with cost.threads(latency["threads"]):
+    with phase("process_memory"), cost.threads(latency["threads"]):
         memory = cost.peak_memory(forward, torch.device("cpu"))
     out.update(memory)
     if latency["paired"]:
-        out.update(paired_against_base(ws, cpu_model, forward))
+        with phase("paired_cpu_latency"):
+            out.update(paired_against_base(ws, cpu_model, forward))
     # CPU latency (torch.utils.benchmark: median and IQR) and, on a GPU, CUDA-event latency at the latency batch
     # and at the evaluation batch, where structured pruning's speed-up can be set against its FLOPs.
-    out.update(cost.latency_record(
-        lambda size, device: example_forward(ws, model.to(device), size, device),
-        ws.device if latency["cuda"] else torch.device("cpu"), latency["batch_size"], settings["batch_size"],
-        latency["threads"], latency["warmup"], latency["repeats"]))
+    with phase("latency"):
+        out.update(cost.latency_record(
+            lambda size, device: example_forward(ws, model.to(device), size, device),
+            ws.device if latency["cuda"] else torch.device("cpu"), latency["batch_size"], settings["batch_size"],
+            latency["threads"], latency["warmup"], latency["repeats"]))
     budget = settings.get("budget")
     if budget:
         out.update({"budget": budget["name"], "budget_memory_mib": budget["memory_mib"],
                     "fits_budget": out["model_peak_rss_mib"] <= budget["memory_mib"],
                     "fits_budget_measure": "model_peak_rss_mib"})
     if latency["cuda"] and ws.device.type == "cuda":
-        gpu_model = model.to(ws.device)
-        gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
-        out["peak_cuda_mib"] = cost.peak_memory(gpu, ws.device)["peak_cuda_mib"]
-        if latency.get("paired_cuda"):
-            out.update(paired_cuda_against_base(ws, gpu_model))
+        with phase("cuda_memory_and_paired_latency"):
+            gpu_model = model.to(ws.device)
+            gpu = example_forward(ws, gpu_model, latency["batch_size"], ws.device)
+            out["peak_cuda_mib"] = cost.peak_memory(gpu, ws.device)["peak_cuda_mib"]
+            if latency.get("paired_cuda"):
+                out.update(paired_cuda_against_base(ws, gpu_model))
     return out
 
 
@@ -313,13 +339,17 @@ def read_stage_log(model_dir: Path) -> dict[str, Any]:
 
 
 def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
-    started_at, start = utc_now(), time.perf_counter()
+    started_at, start, phase = utc_now(), time.perf_counter(), Phases()
+    # Seconds since this process started: in the workflow, one job a process, its imports, config, data and workspace.
+    process_age = max(0.0, time.time() - psutil.Process().create_time())
     model_dir = ws.directory() / MODEL_DIR
-    model, arch = checkpoint.load_model(model_dir, ws.device)
+    with phase("load_model"):
+        model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
     probe = memory_probe(ws, arch["stages"])
-    metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.evaluation["batch_size"])
-    costs = measure_cost(ws, model, model_dir, arch["stages"], probe)
+    with phase("task_metric"):
+        metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.evaluation["batch_size"])
+    costs = measure_cost(ws, model, model_dir, arch["stages"], probe, phase)
     record = {
         "study": ws.exp.study, "dataset": ws.exp.dataset, "model": ws.exp.model, "chain": ws.exp.chain,
         "seed": ws.exp.seed, "metric": ws.task.metric, "metrics": metrics, "cost": costs,
@@ -332,6 +362,8 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
                    "evaluation": ws.evaluation, "device": str(ws.device)},
         "threads": ws.threads, "stage_threads": stage_log.get("threads"),
         **provenance(), "command": command, "eval_time_s": time.perf_counter() - start,
+        "eval_phases_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
+        "process_age_at_evaluation_s": round(process_age, 3),
     }
     record["wall_time_s"] = record["eval_time_s"] + stage_log["time_s"]
     return {**record, **where_and_when(ws, started_at)}

@@ -127,8 +127,10 @@ def test_jobs_csv_says_where_and_when_each_job_of_the_study_ran(tmp_path, ran):
                                                      "finished_at": "2026-12-08T10:01:00.500+00:00"}),
         f"{seed}/base/metrics.json": json.dumps({"chain": "base", "device": {**on_gpu, "gpu_uuid": "bb-22"},
                                                  "started_at": "2026-12-08T10:01:01.000+00:00",
-                                                 "finished_at": "2026-12-08T10:01:30.000+00:00"}),
-        f"{seed}/base+int8/model/stage.json": json.dumps({"stage": "int8"}),
+                                                 "finished_at": "2026-12-08T10:01:30.000+00:00",
+                                                 "eval_time_s": 21.5, "process_age_at_evaluation_s": 7.25,
+                                                 "eval_phases_s": {"task_metric": 1.5, "latency": 9.0}}),
+        f"{seed}/base+int8/model/stage.json": json.dumps({"stage": "int8", "time_s": 3.5}),
         "default/s/mnist/vit/seed1/base/metrics.json": json.dumps({"chain": "base", "device": {"device": "cpu",
                                                                                               "source": "config"}}),
         "default/other/mnist/vit/seed0/base/metrics.json": json.dumps({"chain": "base"}),
@@ -137,11 +139,13 @@ def test_jobs_csv_says_where_and_when_each_job_of_the_study_ran(tmp_path, ran):
     gpu_import.import_calls(DEFAULT, "s", [call(tmp_path / "1", 9, 0, "", {"runs.csv": "x"}, results)],
                             out, [])
     assert (out / "jobs.csv").read_text().splitlines() == [  # path order: seed0's base (metrics, model), base+int8
-        "kind,dataset,model,chain,seed,gpu_uuid,cuda_visible_devices,source,started_at,finished_at",
-        "evaluate,mnist,vit,base,0,bb-22,1,lock-file pool,2026-12-08T10:01:01.000+00:00,2026-12-08T10:01:30.000+00:00",
-        "base,mnist,vit,base,0,aa-11,1,lock-file pool,2026-12-08T10:00:00.000+00:00,2026-12-08T10:01:00.500+00:00",
-        "compress,mnist,vit,base+int8,0,,,,,",
-        "evaluate,mnist,vit,base,1,,,config,,",
+        "kind,dataset,model,chain,seed,gpu_uuid,cuda_visible_devices,source,started_at,finished_at,time_s,"
+        "process_age_s,eval_phases_s",
+        "evaluate,mnist,vit,base,0,bb-22,1,lock-file pool,2026-12-08T10:01:01.000+00:00,2026-12-08T10:01:30.000+00:00,"
+        '21.5,7.25,"{""latency"": 9.0, ""task_metric"": 1.5}"',
+        "base,mnist,vit,base,0,aa-11,1,lock-file pool,2026-12-08T10:00:00.000+00:00,2026-12-08T10:01:00.500+00:00,,,",
+        "compress,mnist,vit,base+int8,0,,,,,,3.5,,",
+        "evaluate,mnist,vit,base,1,,,config,,,,,",
     ]
 
 
@@ -159,5 +163,5 @@ def test_the_one_gpu_reference_is_read_under_its_overlays_name(tmp_path, monkeyp
     assert gpu_import.import_calls(ONE_GPU, "s", [one], tmp_path / "out", []) == (300, True)
     assert (tmp_path / "out" / "runs.csv").read_text() == "one gpu"
     assert (tmp_path / "out" / "jobs.csv").read_text().splitlines()[1] == \
-        "base,mnist,vit,base,0,aa,0,single,2026-12-08T10:00:00.000+00:00,2026-12-08T10:00:09.000+00:00"
+        "base,mnist,vit,base,0,aa,0,single,2026-12-08T10:00:00.000+00:00,2026-12-08T10:00:09.000+00:00,,,"
     assert ran == [(ONE_GPU, ("runs", "--study", "s", "--allow-missing"))]  # both files, base first

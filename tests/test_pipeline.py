@@ -69,3 +69,31 @@ def test_runs_csv_gains_no_column(ran):
     seed, _, _ = ran
     row = flatten(json.loads((seed / "base" / "metrics.json").read_text()))
     assert not {"device", "started_at", "finished_at"} & set(row)
+
+
+def test_an_evaluation_says_where_its_time_went(ran):
+    """``eval_phases_s`` splits the evaluation's wall time into its parts (they cover most of it, never more), with
+    no GPU part on a CPU run; ``process_age_at_evaluation_s`` is the process's age when the evaluation began."""
+    seed, before, after = ran
+    for chain in ("base", "base+int8"):
+        record = json.loads((seed / chain / "metrics.json").read_text())
+        phases = record["eval_phases_s"]
+        counted = {"flops"} if "flops" in record["cost"] else set()  # a config may leave FLOPs uncounted
+        assert {"load_model", "task_metric", "bitops", "process_memory", "latency", *counted} <= set(phases)
+        assert "cuda_memory_and_paired_latency" not in phases and min(phases.values()) >= 0
+        assert 0.5 * record["eval_time_s"] <= sum(phases.values()) <= record["eval_time_s"] + 0.01
+        assert 0 < record["process_age_at_evaluation_s"]  # this test's process ran the study in-process
+
+
+def test_phases_add_up_each_part_s_seconds():
+    import time
+
+    from slimbench.pipeline import Phases
+
+    phase = Phases()
+    for _ in range(2):
+        with phase("sleep"):
+            time.sleep(0.05)
+    with pytest.raises(RuntimeError), phase("failing"):
+        raise RuntimeError("timed all the same")
+    assert 0.1 <= phase.seconds["sleep"] < 0.5 and set(phase.seconds) == {"sleep", "failing"}
