@@ -25,13 +25,15 @@ of the finished jobs over the wall time: jobs stopped by a time limit are not co
 the GPU busy, the kernel seconds (mean utilisation times wall time), and per experiment the median stage, evaluation
 (``wall_time_s - stage_time_s``) and memory-probe times, and the median Snakemake job duration per rule (in-process
 time plus start-up). The kernel seconds add up to an estimated floor for running those studies together: without MPS
-the GPU time-slices between processes and never runs two processes' kernels at once.
+the GPU time-slices between processes and never runs two processes' kernels at once. Where its ``jobs.csv``
+(scripts/gpu_import.py) has the parts of each evaluation (runs since session 16), a third table gives their medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import statistics
 from collections import defaultdict
@@ -202,6 +204,27 @@ def breakdowns(root: Path, after: list[dict[str, str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows] + ["", floor]) + "\n"
 
 
+def evaluation_parts(root: Path, after: list[dict[str, str]]) -> str:
+    """Per study whose jobs.csv has them (runs since session 16), the median seconds of each part of an evaluation
+    job: its process's age when the evaluation began (imports, config, data), then each of ``eval_phases_s``."""
+    rows = []
+    for row in after:
+        jobs = root / row["studies"] / "jobs.csv"
+        evaluations = [job for job in read_rows(jobs) if job.get("eval_phases_s")] if jobs.is_file() else []
+        if not evaluations:
+            continue
+        parts = defaultdict(list)
+        for job in evaluations:
+            parts["process age"].append(float(job["process_age_s"]))
+            for name, seconds in json.loads(job["eval_phases_s"]).items():
+                parts[name].append(seconds)
+        medians = ", ".join(f"{name} {statistics.median(values):.1f}" for name, values in parts.items())
+        rows.append(f"| {row['studies']} | {len(evaluations)} | {medians} |")
+    if not rows:
+        return ""
+    return "\n".join(["", "| study | evaluations | median seconds of each part |", "|---|---|---|", *rows]) + "\n"
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -217,7 +240,7 @@ def main() -> None:
     after, earlier = read_rows(args.after), read_rows(earlier_csv) if earlier_csv.exists() else []
     out = args.after.with_name("gpu_time.md")
     out.write_text(table(config, Path("reports") / config["name"], after, earlier)
-                   + breakdowns(args.after.parent, after))
+                   + breakdowns(args.after.parent, after) + evaluation_parts(args.after.parent, after))
     print(out.read_text())
 
 

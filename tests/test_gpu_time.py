@@ -133,3 +133,20 @@ def test_samples_with_the_uuid_column_read_like_older_ones_without_it(tmp_path):
                                                     "utilization.gpu": "35 %", "memory.used": "900 MiB",
                                                     "uuid": "GPU-bb"}
     assert "uuid" not in gpu_time.samples(old / "gpu.csv")[0]
+
+
+def test_the_parts_of_the_evaluations_are_medians_over_the_jobs_that_recorded_them(tmp_path):
+    """Three evaluations with parts (medians by hand: age 7, task_metric 2, latency 9) and one job without them;
+    a study whose jobs.csv has no parts adds no row, and no study with parts, no table."""
+    header = "kind,time_s,process_age_s,eval_phases_s\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "jobs.csv").write_text(header + "base,60,,\n"
+                                             + 'evaluate,10,6,"{""task_metric"": 1, ""latency"": 9}"\n'
+                                             + 'evaluate,12,7,"{""task_metric"": 2, ""latency"": 8}"\n'
+                                             + 'evaluate,15,9,"{""task_metric"": 4, ""latency"": 10}"\n')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "jobs.csv").write_text(header + "evaluate,10,,\n")
+    text = gpu_time.evaluation_parts(tmp_path, [{"studies": "a"}, {"studies": "b"}, {"studies": "c"}])
+    assert text.splitlines()[-1] == "| a | 3 | process age 7.0, task_metric 2.0, latency 9.0 |"
+    assert "| b |" not in text
+    assert gpu_time.evaluation_parts(tmp_path, [{"studies": "b"}]) == ""
