@@ -460,13 +460,25 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("stages:")
     for name in STAGES.names():
         stage = STAGES.get(name)
-        params = ", ".join(f"{p.name}={p.default} {p.range_text() if p.low is not None or p.high is not None else ''}".strip()
-                           for p in stage.params)
+        params = [f"{p.name}={p.default} {p.range_text() if p.low is not None or p.high is not None else ''}".strip()
+                  for p in stage.params] or ["-"]
         summary = textwrap.fill(first_sentence(stage.description or ""), width=LIST_WIDTH, break_on_hyphens=False,
                                 initial_indent=f"  {name:<22} ", subsequent_indent=" " * 25)
-        settings = textwrap.fill(f"params: {params or '-'}  (chain value: {stage.primary or '-'})", width=LIST_WIDTH,
-                                 break_on_hyphens=False, initial_indent=" " * 25, subsequent_indent=" " * 33)
-        print(f"{summary}\n{settings}")
+        tail = f"  (chain value: {stage.primary or '-'})"
+        print(f"{summary}\n{packed(params, tail, ' ' * 25 + 'params: ')}")
+
+
+def packed(items: list[str], tail: str, first: str) -> str:
+    """``items`` joined by ", " and followed by ``tail``, in lines of at most LIST_WIDTH columns that break only
+    between items (a range such as ``(0.0, inf]`` stays whole); later lines are indented under the first item."""
+    lines, line = [], first
+    for i, item in enumerate(items):
+        text = item + (", " if i < len(items) - 1 else tail)
+        if line != first and len(line.rstrip()) + len(text) > LIST_WIDTH:  # a line holds one item at least
+            lines.append(line.rstrip())
+            line = " " * len(first)
+        line += text
+    return "\n".join(lines + [line.rstrip()])
 
 
 def first_sentence(docstring: str) -> str:

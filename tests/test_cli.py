@@ -224,3 +224,16 @@ def test_list_prints_each_stage_s_first_sentence_whole() -> None:
     assert " ".join(" ".join(lines[exit_stage:exit_stage + 2]).split()[1:]) == (
         "Early-exit heads with a confidence threshold (dynamic architecture; paper Sec. 3), trained on the frozen "
         "backbone so the final classifier is unchanged.")
+
+
+def test_list_breaks_the_parameters_only_between_them(monkeypatch) -> None:
+    """At 30 columns, by hand: each line holds whole parameters (a range such as ``(0.0, 1.0]`` is never split), later
+    lines start under the first parameter, and the chain value follows the last one."""
+    monkeypatch.setattr(cli, "LIST_WIDTH", 30)
+    assert cli.packed(["a=1 (0.0, 1.0]", "bb=2 [0, inf]", "c=3"], "  (chain value: a)", "    params: ") == (
+        "    params: a=1 (0.0, 1.0],\n"
+        "            bb=2 [0, inf],\n"
+        "            c=3  (chain value: a)")
+    assert cli.packed(["a=1", "b=2"], "  (x)", "    params: ") == "    params: a=1, b=2  (x)"
+    assert cli.packed(["a_parameter_longer_than_the_line=1", "c=3"], "", "p: ") == (
+        "p: a_parameter_longer_than_the_line=1,\n   c=3")  # too long for any line: on the first, after the prefix
