@@ -17,45 +17,34 @@ off in the plain run's, else the script stops. Writes ``mps_ab.md`` in FOLDER.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
-from gpu_time import breakdown, sample_files, samples
-from multi_gpu import wall
+from gpu_time import breakdown
+from multi_gpu import compare_counts, read_run
 
 MAX_RATIO = 0.85
 MPS_LINE = "\nMPS: on ("
-
-
-def uuids(folder: Path) -> set[str]:
-    return {row["uuid"] for path in sample_files(folder) for row in samples(path) if row.get("uuid")}
 
 
 def mps_on(folder: Path) -> bool:
     return any(MPS_LINE in path.read_text() for path in folder.glob("snakemake*.log"))
 
 
-def checks(path: Path) -> tuple[int, int]:
-    """(ok, all) of a compare.csv's verdicts."""
-    with path.open() as handle:
-        verdicts = [row["verdict"] for row in csv.DictReader(handle)]
-    return sum(v == "ok" for v in verdicts), len(verdicts)
-
-
 def pair(folder: Path, study: str) -> dict:
     plain, mps = folder / "plain" / study, folder / "mps" / study
-    machines = uuids(plain), uuids(mps)
-    if not machines[0] or machines[0] != machines[1]:
-        raise SystemExit(f"{folder}: the two runs' samples name GPUs {sorted(machines[0])} and {sorted(machines[1])}; "
-                         f"a pair runs on one machine. Fix: import both runs of one warm machine.")
+    runs = read_run(plain), read_run(mps)
+    if not runs[0].uuids or runs[0].uuids != runs[1].uuids:
+        raise SystemExit(f"{folder}: the two runs' samples name GPUs {sorted(runs[0].uuids or [])} and "
+                         f"{sorted(runs[1].uuids or [])}; a pair runs on one machine. Fix: import both runs of one "
+                         f"warm machine.")
     if mps_on(plain) or not mps_on(mps):
         raise SystemExit(f"{folder}: MPS must be on in mps/ (its log's 'MPS: on' line) and off in plain/.")
-    (plain_s, _, plain_done, _), (mps_s, _, mps_done, _) = wall(plain), wall(mps)
-    ok, total = checks(folder / "compare.csv")
-    return {"pair": folder.name, "plain_s": plain_s, "mps_s": mps_s, "ratio": mps_s / plain_s, "ok": ok,
-            "checks": total, "finished": plain_done and mps_done, "plain": breakdown(plain, plain_s),
-            "mps": breakdown(mps, mps_s)}
+    ok, total = compare_counts(folder / "compare.csv")
+    return {"pair": folder.name, "plain_s": runs[0].seconds, "mps_s": runs[1].seconds,
+            "ratio": runs[1].seconds / runs[0].seconds, "ok": ok, "checks": total,
+            "finished": runs[0].finished and runs[1].finished, "plain": breakdown(plain, runs[0].seconds),
+            "mps": breakdown(mps, runs[1].seconds)}
 
 
 def verdict(first: dict) -> str:

@@ -46,8 +46,7 @@ if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/slimbench-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/slimbench-mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   echo quit | timeout 30 nvidia-cuda-mps-control >/dev/null 2>&1 || true  # a daemon a killed call left behind
-  # The daemon sees every GPU, so a job's CUDA_VISIBLE_DEVICES (slimbench/devices.py) keeps its meaning: under MPS a
-  # client's device indices count among the devices the daemon was started with.
+  # under MPS a client's device indices count among the daemon's devices: it sees them all (header above)
   env -u CUDA_VISIBLE_DEVICES nvidia-cuda-mps-control -d || {
     echo "MPS=1, but 'nvidia-cuda-mps-control -d' failed. Fix: leave MPS unset" >&2; exit 1; }
   trap 'echo quit | nvidia-cuda-mps-control || true' EXIT  # never the call's exit status

@@ -254,8 +254,7 @@ class Phases:
 
 
 def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[dict[str, Any]],
-                 probe: model_memory.ModelMemoryProbe | None = None, phase: Phases | None = None) -> dict[str, Any]:
-    phase = phase or Phases()
+                 probe: model_memory.ModelMemoryProbe | None, phase: Phases) -> dict[str, Any]:
     settings = ws.evaluation
     latency = settings["latency"]
     out: dict[str, Any] = {
