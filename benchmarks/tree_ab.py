@@ -1,7 +1,9 @@
-"""Benchmark (not a test): one experiment's base training from two source trees, alternated on one machine.
+"""Benchmark (not a test): one experiment's base training, or its evaluation job, from two source trees, alternated
+on one machine.
 
     python benchmarks/tree_ab.py --tree old=PATH --tree new=PATH --config config/default.yaml \
-        --experiment results/default/STUDY/DATASET/MODEL/seed0/base [--repeats 3] [--work DIR] [--out FILE.csv]
+        --experiment results/default/STUDY/DATASET/MODEL/seed0/base [--step base|evaluate] [--set JSON] \
+        [--repeats 3] [--work DIR] [--out FILE.csv]
 
 Why: base training ran 1.5-1.7x longer on the GPU in sessions 10-13 than in sessions 5 and 8, with the same results
 and the same GPU kernel-seconds (reports/benchmarks/README.md, session 13). Both the trees and the machines
@@ -16,6 +18,14 @@ installed (``pip install -e .`` of either tree) and each tree must hold those pa
 is imported. Per run it records the stage log's ``time_s`` (the training alone: ``slimbench.pipeline.run_base``), the
 process's wall time, the steps, the final loss and the sha256 of the saved weights: equal across trees and
 repeats if the code computes the same. Writes the CSV and prints the median time per tree and their ratio.
+
+``--step evaluate`` times the evaluation job instead (issue 17, item 3: in the workflow each one is a fresh
+process): each tree first trains the base once in its own folder (untimed), then each repeat removes its
+``metrics.json`` and runs ``slimbench evaluate`` there. Per run: the evaluation's ``eval_time_s``, the process's
+wall time, its age when the evaluation began (``process_age_at_evaluation_s``: imports, config, data) and what
+came after it (``after_s``, the wall time less both: writing the metrics, the exit), and the task metrics, equal
+across trees and repeats if the code computes the same; the ratio is of the processes' median wall times.
+``--set`` passes config overrides to every run (e.g. a device budget, which turns on the model-memory probe).
 """
 
 from __future__ import annotations
@@ -34,25 +44,47 @@ from pathlib import Path
 from slimbench.checkpoint import WEIGHTS
 from slimbench.integrity import file_sha256
 from slimbench.pipeline import MODEL_DIR, STAGE_LOG
+from slimbench.results import METRICS_FILE
 
 PACKAGES = ("slimbench", "methods", "baselines")  # the stages come from the last two (entry points)
-COLUMNS = ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"]
+COLUMNS = {"base": ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"],
+           "evaluate": ["tree", "repeat", "position", "time_s", "process_s", "process_age_s", "after_s", "metrics"]}
 
 
-def base_once(tree: Path, config: str, experiment: str, work: Path) -> dict[str, object]:
-    """One ``slimbench base`` from ``tree`` in a fresh process and working directory; its stage log, timed."""
+def step_once(step: str, tree: Path, config: str, overrides: str | None, experiment: str, work: Path) -> float:
+    """One ``slimbench STEP`` from ``tree`` in a fresh process, in ``work``: its wall seconds."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
-    work.mkdir(parents=True)
+    command = [sys.executable, "-m", "slimbench.cli", step, "--config", str(tree / config), experiment]
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "slimbench.cli", "base", "--config", str(tree / config), experiment],
-                          cwd=work, env=env, capture_output=True, text=True)
-    process_s = time.perf_counter() - start
+    done = subprocess.run(command + (["--set", overrides] if overrides else []), cwd=work, env=env,
+                          capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"slimbench base from {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        sys.exit(f"slimbench {step} from {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def base_once(tree: Path, config: str, overrides: str | None, experiment: str, work: Path) -> dict[str, object]:
+    """One ``slimbench base`` from ``tree`` in a fresh process and working directory; its stage log, timed."""
+    work.mkdir(parents=True)
+    process_s = step_once("base", tree, config, overrides, experiment, work)
     model = work / experiment / MODEL_DIR
     log = json.loads((model / STAGE_LOG).read_text())
     return {"time_s": log["time_s"], "process_s": process_s, "steps": log["steps"], "final_loss": log["final_loss"],
             "weights_sha256": file_sha256(model / WEIGHTS)}
+
+
+def evaluate_once(tree: Path, config: str, overrides: str | None, experiment: str, work: Path) -> dict[str, object]:
+    """One ``slimbench evaluate`` from ``tree`` of the base trained in ``work`` (by the same tree, first)."""
+    if not (work / experiment / MODEL_DIR).is_dir():
+        work.mkdir(parents=True)
+        step_once("base", tree, config, overrides, experiment, work)
+    metrics = work / experiment / METRICS_FILE
+    metrics.unlink(missing_ok=True)
+    process_s = step_once("evaluate", tree, config, overrides, experiment, work)
+    record = json.loads(metrics.read_text())
+    age, eval_s = record["process_age_at_evaluation_s"], record["eval_time_s"]
+    return {"time_s": eval_s, "process_s": process_s, "process_age_s": age, "after_s": process_s - age - eval_s,
+            "metrics": json.dumps(record["metrics"], sort_keys=True)}
 
 
 def input_problem(args: argparse.Namespace) -> str | None:
@@ -72,6 +104,11 @@ def input_problem(args: argparse.Namespace) -> str | None:
         return f"--experiment must be a base experiment's folder (.../seedN/base), got {args.experiment}"
     if args.repeats < 1:
         return f"--repeats must be at least 1, got {args.repeats}"
+    try:
+        if args.set is not None and not isinstance(json.loads(args.set), dict):
+            raise ValueError
+    except ValueError:
+        return f"--set must be a JSON object of config overrides, e.g. '{{\"threads\": 1}}'; got {args.set}"
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         return f"--work {args.work} is not empty: an earlier run's models would be found there. Fix: a new folder."
     return None
@@ -82,6 +119,8 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, twice")
     parser.add_argument("--config", required=True, help="the config, relative to each tree")
     parser.add_argument("--experiment", required=True, help="the base experiment's folder, e.g. results/.../base")
+    parser.add_argument("--step", choices=sorted(COLUMNS), default="base", help="what each run times")
+    parser.add_argument("--set", default=None, metavar="JSON", help="config overrides for every run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=Path("tree_ab.csv"))
@@ -95,18 +134,25 @@ def main() -> None:
     rows = []
     for repeat in range(args.repeats):
         for position, name in enumerate(names if repeat % 2 == 0 else names[::-1]):
-            run = base_once(Path(trees[name]).resolve(), args.config, args.experiment, work / f"{name}-{repeat}")
+            tree = Path(trees[name]).resolve()
+            if args.step == "base":
+                run = base_once(tree, args.config, args.set, args.experiment, work / f"{name}-{repeat}")
+            else:  # one folder per tree: its base is trained once, then evaluated in every repeat
+                run = evaluate_once(tree, args.config, args.set, args.experiment, work / name)
             rows.append({"tree": name, "repeat": repeat, "position": position, **run})
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS[args.step])
         writer.writeheader()
         writer.writerows(rows)
-    medians = {name: statistics.median(row["time_s"] for row in rows if row["tree"] == name) for name in names}
-    same = len({row["weights_sha256"] for row in rows}) == 1
-    print(f"median training s: {medians}; {names[1]}/{names[0]} = {medians[names[1]] / medians[names[0]]:.3f}; "
-          f"weights {'bit for bit the same in every run' if same else 'differ between runs'}")
+    timed, result = ("time_s", "weights_sha256") if args.step == "base" else ("process_s", "metrics")
+    medians = {name: statistics.median(row[timed] for row in rows if row["tree"] == name) for name in names}
+    same = len({row[result] for row in rows}) == 1
+    what = {"base": "training s", "evaluate": "evaluation job s"}[args.step]
+    print(f"median {what}: {medians}; {names[1]}/{names[0]} = {medians[names[1]] / medians[names[0]]:.3f}; "
+          f"{'weights' if args.step == 'base' else 'task metrics'} "
+          f"{'bit for bit the same in every run' if same else 'differ between runs'}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,21 @@ from conftest import REPO
 EXPERIMENT = "results/x/study/data/model/seed0/base"
 FAKE_CLI = '''import json, sys
 from pathlib import Path
-times = Path(__file__).parents[1] / "times.txt"  # this tree's next training time, one line per run
+times = Path(__file__).parents[1] / "times.txt"  # this tree's next step time, one line per run
 first, *rest = times.read_text().split()
 times.write_text(" ".join(rest))
-config, folder = sys.argv[sys.argv.index("--config") + 1], Path(sys.argv[-1])
-(folder / "model").mkdir(parents=True)
-(folder / "model" / "stage.json").write_text(json.dumps(
-    {{"time_s": float(first), "steps": 7, "final_loss": 0.5, "config": config}}))
-(folder / "model" / "model.safetensors").write_bytes(b"{weights}")
+step, config = sys.argv[1], sys.argv[sys.argv.index("--config") + 1]
+folder = Path(sys.argv[sys.argv.index("--config") + 2])
+overrides = sys.argv[sys.argv.index("--set") + 1] if "--set" in sys.argv else None
+if step == "base":
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "stage.json").write_text(json.dumps(
+        {{"time_s": float(first), "steps": 7, "final_loss": 0.5, "config": config, "set": overrides}}))
+    (folder / "model" / "model.safetensors").write_bytes(b"{weights}")
+else:
+    assert not (folder / "metrics.json").exists()
+    (folder / "metrics.json").write_text(json.dumps({{"eval_time_s": float(first), "process_age_at_evaluation_s":
+                                                     0.25, "metrics": {{"accuracy": len("{weights}")}}}}))
 '''
 
 
@@ -61,6 +68,26 @@ def test_runs_alternate_and_the_ratio_is_of_the_medians_new_over_old(tmp_path):
     assert str(new / "config" / "c.yaml") in stage  # each tree runs with its own config
 
 
+def test_evaluation_jobs_reuse_one_base_per_tree_and_split_their_wall_time(tmp_path):
+    """--step evaluate: each tree trains its base once (the first of its times), then evaluates it once per repeat
+    (the rest); each row's after_s is its measured process time less the age (0.25) and the evaluation's time."""
+    old = fake_tree(tmp_path / "old", [99, 0.5, 0.75], "same")
+    new = fake_tree(tmp_path / "new", [98, 0.5, 0.5], "same")
+    done = tree_ab(tmp_path, old, new, "--step", "evaluate", "--repeats", "2", "--set", '{"threads": 1}')
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((tmp_path / "ab.csv").open()))
+    assert [(row["tree"], float(row["time_s"])) for row in rows] == [("old", 0.5), ("new", 0.5), ("new", 0.5),
+                                                                     ("old", 0.75)]
+    for row in rows:
+        assert float(row["after_s"]) == pytest.approx(float(row["process_s"]) - 0.25 - float(row["time_s"]))
+        assert row["process_age_s"] == "0.25" and row["metrics"] == '{"accuracy": 4}'
+    assert (old / "times.txt").read_text() == "" and sorted(p.name for p in (tmp_path / "work").iterdir()) == [
+        "new", "old"]
+    stage = (tmp_path / "work" / "new" / EXPERIMENT / "model" / "stage.json").read_text()
+    assert '"set": "{\\"threads\\": 1}"' in stage  # the overrides reach every step
+    assert "median evaluation job s" in done.stdout and "task metrics bit for bit the same" in done.stdout
+
+
 def test_weights_that_differ_are_said_to_differ(tmp_path):
     done = tree_ab(tmp_path, fake_tree(tmp_path / "old", [10], "a"), fake_tree(tmp_path / "new", [10], "b"),
                    "--repeats", "1")
@@ -81,6 +108,7 @@ def without_config(tree: Path) -> None:
     (without_config, [], "lacks config/c.yaml"),
     (None, ["--repeats", "0"], "--repeats must be at least 1"),
     (None, ["--tree", "third"], "--tree must be given twice, as NAME=PATH"),
+    (None, ["--set", "[1]"], "--set must be a JSON object"),
 ])
 def test_bad_arguments_are_refused_before_any_run(tmp_path, breaking, extra, message):
     old, new = fake_tree(tmp_path / "old", [10], "a"), fake_tree(tmp_path / "new", [10], "a")

@@ -210,3 +210,5 @@ if __name__ == "__main__":
 
     import_load_libraries()
     serve(sys.stdin, replies)
+    replies.flush()
+    os._exit(0)  # no interpreter teardown (1.4 s with these libraries on a 2-core VM), which its parent waits for
