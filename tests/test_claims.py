@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from slimbench import claims
 from slimbench.claims import score_study
 from slimbench.config import REPO, load_config
 
@@ -204,3 +205,13 @@ def test_a_benchmark_claim_reads_the_last_matching_line_of_its_output(tmp_path) 
     assert judged(kind="benchmark_at_least", value=700)[0] == "met"
     assert judged(file="out/absent.log") == ("not run", "-")
     assert judged(select={"model": "llama2-13b"}) == ("not run", "-")
+
+
+def test_a_scorecard_without_claims_says_so_and_where_the_claims_are(tmp_path) -> None:
+    card = pd.DataFrame(columns=["study", "claim", "statement", "source", "paper", "dataset", "model", "test", "ours",
+                                 "seeds", "verdict"])
+    md, csv_path = claims.write_scorecard(card, tmp_path, "SCORECARD", "Scorecard of config smoke")[::-1]
+    assert md.read_text() == ("# Scorecard of config smoke\n\nNo claim checks: no study here names a paper's claim "
+                              "(a study's `claims`). The papers' claims are checked by config/default.yaml: "
+                              "reports/default/SCORECARD.md.\n")
+    assert pd.read_csv(csv_path).empty  # the CSV keeps its header
