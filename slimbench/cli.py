@@ -66,15 +66,16 @@ def experiment_workspace(config: dict[str, Any], exp: Any) -> Any:
     return Workspace.open(config, exp)
 
 
-def start_memory_probe(config: dict[str, Any], study: str) -> None:
+def start_memory_probe(config: dict[str, Any], exp: Any) -> None:
     """Start the fork server of the model-memory probe before the data and the model load, when the study's
-    evaluation uses it: its imports take seconds on a busy machine, and run beside this process's work instead of
-    being waited for at the measurement."""
+    evaluation uses it, and have it prepare for this experiment's model: its imports take seconds on a busy
+    machine, and run beside this process's work instead of being waited for at the measurement."""
     from slimbench.config import evaluation_settings, measures_model_memory
     from slimbench.metrics import model_memory
+    from slimbench.pipeline import MODEL_DIR
 
-    if measures_model_memory(evaluation_settings(config, study)):
-        model_memory.fork_server()
+    if measures_model_memory(evaluation_settings(config, exp.study)):
+        model_memory.start_server(exp.directory(config["results_dir"]) / MODEL_DIR)
 
 
 def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
@@ -82,7 +83,7 @@ def cmd_step(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
     exp = experiment_of(config, args.experiment)
     if args.command == "evaluate":
-        start_memory_probe(config, exp.study)
+        start_memory_probe(config, exp)
     else:  # a new model: its old metrics go first, before the data loads, so a kill at any point leaves none
         (exp.directory(config["results_dir"]) / METRICS_FILE).unlink(missing_ok=True)
     from slimbench import pipeline

@@ -33,7 +33,7 @@ from slimbench.data import Splits, data_root, load_dataset
 from slimbench.errors import ConfigError
 from slimbench.integrity import corrupt, read_sealed_json, write_sealed_json
 from slimbench.metrics import bitops, cost, model_memory
-from slimbench.models import MODELS, build_model, describe_model, tokenizer_for
+from slimbench.models import build_model, describe_model, tokenizer_for
 from slimbench.provenance import provenance
 from slimbench.results import METRICS_FILE
 from slimbench.stages import STAGES, Context, fixed_since, parse_chain
@@ -199,17 +199,13 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
     return lambda: ws.task.logits(model, batch)
 
 
-def memory_probe(ws: Workspace, stages: list[dict[str, Any]]) -> model_memory.ModelMemoryProbe | None:
+def memory_probe(ws: Workspace, model_dir: Path) -> model_memory.ModelMemoryProbe | None:
     """The probe of the model's own memory (``measures_model_memory``), on this process's fork server: started
-    here unless the command line started it earlier, so its imports overlap this process's work. The child
-    imports the modules of the stages the saved model went through (its reload replays them) and the module of
-    the model's family (a plugin may register one), no others."""
+    here unless the command line started it earlier (and had it prepare for this model), so that its imports
+    overlap this process's work."""
     if not measures_model_memory(ws.evaluation):
         return None
-    applied = [STAGES.get(s["name"]) for s in stages]
-    modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
-    modules.add(MODELS.get(ws.config["models"][ws.exp.model]["family"]).build.__module__)  # plugin families too
-    return model_memory.ModelMemoryProbe(sorted(modules))
+    return model_memory.ModelMemoryProbe(model_memory.plugin_modules(model_dir))
 
 
 def base_model(ws: Workspace, model: nn.Module, device: torch.device) -> nn.Module:
@@ -345,7 +341,7 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     with phase("load_model"):
         model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
-    probe = memory_probe(ws, arch["stages"])
+    probe = memory_probe(ws, model_dir)
     with phase("task_metric"):
         metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.evaluation["batch_size"])
     costs = measure_cost(ws, model, model_dir, arch["stages"], probe, phase)

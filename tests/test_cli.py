@@ -180,7 +180,7 @@ def test_evaluate_starts_the_memory_probe_before_the_data_and_model_load(tmp_pat
     from slimbench.metrics import model_memory
 
     config, order = config_in(tmp_path), []
-    monkeypatch.setattr(model_memory, "fork_server", lambda: order.append("fork server"))
+    monkeypatch.setattr(model_memory, "start_server", lambda model_dir: order.append(("fork server", model_dir)))
 
     def open_workspace(*_: Any) -> None:
         order.append("workspace")
@@ -191,7 +191,8 @@ def test_evaluate_starts_the_memory_probe_before_the_data_and_model_load(tmp_pat
     args = argparse.Namespace(command="evaluate", experiment=str(exp.directory(config["results_dir"])))
     with pytest.raises(InterruptedError):
         cli.cmd_step(args, config)
-    assert order == expected
+    model_dir = exp.directory(config["results_dir"]) / "model"  # prepared for at once: this experiment's model
+    assert order == [("fork server", model_dir) if step == "fork server" else step for step in expected]
 
 
 def test_evaluate_of_a_folder_the_config_lacks_fails_before_the_memory_probe_starts(tmp_path: Path,
@@ -199,7 +200,7 @@ def test_evaluate_of_a_folder_the_config_lacks_fails_before_the_memory_probe_sta
     from slimbench.metrics import model_memory
 
     config, started = config_in(tmp_path), []
-    monkeypatch.setattr(model_memory, "fork_server", lambda: started.append("fork server"))
+    monkeypatch.setattr(model_memory, "start_server", lambda model_dir: started.append("fork server"))
     exp = next(experiments(config, "order"))
     folder = exp.directory(config["results_dir"]).parent.parent / "seed7" / exp.chain  # order's seeds are 0 and 1
     with pytest.raises(SlimbenchError, match="seed 7 is not a seed"):

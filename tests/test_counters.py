@@ -339,31 +339,71 @@ def test_memory_probe_does_not_charge_a_transformers_model_for_its_library(tmp_p
     assert measured["model_peak_rss_mib"] < 40  # 91.7 MiB when the modeling module was imported after the baseline
 
 
-def test_memory_probe_server_imports_what_loading_an_int8_model_imports(tmp_path) -> None:
-    """Reloading a saved int8 model imports torchao (int8's finalize hook). The fork server imports it before
-    forking, so a child's RSS baseline already holds it and the model is not charged for the library: after the
-    server's imports and the job's plugins, the load imports no new package (a submodule that torchao itself
-    imports lazily may come). Checked by modules, not RSS: library code pages made the RSS of a few-KiB int8
-    model 23-62 MiB across fresh venvs."""
+@pytest.mark.parametrize("stages, libraries", [([], ""), ([{"name": "int8", "params": {"scheme": "dynamic"}}],
+                                                                 "timm,torchao,transformers")])
+def test_memory_probe_server_imports_a_library_only_for_a_model_that_replays_a_stage(tmp_path, monkeypatch, stages,
+                                                                                     libraries) -> None:
+    """Reloading a saved int8 model imports torchao (int8's finalize hook): the fork server imports the libraries a
+    replay may import before it forks, so the child's RSS baseline already holds them and one child measures it. A
+    model that replays nothing (a minimal transformer, built from torch alone) gets none of their 2-3 s of imports.
+    Checked by modules, not RSS: library code pages made the RSS of a few-KiB int8 model 23-62 MiB across fresh
+    venvs."""
     from baselines.quantize import int8_quantize
     from slimbench import checkpoint
     from slimbench.data import DatasetInfo
+    from slimbench.metrics import model_memory
     from slimbench.models import build_model
 
     info = DatasetInfo("toy", "image_classification", "accuracy", 10, 1, 8, (0.0,), (1.0,), False)
     spec = {"family": "minimal_transformer", "embed_dim": 16, "depth": 1, "patch_size": 4, "num_heads": 1}
-    model = int8_quantize(build_model(spec, info, pretrained=False, download=False).eval(), "dynamic")
-    checkpoint.save_model(model, tmp_path / "m", spec, info, [{"name": "int8", "params": {"scheme": "dynamic"}}])
-    child = f"""
-import sys
-from pathlib import Path
-from slimbench.metrics.model_memory import import_load_libraries
-from slimbench import checkpoint
-import_load_libraries()
-import baselines  # the job's plugins, as the server imports them
-before = set(sys.modules)
-checkpoint.load_model(Path({str(tmp_path / "m")!r}), "cpu")
-print(sorted({{m.split(".")[0] for m in set(sys.modules) - before}} - {{m.split(".")[0] for m in before}}))
-"""
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.strip() == "[]"
+    model = build_model(spec, info, pretrained=False, download=False).eval()
+    checkpoint.save_model(int8_quantize(model, "dynamic") if stages else model, tmp_path / "m", spec, info, stages)
+    monkeypatch.setattr(model_memory, "_server", None)  # a fresh server: none of an earlier test's imports
+    probe = model_memory.ModelMemoryProbe(model_memory.plugin_modules(tmp_path / "m"))
+    measured = probe.measure(tmp_path / "m", {"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
+    model_memory.stop_server(model_memory.fork_server())
+    assert measured["probe_libraries"] == libraries and measured["probe_children"] == 1
+
+
+LATE_FAMILY = '''import torch
+from torch import nn
+from slimbench.models.registry import family
+
+
+@family("late_family")
+def build(info, pretrained, download):
+    if torch.empty(0).device.type != "meta":  # a real build only, such as the load after the probe's baseline
+        import late_package  # noqa: F401
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+'''
+
+
+def test_memory_probe_measures_again_when_the_load_imports_a_package_after_the_baseline(tmp_path, monkeypatch) -> None:
+    """A family (a plugin's) whose real build imports a package that building on the meta device does not: the
+    first child sees the package arrive after its baseline and does not report a measurement; the server imports
+    the package and a second child measures, its baseline holding it."""
+    import os
+
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.metrics import model_memory
+    from slimbench.models import MODELS, build_model
+
+    (tmp_path / "late_package").mkdir()
+    (tmp_path / "late_package" / "__init__.py").write_text("")
+    (tmp_path / "late_family.py").write_text(LATE_FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))  # the family is registered for this test alone
+    monkeypatch.delitem(sys.modules, "late_family", raising=False)
+    import late_family  # noqa: F401
+
+    info = DatasetInfo("toy", "image_classification", "accuracy", 10, 1, 8, (0.0,), (1.0,), False)
+    model = build_model({"family": "late_family"}, info, pretrained=False, download=False).eval()
+    checkpoint.save_model(model, tmp_path / "m", {"family": "late_family"}, info, [])
+    monkeypatch.setattr(model_memory, "_server", None)  # a fresh server, which finds the plugin on its path
+    probe = model_memory.ModelMemoryProbe(model_memory.plugin_modules(tmp_path / "m"))
+    assert probe.plugin_modules == ["late_family"]
+    measured = probe.measure(tmp_path / "m", {"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
+    model_memory.stop_server(model_memory.fork_server())
+    assert measured["probe_children"] == 2 and measured["model_weights_rss_mib"] >= 0

@@ -4,22 +4,28 @@ The evaluating process is no place to measure a model's memory: its resident set
 CUDA context (2-4 GiB) and everything earlier steps left behind, and it grows with run order. Here the model
 runs in a child forked from a small *fork server*: a Python process started once per evaluating process (by
 ``slimbench evaluate`` before it loads the data, so that the two import at once) with
-no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader, this module and the
-libraries a model load may import (``LOAD_LIBRARIES``), never
-runs a tensor operation, and forks one child per job. So each child starts as a fresh process right after its
-imports (no tensors, no CUDA context, no allocator history, no thread pool), and the imports are paid once per
-evaluating process, not per model. The child imports the modules of the stages the model went through and of
-its model family, builds the architecture once on the meta device (no memory: it only imports the classes, which
-transformers loads lazily, ~60 MiB of them), takes its resident set size (RSS) as the baseline, loads the saved model (``checkpoint.load_model``: safetensors and
+no GPU visible (``CUDA_VISIBLE_DEVICES=""``) that imports torch, the checkpoint loader and this module, never
+computes on a tensor, and forks one child per job. Before it forks, it *prepares* for the job's model (once per
+model; ``slimbench evaluate`` asks for it with the server's start, :func:`start_server`): it imports the modules of
+the stages the model went through and of its model family (:func:`plugin_modules`), builds the architecture on the
+meta device (no memory: it only imports the classes, e.g. timm, or transformers' modeling module, ~60 MiB), and,
+when a stage replays on reload (``rebuild`` or ``finalize``: a timm student rebuilt, torchao for int8), imports the
+libraries such a replay may import (``LOAD_LIBRARIES``). So each child starts as a fresh process right after those
+imports (no tensors, no CUDA context, no allocator history, no thread pool). The child builds the architecture on
+the meta device again (:func:`build_on_meta` says why), takes its resident set size
+(RSS) as the baseline, loads the saved model (``checkpoint.load_model``: safetensors and
 ``arch.json`` only, no code from the model folder) and runs one forward pass on the saved example inputs at the
-configured threads.
+configured threads. A package that the load still imports after the baseline would be charged to the model: the
+child then reports it instead of a measurement, and the server imports it and measures in a fresh child again.
 
 Reported (MiB): ``model_peak_rss_mib``, the highest RSS during that forward pass minus the baseline, i.e.
 weights as loaded plus activations and temporaries plus what the allocator keeps of the load (the model's
 own figure, used for a device budget; it includes a floor of 10-25 MiB of first-use library pages and
 allocator state, seen even for a model of a few KiB); ``model_weights_rss_mib``, RSS after loading minus the baseline;
-``probe_process_peak_rss_mib``, the child's whole peak (Python + torch runtime included) for reference; and
-``probe_time_s``, the wall time the measurement added (waiting for the server's imports included).
+``probe_process_peak_rss_mib``, the child's whole peak (Python + torch runtime included) for reference;
+``probe_libraries``, which of ``LOAD_LIBRARIES`` its baseline held (comma-separated); ``probe_children``, 2 when a
+late import made the server measure again; and ``probe_time_s``, the wall time the measurement added (waiting for
+the server's imports included).
 RSS is sampled every 2 ms (``cost.RssSampler``), so a spike shorter than that can be missed.
 """
 
@@ -39,9 +45,10 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 MIB = 2**20
-# Libraries that model families and stages import only when a model is built or loaded (a timm student rebuilt by
-# a stage, torchao for a saved int8 model, transformers' configs), never when a config is read. The server
-# imports them, so that each child's baseline already holds them and they never count as the model's.
+# Libraries that a stage's replay on reload may import (a timm student rebuilt by a stage, torchao for a saved int8
+# model, transformers' configs), never when a config is read. The server imports them before a child measures such
+# a model, so that its baseline already holds them and they never count as the model's; a model that replays no
+# stage needs only what building its architecture imports, and skips their 2-3 s.
 LOAD_LIBRARIES = ("transformers", "timm", "torchao.quantization")
 ARG, KWARG = "arg.", "kwarg."
 _server: subprocess.Popen | None = None
@@ -56,6 +63,35 @@ def fork_server() -> subprocess.Popen:
                                    text=True, env=env)
         atexit.register(stop_server, _server)
     return _server
+
+
+def start_server(model_dir: Path) -> None:
+    """Start the fork server and have it prepare at once for measuring ``model_dir`` (its imports and the meta
+    build), beside the caller's work. A folder without a saved model is skipped: its evaluation reports that."""
+    try:
+        modules = plugin_modules(model_dir)
+    except (FileNotFoundError, ValueError):
+        fork_server()
+        return
+    send(fork_server(), {"prepare": str(model_dir), "plugins": modules})
+
+
+def plugin_modules(model_dir: Path) -> list[str]:
+    """The modules of the stages the saved model went through (its reload replays them) and of its model family (a
+    plugin may register one), no others."""
+    from slimbench import checkpoint
+    from slimbench.models import MODELS
+    from slimbench.stages import STAGES
+
+    arch = checkpoint.read_arch(model_dir)
+    applied = [STAGES.get(s["name"]) for s in arch["stages"]]
+    modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
+    return sorted(modules | {MODELS.get(arch["model"]["family"]).build.__module__})
+
+
+def send(server: subprocess.Popen, message: dict[str, Any]) -> None:
+    server.stdin.write(json.dumps(message) + "\n")
+    server.stdin.flush()
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -84,11 +120,9 @@ class ModelMemoryProbe:
         with tempfile.TemporaryDirectory(prefix="slimbench-memory-") as folder:
             path = Path(folder) / "inputs.safetensors"
             save_file({k: v.detach().cpu().contiguous() for k, v in inputs.items()}, str(path))
-            job = {"model_dir": str(model_dir), "inputs": str(path), "threads": threads,
-                   "plugins": self.plugin_modules}
             server = fork_server()
-            server.stdin.write(json.dumps(job) + "\n")
-            server.stdin.flush()
+            send(server, {"model_dir": str(model_dir), "inputs": str(path), "threads": threads,
+                          "plugins": self.plugin_modules})
             line = server.stdout.readline()
         result = json.loads(line) if line else {"error": f"the fork server exited ({server.wait()})"}
         if "error" in result:
@@ -138,36 +172,96 @@ def import_load_libraries() -> None:
 
 
 def serve(jobs: TextIO, results: TextIO) -> None:
-    """The fork server's loop: per JSON job line, fork a child that measures and writes one JSON line back."""
+    """The fork server's loop. A ``prepare`` line: prepare for its model, no reply. A job line: prepare (once per
+    model), fork a child that measures and writes one JSON line back; if the child's load imported a package after
+    its baseline, import it here and measure again in a fresh child."""
+    prepared: set[str] = set()
     for line in jobs:
         job = json.loads(line)
-        try:  # stage modules are imported here, once, so each child starts after them
-            for module in job["plugins"]:
-                importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-            results.write(json.dumps({"error": traceback.format_exc()}) + "\n")
-            results.flush()
+        try:
+            prepare(job, prepared)
+        except Exception:  # noqa: BLE001 - reported to the parent (which raises it) with the job, if one comes
+            if "prepare" not in job:
+                results.write(json.dumps({"error": traceback.format_exc()}) + "\n")
+                results.flush()
             continue
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: measure, report, exit without running the parent's cleanup
-            os.close(read)
+        if "prepare" in job:
+            continue
+        record = measure_in_child(job)
+        if "late_imports" in record:  # charged to the model: import them here and measure again
             try:
-                record = _measure(job)
-            except BaseException:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+                for package in record["late_imports"]:
+                    importlib.import_module(package)
+                record = {**measure_in_child(job), "probe_children": 2}
+            except Exception:  # noqa: BLE001 - reported to the parent, which raises it
                 record = {"error": traceback.format_exc()}
-            os.write(write, json.dumps(record).encode())
-            os._exit(0)
-        os.close(write)
-        with os.fdopen(read, "rb") as pipe:
-            reply = pipe.read().decode()
-        _, status = os.waitpid(pid, 0)
-        results.write((reply or json.dumps({"error": f"the child died (wait status {status})"})) + "\n")
+            if "late_imports" in record:
+                record = {"error": f"loading the model imported {record['late_imports']} after the baseline, twice"}
+        results.write(json.dumps({"probe_children": 1, **record}) + "\n")
         results.flush()
 
 
-def _measure(job: dict[str, Any]) -> dict[str, float]:
-    """In the fresh child: imports, baseline, load, one forward pass (see the module docstring)."""
+def prepare(job: dict[str, Any], prepared: set[str]) -> None:
+    """The imports a child's baseline must already hold for this model (see the module docstring)."""
+    model_dir = job.get("model_dir") or job["prepare"]
+    if model_dir in prepared:
+        return
+    from slimbench import checkpoint
+    from slimbench.stages import STAGES
+
+    for module in job["plugins"]:
+        importlib.import_module(module)
+    arch = checkpoint.read_arch(Path(model_dir))
+    if any(STAGES.get(s["name"]).rebuild or STAGES.get(s["name"]).finalize for s in arch["stages"]):
+        import_load_libraries()
+    build_on_meta(Path(model_dir))
+    prepared.add(model_dir)
+
+
+def build_on_meta(model_dir: Path) -> None:
+    """Build the saved model's architecture on the meta device: no memory, but it imports the architecture's
+    modules (transformers loads them lazily, ~60 MiB) and runs the build's code. A forked child does not inherit
+    the server's file-backed pages (library code) until it touches them, so the child builds again before its
+    baseline, and the load is not charged 5-7 MiB of first-use library pages (seen with a timm ViT)."""
+    import torch
+
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.models import build_model
+
+    arch = checkpoint.read_arch(model_dir)
+    with torch.device("meta"):
+        build_model(arch["model"], DatasetInfo(**arch["dataset"]), pretrained=False, download=False)
+
+
+def measure_in_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Fork a fresh child that measures ``job``; its record, or the error it died of."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, report, exit without running the parent's cleanup
+        os.close(read)
+        try:
+            record = _measure(job)
+        except BaseException:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+            record = {"error": traceback.format_exc()}
+        os.write(write, json.dumps(record).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        reply = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return json.loads(reply) if reply else {"error": f"the child died (wait status {status})"}
+
+
+def packages() -> set[str]:
+    """The top-level packages imported in this process; the standard library's and private ones (a leading
+    underscore: the runtime modules of C extensions, such as Cython's, which their package brings) left out."""
+    names = {name.partition(".")[0] for name in list(sys.modules)} - set(sys.stdlib_module_names)
+    return {name for name in names if not name.startswith("_")}
+
+
+def _measure(job: dict[str, Any]) -> dict[str, Any]:
+    """In the fresh child: baseline, load, one forward pass (see the module docstring)."""
     import gc
 
     import torch
@@ -176,15 +270,11 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
     from slimbench import checkpoint
     from slimbench.metrics.cost import RssSampler
 
-    from slimbench.data import DatasetInfo
-    from slimbench.models import build_model
-
     torch.set_num_threads(int(job["threads"]))
     args, kwargs = split_inputs(load_file(job["inputs"]))
-    arch = checkpoint.read_arch(Path(job["model_dir"]))
-    with torch.device("meta"):  # imports the architecture's modules (transformers loads them lazily, ~60 MiB)
-        build_model(arch["model"], DatasetInfo(**arch["dataset"]), pretrained=False, download=False)
+    build_on_meta(Path(job["model_dir"]))  # again, here: the code pages it runs are the child's own, as the load's
     gc.collect()
+    imported = packages()
     with RssSampler() as whole:
         baseline = whole.process.memory_info().rss
         model, _ = checkpoint.load_model(Path(job["model_dir"]), "cpu")
@@ -192,9 +282,13 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
         loaded = whole.process.memory_info().rss
         with RssSampler() as forward, torch.no_grad():
             model(*args, **kwargs)
+    late = sorted(packages() - imported)
+    if late:  # charged to the model: not a measurement
+        return {"late_imports": late}
     return {"model_peak_rss_mib": (forward.peak - baseline) / MIB, "model_weights_rss_mib": (loaded - baseline) / MIB,
             "probe_process_peak_rss_mib": whole.peak / MIB, "probe_threads": torch.get_num_threads(),
-            "probe_cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "probe_cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "probe_libraries": ",".join(sorted(imported & {library.partition(".")[0] for library in LOAD_LIBRARIES}))}
 
 
 if __name__ == "__main__":
@@ -208,7 +302,6 @@ if __name__ == "__main__":
     from slimbench import checkpoint  # noqa: F401
     from slimbench.metrics import cost  # noqa: F401
 
-    import_load_libraries()
     serve(sys.stdin, replies)
     replies.flush()
     os._exit(0)  # no interpreter teardown (1.4 s with these libraries on a 2-core VM), which its parent waits for
