@@ -199,13 +199,13 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
     return lambda: ws.task.logits(model, batch)
 
 
-def memory_probe(ws: Workspace, model_dir: Path) -> model_memory.ModelMemoryProbe | None:
+def memory_probe(ws: Workspace, model_dir: Path, arch: dict[str, Any]) -> model_memory.ModelMemoryProbe | None:
     """The probe of the model's own memory (``measures_model_memory``), on this process's fork server: started
-    here unless the command line started it earlier (and had it prepare for this model), so that its imports
-    overlap this process's work."""
+    here unless the command line started it earlier, and asked now to prepare for this model unless the command
+    line did, so that its imports overlap this process's work."""
     if not measures_model_memory(ws.evaluation):
         return None
-    return model_memory.ModelMemoryProbe(model_memory.plugin_modules(model_dir))
+    return model_memory.ModelMemoryProbe(model_dir, arch)
 
 
 def base_model(ws: Workspace, model: nn.Module, device: torch.device) -> nn.Module:
@@ -270,7 +270,7 @@ def measure_cost(ws: Workspace, model: nn.Module, model_dir: Path, stages: list[
     forward = example_forward(ws, cpu_model, latency["batch_size"], torch.device("cpu"))
     if probe is not None:  # the model's own memory, from the saved model in a fresh CPU-only process
         with phase("model_memory"):
-            out.update(probe.measure(model_dir, model_memory.capture_inputs(cpu_model, forward), latency["threads"]))
+            out.update(probe.measure(model_memory.capture_inputs(cpu_model, forward), latency["threads"]))
     # This process's RSS (peak_rss_mib, rss_rise_mib) holds the dataset, a CUDA context and earlier steps' memory:
     # whole-process figures, kept for comparison with earlier reports; never a device budget's measure.
     with phase("process_memory"), cost.threads(latency["threads"]):
@@ -341,7 +341,7 @@ def evaluation_record(ws: Workspace, command: str) -> dict[str, Any]:
     with phase("load_model"):
         model, arch = checkpoint.load_model(model_dir, ws.device)
     stage_log = read_stage_log(model_dir)
-    probe = memory_probe(ws, model_dir)
+    probe = memory_probe(ws, model_dir, arch)
     with phase("task_metric"):
         metrics = ws.task.evaluate(model, ws.splits.eval, ws.device, ws.evaluation["batch_size"])
     costs = measure_cost(ws, model, model_dir, arch["stages"], probe, phase)

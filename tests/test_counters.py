@@ -123,9 +123,9 @@ def test_memory_probe_measures_the_saved_model_alone_in_a_fresh_cpu_process(tmp_
     x = torch.randn(1, 3, 32, 32)
     inputs = capture_inputs(model, lambda: model(x))
     assert list(inputs) == ["arg.0"] and torch.equal(inputs["arg.0"], x)
-    probe = ModelMemoryProbe([])
-    measured = probe.measure(tmp_path / "m", inputs, threads=1)
-    again = probe.measure(tmp_path / "m", inputs, threads=1)  # a second fresh child: the same figure
+    probe = ModelMemoryProbe(tmp_path / "m", checkpoint.read_arch(tmp_path / "m"))
+    measured = probe.measure(inputs, threads=1)
+    again = probe.measure(inputs, threads=1)  # a second fresh child: the same figure
     # weights as loaded: their bytes plus the allocator's slack (12 MiB seen on a fresh CI machine, 0 here); the
     # runtime (hundreds of MiB) excluded
     assert weights_mib * 0.9 <= measured["model_weights_rss_mib"] < weights_mib + 32
@@ -285,8 +285,9 @@ def test_memory_probe_server_ends_without_the_interpreter_s_teardown(tmp_path) -
     import json
     import os
 
-    marker = tmp_path / "teardown_ran"
-    plugin = f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).touch)\n"
+    marker, imported = tmp_path / "teardown_ran", tmp_path / "imported"
+    plugin = (f"import atexit, pathlib\npathlib.Path({str(imported)!r}).touch()\n"
+              f"atexit.register(pathlib.Path({str(marker)!r}).touch)\n")
     (tmp_path / "exit_marker.py").write_text(plugin)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     server = subprocess.Popen([sys.executable, "-m", "slimbench.metrics.model_memory"], stdin=subprocess.PIPE,
@@ -298,7 +299,7 @@ def test_memory_probe_server_ends_without_the_interpreter_s_teardown(tmp_path) -
     assert "error" in json.loads(server.stdout.readline())  # the job ran (no model there) after the plugin's import
     server.stdin.close()
     assert server.wait(timeout=60) == 0
-    assert not marker.exists()
+    assert imported.exists() and not marker.exists()
 
 
 def test_memory_probe_inputs_keep_positional_and_keyword_tensors() -> None:
@@ -335,7 +336,8 @@ def test_memory_probe_does_not_charge_a_transformers_model_for_its_library(tmp_p
     spec = describe_model({"family": "hf_causal_lm", "config": small.to_dict()}, model)
     checkpoint.save_model(model, tmp_path / "m", spec, info, [])
     ids = torch.randint(0, 64, (1, 8))
-    measured = ModelMemoryProbe([]).measure(tmp_path / "m", capture_inputs(model, lambda: model(ids)), threads=1)
+    probe = ModelMemoryProbe(tmp_path / "m", checkpoint.read_arch(tmp_path / "m"))
+    measured = probe.measure(capture_inputs(model, lambda: model(ids)), threads=1)
     assert measured["model_peak_rss_mib"] < 40  # 91.7 MiB when the modeling module was imported after the baseline
 
 
@@ -359,8 +361,8 @@ def test_memory_probe_server_imports_a_library_only_for_a_model_that_replays_a_s
     model = build_model(spec, info, pretrained=False, download=False).eval()
     checkpoint.save_model(int8_quantize(model, "dynamic") if stages else model, tmp_path / "m", spec, info, stages)
     monkeypatch.setattr(model_memory, "_server", None)  # a fresh server: none of an earlier test's imports
-    probe = model_memory.ModelMemoryProbe(model_memory.plugin_modules(tmp_path / "m"))
-    measured = probe.measure(tmp_path / "m", {"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
+    probe = model_memory.ModelMemoryProbe(tmp_path / "m", checkpoint.read_arch(tmp_path / "m"))
+    measured = probe.measure({"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
     model_memory.stop_server(model_memory.fork_server())
     assert measured["probe_libraries"] == libraries and measured["probe_children"] == 1
 
@@ -402,8 +404,42 @@ def test_memory_probe_measures_again_when_the_load_imports_a_package_after_the_b
     model = build_model({"family": "late_family"}, info, pretrained=False, download=False).eval()
     checkpoint.save_model(model, tmp_path / "m", {"family": "late_family"}, info, [])
     monkeypatch.setattr(model_memory, "_server", None)  # a fresh server, which finds the plugin on its path
-    probe = model_memory.ModelMemoryProbe(model_memory.plugin_modules(tmp_path / "m"))
-    assert probe.plugin_modules == ["late_family"]
-    measured = probe.measure(tmp_path / "m", {"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
+    probe = model_memory.ModelMemoryProbe(tmp_path / "m", checkpoint.read_arch(tmp_path / "m"))
+    assert probe.job["plugins"] == ["late_family"]
+    measured = probe.measure({"arg.0": torch.zeros(1, 1, 8, 8)}, threads=1)
     model_memory.stop_server(model_memory.fork_server())
     assert measured["probe_children"] == 2 and measured["model_weights_rss_mib"] >= 0
+
+
+def test_memory_probe_server_answers_each_job_once_and_no_prepare_line(tmp_path, monkeypatch) -> None:
+    """``slimbench evaluate`` has the server prepare for its model before the job comes: a prepare line gets no
+    reply, one that fails (an unknown family) is dropped, and a folder whose arch cannot be read sends none; so the
+    one job gets one reply, its own, and nothing else waits in the pipe."""
+    import json
+    import select
+
+    from slimbench import checkpoint
+    from slimbench.data import DatasetInfo
+    from slimbench.metrics import model_memory
+
+    info = DatasetInfo("toy", "image_classification", "accuracy", 10, 3, 32, (0.0,) * 3, (1.0,) * 3, False)
+    spec = {"family": "timm", "arch": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 16, "depth": 1,
+            "num_heads": 1}
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, embed_dim=16,
+                              depth=1, num_heads=1).eval()
+    checkpoint.save_model(model, tmp_path / "m", spec, info, [])
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "arch.json").write_text("{not json")
+    monkeypatch.setattr(model_memory, "_server", None)
+    model_memory.start_server(tmp_path / "missing")
+    model_memory.start_server(tmp_path / "garbled")
+    arch = checkpoint.read_arch(tmp_path / "m")
+    model_memory.send(model_memory.fork_server(), {"model_dir": str(tmp_path / "other"), "plugins": [],
+                                                   "arch": {**arch, "model": {"family": "no_such_family"}}})
+    model_memory.start_server(tmp_path / "m")
+    measured = model_memory.ModelMemoryProbe(tmp_path / "m", arch).measure({"arg.0": torch.zeros(1, 3, 32, 32)}, 1)
+    server = model_memory.fork_server()
+    assert measured["model_peak_rss_mib"] > 0 and measured["probe_children"] == 1
+    assert not select.select([server.stdout], [], [], 1.0)[0]  # no second reply waiting
+    model_memory.stop_server(server)
+    assert (tmp_path / "garbled" / "arch.json").exists()  # left where it was: the evaluation's load moves it aside

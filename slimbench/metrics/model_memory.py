@@ -66,24 +66,29 @@ def fork_server() -> subprocess.Popen:
 
 
 def start_server(model_dir: Path) -> None:
-    """Start the fork server and have it prepare at once for measuring ``model_dir`` (its imports and the meta
-    build), beside the caller's work. A folder without a saved model is skipped: its evaluation reports that."""
+    """Start the fork server and have it prepare at once for measuring the model saved in ``model_dir`` (its imports
+    and the meta build), beside the caller's work. Its ``arch.json`` is read here without checking the weights' hash
+    or moving a garbled folder aside (the evaluation's load does both, under its lock); a folder whose arch cannot be
+    read is not prepared for, and its evaluation reports why."""
+    from slimbench.checkpoint import ARCH, check_spec
+    from slimbench.errors import SlimbenchError
+
+    server = fork_server()
     try:
-        modules = plugin_modules(model_dir)
-    except (FileNotFoundError, ValueError):
-        fork_server()
+        arch = json.loads((model_dir / ARCH).read_text())
+        check_spec(arch["model"], f"saved model '{model_dir}'")  # no model that would run code from a folder
+        message = {"model_dir": str(model_dir), "arch": arch, "plugins": plugin_modules(arch)}
+    except (OSError, ValueError, KeyError, TypeError, SlimbenchError):
         return
-    send(fork_server(), {"prepare": str(model_dir), "plugins": modules})
+    send(server, message)
 
 
-def plugin_modules(model_dir: Path) -> list[str]:
+def plugin_modules(arch: dict[str, Any]) -> list[str]:
     """The modules of the stages the saved model went through (its reload replays them) and of its model family (a
     plugin may register one), no others."""
-    from slimbench import checkpoint
     from slimbench.models import MODELS
     from slimbench.stages import STAGES
 
-    arch = checkpoint.read_arch(model_dir)
     applied = [STAGES.get(s["name"]) for s in arch["stages"]]
     modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
     return sorted(modules | {MODELS.get(arch["model"]["family"]).build.__module__})
@@ -106,13 +111,16 @@ def stop_server(server: subprocess.Popen) -> None:
 
 
 class ModelMemoryProbe:
-    """Measures one saved model's peak memory in a fresh CPU-only child (see the module docstring)."""
+    """Measures one saved model's peak memory in a fresh CPU-only child (see the module docstring). Made with the
+    model's checked ``arch`` (as its load returns it), it has the server prepare for the model at once, so that the
+    imports overlap the caller's work (a second request for one model costs nothing)."""
 
-    def __init__(self, plugin_modules: list[str]) -> None:
-        self.plugin_modules = plugin_modules
-        fork_server()  # started now, so its imports overlap the caller's work
+    def __init__(self, model_dir: Path, arch: dict[str, Any]) -> None:
+        self.model_dir = model_dir
+        self.job = {"model_dir": str(model_dir), "arch": arch, "plugins": plugin_modules(arch)}
+        send(fork_server(), self.job)  # a line without inputs: prepare only
 
-    def measure(self, model_dir: Path, inputs: dict[str, Any], threads: int) -> dict[str, float]:
+    def measure(self, inputs: dict[str, Any], threads: int) -> dict[str, float]:
         """Save the example inputs as safetensors, run a child on them and the model folder, return its record."""
         from safetensors.torch import save_file
 
@@ -121,12 +129,11 @@ class ModelMemoryProbe:
             path = Path(folder) / "inputs.safetensors"
             save_file({k: v.detach().cpu().contiguous() for k, v in inputs.items()}, str(path))
             server = fork_server()
-            send(server, {"model_dir": str(model_dir), "inputs": str(path), "threads": threads,
-                          "plugins": self.plugin_modules})
+            send(server, {**self.job, "inputs": str(path), "threads": threads})
             line = server.stdout.readline()
         result = json.loads(line) if line else {"error": f"the fork server exited ({server.wait()})"}
         if "error" in result:
-            raise RuntimeError(f"the memory probe of '{model_dir}' failed:\n{result['error'][-2000:]}")
+            raise RuntimeError(f"the memory probe of '{self.model_dir}' failed:\n{result['error'][-2000:]}")
         result["probe_time_s"] = time.perf_counter() - started
         return result
 
@@ -172,8 +179,8 @@ def import_load_libraries() -> None:
 
 
 def serve(jobs: TextIO, results: TextIO) -> None:
-    """The fork server's loop. A ``prepare`` line: prepare for its model, no reply. A job line: prepare (once per
-    model), fork a child that measures and writes one JSON line back; if the child's load imported a package after
+    """The fork server's loop. A line without ``inputs``: prepare for its model, no reply. A job line: prepare (once
+    per model), fork a child that measures and writes one JSON line back; if the child's load imported a package after
     its baseline, import it here and measure again in a fresh child."""
     prepared: set[str] = set()
     for line in jobs:
@@ -181,55 +188,62 @@ def serve(jobs: TextIO, results: TextIO) -> None:
         try:
             prepare(job, prepared)
         except Exception:  # noqa: BLE001 - reported to the parent (which raises it) with the job, if one comes
-            if "prepare" not in job:
+            if "inputs" in job:
                 results.write(json.dumps({"error": traceback.format_exc()}) + "\n")
                 results.flush()
             continue
-        if "prepare" in job:
+        if "inputs" not in job:  # a prepare line: no reply
             continue
         record = measure_in_child(job)
         if "late_imports" in record:  # charged to the model: import them here and measure again
-            try:
-                for package in record["late_imports"]:
-                    importlib.import_module(package)
-                record = {**measure_in_child(job), "probe_children": 2}
-            except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-                record = {"error": traceback.format_exc()}
-            if "late_imports" in record:
-                record = {"error": f"loading the model imported {record['late_imports']} after the baseline, twice"}
+            record = measure_again(job, record["late_imports"])
         results.write(json.dumps({"probe_children": 1, **record}) + "\n")
         results.flush()
 
 
+def measure_again(job: dict[str, Any], late: list[str]) -> dict[str, Any]:
+    """Import the modules a child's load imported after its baseline, then measure in a fresh child."""
+    fix = "Fix: report it; meanwhile, set evaluation.model_memory: false (and no budget) for this study."
+    try:
+        for module in late:
+            importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
+        return {"error": f"loading the model imported {late} after the memory baseline, and importing them before it "
+                         f"failed ({type(error).__name__}: {error}). {fix}"}
+    record = {**measure_in_child(job), "probe_children": 2}
+    if "late_imports" in record:
+        return {"error": f"loading the model imported {record['late_imports']} after the memory baseline, even after "
+                         f"they were imported before it. {fix}"}
+    return record
+
+
 def prepare(job: dict[str, Any], prepared: set[str]) -> None:
-    """The imports a child's baseline must already hold for this model (see the module docstring)."""
-    model_dir = job.get("model_dir") or job["prepare"]
-    if model_dir in prepared:
+    """The imports a child's baseline must already hold for this model (see the module docstring). One process that
+    evaluates several models (``slimbench study``, ``slimbench run``) keeps one server, which keeps every import: a
+    later model's baseline may hold more libraries (``probe_libraries`` says which); the workflow runs one
+    evaluation per process."""
+    if job["model_dir"] in prepared:
         return
-    from slimbench import checkpoint
     from slimbench.stages import STAGES
 
     for module in job["plugins"]:
         importlib.import_module(module)
-    arch = checkpoint.read_arch(Path(model_dir))
-    if any(STAGES.get(s["name"]).rebuild or STAGES.get(s["name"]).finalize for s in arch["stages"]):
+    if any(STAGES.get(s["name"]).rebuild or STAGES.get(s["name"]).finalize for s in job["arch"]["stages"]):
         import_load_libraries()
-    build_on_meta(Path(model_dir))
-    prepared.add(model_dir)
+    build_on_meta(job["arch"])
+    prepared.add(job["model_dir"])
 
 
-def build_on_meta(model_dir: Path) -> None:
+def build_on_meta(arch: dict[str, Any]) -> None:
     """Build the saved model's architecture on the meta device: no memory, but it imports the architecture's
     modules (transformers loads them lazily, ~60 MiB) and runs the build's code. A forked child does not inherit
     the server's file-backed pages (library code) until it touches them, so the child builds again before its
     baseline, and the load is not charged 5-7 MiB of first-use library pages (seen with a timm ViT)."""
     import torch
 
-    from slimbench import checkpoint
     from slimbench.data import DatasetInfo
     from slimbench.models import build_model
 
-    arch = checkpoint.read_arch(model_dir)
     with torch.device("meta"):
         build_model(arch["model"], DatasetInfo(**arch["dataset"]), pretrained=False, download=False)
 
@@ -272,7 +286,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(job["threads"]))
     args, kwargs = split_inputs(load_file(job["inputs"]))
-    build_on_meta(Path(job["model_dir"]))  # again, here: the code pages it runs are the child's own, as the load's
+    build_on_meta(job["arch"])  # again, here: the code pages it runs are the child's own, as the load's
     gc.collect()
     imported = packages()
     with RssSampler() as whole:
@@ -282,9 +296,9 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
         loaded = whole.process.memory_info().rss
         with RssSampler() as forward, torch.no_grad():
             model(*args, **kwargs)
-    late = sorted(packages() - imported)
-    if late:  # charged to the model: not a measurement
-        return {"late_imports": late}
+    new = packages() - imported
+    if new:  # charged to the model: not a measurement. Every module of the new packages, so that all are imported
+        return {"late_imports": sorted(name for name in list(sys.modules) if name.partition(".")[0] in new)}
     return {"model_peak_rss_mib": (forward.peak - baseline) / MIB, "model_weights_rss_mib": (loaded - baseline) / MIB,
             "probe_process_peak_rss_mib": whole.peak / MIB, "probe_threads": torch.get_num_threads(),
             "probe_cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
