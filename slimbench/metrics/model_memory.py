@@ -286,7 +286,8 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(job["threads"]))
     args, kwargs = split_inputs(load_file(job["inputs"]))
-    build_on_meta(job["arch"])  # again, here: the code pages it runs are the child's own, as the load's
+    # again, here, from arch.json read as the load reads it: the code pages both run become the child's own
+    build_on_meta(checkpoint.read_arch(Path(job["model_dir"])))
     gc.collect()
     imported = packages()
     with RssSampler() as whole:
