@@ -201,8 +201,8 @@ def example_forward(ws: Workspace, model: nn.Module, batch_size: int, device: to
 
 def memory_probe(ws: Workspace, model_dir: Path, arch: dict[str, Any]) -> model_memory.ModelMemoryProbe | None:
     """The probe of the model's own memory (``measures_model_memory``), on this process's fork server: started
-    here unless the command line started it earlier, and asked now to prepare for this model unless the command
-    line did, so that its imports overlap this process's work."""
+    here unless the command line started it earlier, and asked now to prepare for this model (a model it has
+    prepared for costs nothing), so that its imports overlap this process's work."""
     if not measures_model_memory(ws.evaluation):
         return None
     return model_memory.ModelMemoryProbe(model_dir, arch)
