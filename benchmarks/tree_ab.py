@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from slimbench.checkpoint import WEIGHTS
 from slimbench.integrity import file_sha256
@@ -47,8 +48,7 @@ from slimbench.pipeline import MODEL_DIR, STAGE_LOG
 from slimbench.results import METRICS_FILE
 
 PACKAGES = ("slimbench", "methods", "baselines")  # the stages come from the last two (entry points)
-COLUMNS = {"base": ["tree", "repeat", "position", "time_s", "process_s", "steps", "final_loss", "weights_sha256"],
-           "evaluate": ["tree", "repeat", "position", "time_s", "process_s", "process_age_s", "after_s", "metrics"]}
+COMMON = ["tree", "repeat", "position", "time_s", "process_s"]
 
 
 def step_once(step: str, tree: Path, config: str, overrides: str | None, experiment: str, work: Path) -> float:
@@ -87,6 +87,28 @@ def evaluate_once(tree: Path, config: str, overrides: str | None, experiment: st
             "metrics": json.dumps(record["metrics"], sort_keys=True)}
 
 
+class Step(NamedTuple):
+    """What ``--step`` runs, and how its runs are summed up: the median of ``timed``, and whether ``result`` (what
+    the step computed) is the same in every run."""
+
+    run: Callable[[Path, str, str | None, str, Path], dict[str, object]]
+    folder: Callable[[str, int], str]  # the run's folder under --work, from the tree's name and the repeat
+    columns: list[str]
+    timed: str
+    result: str
+    label: str
+    result_label: str
+
+
+STEPS = {
+    "base": Step(base_once, lambda name, repeat: f"{name}-{repeat}", COMMON + ["steps", "final_loss", "weights_sha256"],
+                 "time_s", "weights_sha256", "training s", "weights"),
+    # one folder per tree: its base is trained once, then evaluated in every repeat
+    "evaluate": Step(evaluate_once, lambda name, repeat: name, COMMON + ["process_age_s", "after_s", "metrics"],
+                     "process_s", "metrics", "evaluation job s", "task metrics"),
+}
+
+
 def input_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the arguments, with the fix; None when nothing is."""
     if len(args.tree) != 2 or not all("=" in entry for entry in args.tree):
@@ -119,7 +141,7 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, twice")
     parser.add_argument("--config", required=True, help="the config, relative to each tree")
     parser.add_argument("--experiment", required=True, help="the base experiment's folder, e.g. results/.../base")
-    parser.add_argument("--step", choices=sorted(COLUMNS), default="base", help="what each run times")
+    parser.add_argument("--step", choices=sorted(STEPS), default="base", help="what each run times")
     parser.add_argument("--set", default=None, metavar="JSON", help="config overrides for every run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
@@ -130,29 +152,23 @@ def main() -> None:
         sys.exit(problem)
     trees = dict(entry.split("=", 1) for entry in args.tree)
     work = args.work or Path(tempfile.mkdtemp(prefix="tree_ab-"))
-    names = list(trees)
+    names, step = list(trees), STEPS[args.step]
     rows = []
     for repeat in range(args.repeats):
         for position, name in enumerate(names if repeat % 2 == 0 else names[::-1]):
-            tree = Path(trees[name]).resolve()
-            if args.step == "base":
-                run = base_once(tree, args.config, args.set, args.experiment, work / f"{name}-{repeat}")
-            else:  # one folder per tree: its base is trained once, then evaluated in every repeat
-                run = evaluate_once(tree, args.config, args.set, args.experiment, work / name)
+            run = step.run(Path(trees[name]).resolve(), args.config, args.set, args.experiment,
+                           work / step.folder(name, repeat))
             rows.append({"tree": name, "repeat": repeat, "position": position, **run})
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS[args.step])
+        writer = csv.DictWriter(handle, fieldnames=step.columns)
         writer.writeheader()
         writer.writerows(rows)
-    timed, result = ("time_s", "weights_sha256") if args.step == "base" else ("process_s", "metrics")
-    medians = {name: statistics.median(row[timed] for row in rows if row["tree"] == name) for name in names}
-    same = len({row[result] for row in rows}) == 1
-    what = {"base": "training s", "evaluate": "evaluation job s"}[args.step]
-    print(f"median {what}: {medians}; {names[1]}/{names[0]} = {medians[names[1]] / medians[names[0]]:.3f}; "
-          f"{'weights' if args.step == 'base' else 'task metrics'} "
-          f"{'bit for bit the same in every run' if same else 'differ between runs'}")
+    medians = {name: statistics.median(row[step.timed] for row in rows if row["tree"] == name) for name in names}
+    same = len({row[step.result] for row in rows}) == 1
+    print(f"median {step.label}: {medians}; {names[1]}/{names[0]} = {medians[names[1]] / medians[names[0]]:.3f}; "
+          f"{step.result_label} {'bit for bit the same in every run' if same else 'differ between runs'}")
 
 
 if __name__ == "__main__":

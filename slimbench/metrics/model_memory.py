@@ -87,11 +87,17 @@ def plugin_modules(arch: dict[str, Any]) -> list[str]:
     """The modules of the stages the saved model went through (its reload replays them) and of its model family (a
     plugin may register one), no others."""
     from slimbench.models import MODELS
+
+    modules = {f.__module__ for stage in applied_stages(arch) for f in (stage.fn, stage.rebuild, stage.finalize)
+               if f is not None}
+    return sorted(modules | {MODELS.get(arch["model"]["family"]).build.__module__})
+
+
+def applied_stages(arch: dict[str, Any]) -> list[Any]:
+    """The registered stages the saved model went through."""
     from slimbench.stages import STAGES
 
-    applied = [STAGES.get(s["name"]) for s in arch["stages"]]
-    modules = {f.__module__ for stage in applied for f in (stage.fn, stage.rebuild, stage.finalize) if f is not None}
-    return sorted(modules | {MODELS.get(arch["model"]["family"]).build.__module__})
+    return [STAGES.get(s["name"]) for s in arch["stages"]]
 
 
 def send(server: subprocess.Popen, message: dict[str, Any]) -> None:
@@ -224,11 +230,9 @@ def prepare(job: dict[str, Any], prepared: set[str]) -> None:
     evaluation per process."""
     if job["model_dir"] in prepared:
         return
-    from slimbench.stages import STAGES
-
     for module in job["plugins"]:
         importlib.import_module(module)
-    if any(STAGES.get(s["name"]).rebuild or STAGES.get(s["name"]).finalize for s in job["arch"]["stages"]):
+    if any(stage.rebuild or stage.finalize for stage in applied_stages(job["arch"])):
         import_load_libraries()
     build_on_meta(job["arch"])
     prepared.add(job["model_dir"])
